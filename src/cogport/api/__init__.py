@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, dependencies, problem responses, presenters."""

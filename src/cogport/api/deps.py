@@ -1,0 +1,80 @@
+"""Named dependencies: the session, the caller, the settings, absolute URLs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogport.db.engine import Database
+from cogport.errors import Forbidden, Unauthenticated
+from cogport.ops import accounts
+from cogport.ops.principals import Principal
+from cogport.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent."""
+    async with get_database(request).session() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in ("bearer", "token") or not token.strip():
+        raise Unauthenticated("You did not pass a valid authentication token")
+    return token.strip()
+
+
+async def get_principal(request: Request, session: SessionDep) -> Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("You did not pass an authentication token")
+    return await accounts.authenticate(session, token)
+
+
+async def get_optional_principal(request: Request, session: SessionDep) -> Principal | None:
+    token = bearer_token(request)
+    return None if token is None else await accounts.authenticate(session, token)
+
+
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("This operation needs an admin token")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
+AdminPrincipal = Annotated[Principal, Depends(get_admin)]
+
+
+def get_base_url(request: Request) -> str:
+    """The absolute base URL (scheme://host[:port]) that clients reach this server at."""
+    settings = get_settings(request)
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+BaseUrl = Annotated[str, Depends(get_base_url)]

@@ -1,0 +1,84 @@
+"""Rows to wire objects, explicitly (see :mod:`cogport.schemas.responses`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogport.db.tables import Account, Collection, Model, Version
+from cogport.ops import models as model_ops
+from cogport.schemas import responses as r
+
+
+def timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def account(row: Account) -> r.Account:
+    return r.Account(
+        type="organization" if row.type == "organization" else "user",
+        username=row.username,
+        name=row.name or row.username,
+        github_url=row.github_url,
+        avatar_url=row.avatar_url,
+    )
+
+
+def version(row: Version) -> r.Version:
+    return r.Version(
+        id=row.id,
+        created_at=timestamp(row.created_at) or "",
+        cog_version=row.cog_version or "",
+        openapi_schema=row.openapi_schema or {},
+    )
+
+
+def model(row: Model, owner: Account, latest: Version | None, base_url: str) -> r.Model:
+    return r.Model(
+        url=f"{base_url}/{owner.username}/{row.name}",
+        owner=owner.username,
+        name=row.name,
+        description=row.description,
+        visibility="public" if row.visibility == "public" else "private",
+        github_url=row.github_url,
+        paper_url=row.paper_url,
+        license_url=row.license_url,
+        cover_image_url=row.cover_image_url,
+        run_count=row.run_count,
+        default_example=None,
+        latest_version=version(latest) if latest is not None else None,
+        hardware=row.hardware,
+        created_at=timestamp(row.created_at) or "",
+    )
+
+
+def collection_item(row: Collection) -> r.CollectionItem:
+    return r.CollectionItem(name=row.name, slug=row.slug, description=row.description or "")
+
+
+def collection(row: Collection, models: list[r.Model]) -> r.Collection:
+    return r.Collection(
+        name=row.name,
+        slug=row.slug,
+        description=row.description or "",
+        full_description=row.full_description,
+        models=models,
+    )
+
+
+async def models(session: AsyncSession, rows: list[Model], base_url: str) -> list[r.Model]:
+    """Present many models with two batched lookups (owners, latest versions)."""
+    owners = await model_ops.owners(session, rows)
+    latest = await model_ops.latest_versions(session, rows)
+    return [
+        model(
+            row,
+            owners[row.owner_id],
+            latest.get(row.latest_version_pk) if row.latest_version_pk is not None else None,
+            base_url,
+        )
+        for row in rows
+    ]

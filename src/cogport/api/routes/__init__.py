@@ -1,0 +1,1 @@
+"""One router per Replicate resource, plus ``admin`` for cogport's own extensions."""

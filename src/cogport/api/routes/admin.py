@@ -1,0 +1,104 @@
+"""cogport extensions for admins, under their own prefix ``/admin/v1``: accounts, tokens, collections."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from cogport.api import presenters
+from cogport.api.deps import AdminPrincipal, BaseUrl, SessionDep
+from cogport.db.tables import Account
+from cogport.ops import accounts as account_ops
+from cogport.ops import collections as collection_ops
+from cogport.schemas.actions import (
+    AccountCreate,
+    CollectionCreate,
+    CollectionUpdate,
+    MembersUpdate,
+    TokenCreate,
+)
+from cogport.schemas.responses import AdminAccount, Collection, Token
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
+
+
+async def _present(session: SessionDep, account: Account) -> AdminAccount:
+    members = await account_ops.member_names(session, account.id) if account.type == "organization" else None
+    base = presenters.account(account)
+    return AdminAccount(
+        **base.model_dump(),
+        is_admin=account.is_admin,
+        members=members,
+        created_at=presenters.timestamp(account.created_at) or "",
+    )
+
+
+@router.get("/accounts")
+async def list_accounts(session: SessionDep, _admin: AdminPrincipal) -> list[AdminAccount]:
+    return [await _present(session, a) for a in await account_ops.list_accounts(session)]
+
+
+@router.post("/accounts", status_code=201)
+async def create_account(body: AccountCreate, session: SessionDep, _admin: AdminPrincipal) -> AdminAccount:
+    account = await account_ops.create_account(
+        session,
+        body.username,
+        name=body.name,
+        type=body.type,
+        is_admin=body.is_admin,
+        github_url=body.github_url,
+        members=body.members,
+    )
+    return await _present(session, account)
+
+
+@router.get("/accounts/{username}")
+async def get_account(username: str, session: SessionDep, _admin: AdminPrincipal) -> AdminAccount:
+    return await _present(session, await account_ops.require(session, username))
+
+
+@router.patch("/accounts/{username}/members")
+async def update_members(
+    username: str, body: MembersUpdate, session: SessionDep, _admin: AdminPrincipal
+) -> AdminAccount:
+    org = await account_ops.require(session, username)
+    await account_ops.add_members(session, org, body.add)
+    await account_ops.remove_members(session, org, body.remove)
+    return await _present(session, org)
+
+
+@router.post("/accounts/{username}/tokens", status_code=201)
+async def create_token(username: str, body: TokenCreate, session: SessionDep, _admin: AdminPrincipal) -> Token:
+    account = await account_ops.require(session, username)
+    row, plain = await account_ops.create_token(session, account, label=body.label)
+    return Token(
+        account=account.username, token=plain, hint=row.hint, created_at=presenters.timestamp(row.created_at) or ""
+    )
+
+
+async def _collection(session: SessionDep, slug: str, base_url: str) -> Collection:
+    collection = await collection_ops.get(session, slug)
+    models = await collection_ops.models_of(session, None, collection)
+    return presenters.collection(collection, await presenters.models(session, models, base_url))
+
+
+@router.post("/collections", status_code=201)
+async def create_collection(
+    body: CollectionCreate, session: SessionDep, _admin: AdminPrincipal, base_url: BaseUrl
+) -> Collection:
+    await collection_ops.create(session, **body.model_dump())
+    return await _collection(session, body.slug, base_url)
+
+
+@router.patch("/collections/{slug}")
+async def update_collection(
+    slug: str, body: CollectionUpdate, session: SessionDep, _admin: AdminPrincipal, base_url: BaseUrl
+) -> Collection:
+    collection = await collection_ops.get(session, slug)
+    await collection_ops.update(session, collection, body.model_dump(exclude_unset=True))
+    return await _collection(session, slug, base_url)
+
+
+@router.delete("/collections/{slug}", status_code=204)
+async def delete_collection(slug: str, session: SessionDep, _admin: AdminPrincipal) -> Response:
+    await collection_ops.delete_collection(session, await collection_ops.get(session, slug))
+    return Response(status_code=204)

@@ -1,0 +1,40 @@
+"""``cogport serve``: run the API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def serve(
+    host: str | None = typer.Option(None, "--host", help="Interface to listen on [default: 127.0.0.1]."),
+    port: int | None = typer.Option(None, "--port", help="Port to listen on [default: 8000]."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where the database and files live."),
+    proxy_headers: bool = typer.Option(False, "--proxy-headers", help="Trust X-Forwarded-* headers from 127.0.0.1."),
+) -> None:
+    """Start the cogport server (SQLite and local files by default)."""
+    import uvicorn
+
+    from cogport.app import create_app
+    from cogport.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips="127.0.0.1" if proxy_headers else None,
+        timeout_graceful_shutdown=10,
+        access_log=settings.log_level == "debug",
+    )

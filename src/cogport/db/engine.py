@@ -1,0 +1,89 @@
+"""The database engine, sessions and migrations.
+
+The data layer (:mod:`cogport.ops`) flushes and never commits; whoever opens the transaction
+(a request, a background job step) commits it, via :func:`session_scope`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from cogport.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Database:
+    """Owns the engine and the session factory of one app instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        url = settings.sqlalchemy_url
+        kwargs: dict[str, Any] = {}
+        if settings.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            server_settings = {"application_name": "cogport"}
+            if settings.database_schema:
+                server_settings["search_path"] = settings.database_schema
+            kwargs["connect_args"] = {"server_settings": server_settings}
+            kwargs["pool_size"] = 10
+            kwargs["max_overflow"] = 20
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not settings.is_sqlite, **kwargs)
+        if settings.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction, committed on success and rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def migrate(self) -> None:
+        """Create the schema (if asked) and apply every Alembic migration."""
+        if self.settings.is_sqlite:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        async with self.engine.begin() as conn:
+            if self.settings.database_schema and not self.settings.is_sqlite:
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.settings.database_schema}"'))
+            await conn.run_sync(_upgrade)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine from synchronous code (CLI helpers)."""
+    return asyncio.run(coro)

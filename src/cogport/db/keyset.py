@@ -1,0 +1,79 @@
+"""Keyset (cursor) pagination: stable while rows are inserted, unlike OFFSET.
+
+A page is ordered by ``(sort_column, tiebreak_column)``. A cursor holds the key of the row it
+starts after, plus its direction (``next`` or ``previous``). The API layer turns cursors into
+opaque strings; see :mod:`cogport.api.pagination`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from sqlalchemy import Select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+Direction = Literal["next", "previous"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cursor:
+    key: tuple[Any, Any]
+    direction: Direction = "next"
+
+
+@dataclass
+class KeysetPage(Generic[T]):
+    rows: list[T]
+    next: Cursor | None
+    previous: Cursor | None
+
+
+async def paginate(
+    session: AsyncSession,
+    query: Select[Any],
+    *,
+    sort: Any,
+    tiebreak: Any,
+    descending: bool = True,
+    cursor: Cursor | None = None,
+    limit: int = 100,
+    key_of: Callable[[T], tuple[Any, Any]],
+) -> KeysetPage[T]:
+    """Run ``query`` one page at a time.
+
+    ``sort`` and ``tiebreak`` are non-NULL column expressions; ``key_of(row)`` gives their values.
+    """
+    backwards = cursor is not None and cursor.direction == "previous"
+    # Walking backwards means reading the opposite order and flipping the page.
+    read_descending = descending != backwards
+    if cursor is not None:
+        query = query.where(_after(sort, tiebreak, cursor.key, read_descending))
+    order = (sort.desc(), tiebreak.desc()) if read_descending else (sort.asc(), tiebreak.asc())
+    result = await session.execute(query.order_by(*order).limit(limit + 1))
+    rows = list(result.scalars().all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    keys = key_of
+    next_cursor = prev_cursor = None
+    if rows:
+        if more or backwards:
+            next_cursor = Cursor(keys(rows[-1]), "next")
+        if cursor is not None and (more or not backwards):
+            prev_cursor = Cursor(keys(rows[0]), "previous")
+    return KeysetPage(rows=rows, next=next_cursor, previous=prev_cursor)
+
+
+def _after(sort: Any, tiebreak: Any, key: tuple[Any, Any], descending: bool) -> Any:
+    if descending:
+        return tuple_(sort, tiebreak) < tuple_(*key)
+    return tuple_(sort, tiebreak) > tuple_(*key)
+
+
+def encode_key(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value

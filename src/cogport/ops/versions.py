@@ -1,0 +1,128 @@
+"""Versions: list, get, create (by builds and trainings) and delete with Replicate's rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogport.db.keyset import Cursor, KeysetPage, paginate
+from cogport.db.tables import Account, Model, Prediction, StoredFile, Version, utcnow
+from cogport.errors import Conflict, VersionNotFound
+from cogport.ops import accounts, models
+from cogport.ops.principals import Principal
+
+
+def _key(version: Version) -> tuple[Any, Any]:
+    return version.created_at, version.pk
+
+
+async def list_page(
+    session: AsyncSession, model: Model, *, cursor: Cursor | None, limit: int = 25
+) -> KeysetPage[Version]:
+    query = select(Version).where(Version.model_id == model.id, Version.deleting.is_(False))
+    return await paginate(
+        session,
+        query,
+        sort=Version.created_at,
+        tiebreak=Version.pk,
+        descending=True,
+        cursor=cursor,
+        limit=limit,
+        key_of=_key,
+    )
+
+
+async def get(session: AsyncSession, model: Model, version_id: str) -> Version:
+    result = await session.execute(
+        select(Version).where(
+            Version.model_id == model.id, Version.id == version_id.lower(), Version.deleting.is_(False)
+        )
+    )
+    version = result.scalar_one_or_none()
+    if version is None:
+        raise VersionNotFound()
+    return version
+
+
+async def find_visible(
+    session: AsyncSession, principal: Principal | None, version_id: str
+) -> tuple[Version, Model, Account] | None:
+    """A version by bare id among the models the caller can see (own models first, then newest)."""
+    own = Model.owner_id.in_(principal.acting_ids) if principal else Model.id.is_(None)
+    result = await session.execute(
+        select(Version, Model, Account)
+        .join(Model, Model.id == Version.model_id)
+        .join(Account, Account.id == Model.owner_id)
+        .where(Version.id == version_id.lower(), Version.deleting.is_(False), models.visible_to(principal))
+        .order_by(own.desc(), Version.created_at.desc())
+        .limit(1)
+    )
+    row = result.one_or_none()
+    return (row[0], row[1], row[2]) if row else None
+
+
+async def create(session: AsyncSession, model: Model, version_id: str, **fields: Any) -> tuple[Version, bool]:
+    """Add a version to ``model``; returns ``(version, created)``. Pushing the same id is idempotent."""
+    existing = await session.execute(select(Version).where(Version.model_id == model.id, Version.id == version_id))
+    version = existing.scalar_one_or_none()
+    if version is not None and not version.deleting:
+        return version, False
+    if version is not None:
+        raise Conflict("This version is being deleted; push again once the deletion has finished")
+    version = Version(id=version_id, model_id=model.id, created_at=utcnow(), **fields)
+    session.add(version)
+    await session.flush()
+    await models.refresh_latest_version(session, model)
+    return version, True
+
+
+async def request_delete(session: AsyncSession, principal: Principal, model: Model, version: Version) -> None:
+    """Check Replicate's rules and mark the version for background removal."""
+    if not principal.can_act_for(model.owner_id):
+        raise VersionNotFound()
+    if model.visibility != "private":
+        raise Conflict(
+            "Versions of public models cannot be deleted; make the model private first",
+            title="Version cannot be deleted",
+        )
+    allowed = {model.owner_id, *(await accounts.member_ids(session, model.owner_id))}
+    others = await session.scalar(
+        select(exists().where(Prediction.version_pk == version.pk, Prediction.account_id.not_in(allowed)))
+    )
+    if others:
+        raise Conflict(
+            "Someone other than the owner has run predictions with this version", title="Version cannot be deleted"
+        )
+    version.deleting = True
+    await session.flush()
+    await models.refresh_latest_version(session, model)
+
+
+async def pending_deletions(session: AsyncSession, limit: int = 10) -> list[Version]:
+    result = await session.execute(select(Version).where(Version.deleting.is_(True)).limit(limit))
+    return list(result.scalars())
+
+
+async def output_file_keys(session: AsyncSession, version: Version) -> list[str]:
+    result = await session.execute(
+        select(StoredFile.storage_key)
+        .join(Prediction, Prediction.id == StoredFile.prediction_id)
+        .where(Prediction.version_pk == version.pk)
+    )
+    return list(result.scalars())
+
+
+async def purge(session: AsyncSession, version: Version) -> None:
+    """Remove the version row, its predictions and their file rows (storage is cleaned by the caller)."""
+    prediction_ids = select(Prediction.id).where(Prediction.version_pk == version.pk)
+    await session.execute(delete(StoredFile).where(StoredFile.prediction_id.in_(prediction_ids)))
+    await session.execute(delete(Prediction).where(Prediction.version_pk == version.pk))
+    await session.delete(version)
+    await session.flush()
+
+
+async def source_in_use(session: AsyncSession, source_path: str) -> bool:
+    """Whether another version (same content on another model, or a trained one) still uses the files."""
+    return bool(await session.scalar(select(exists().where(Version.source_path == source_path))))

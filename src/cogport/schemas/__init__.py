@@ -1,0 +1,1 @@
+"""Wire schemas: what clients send (``actions``) and what cogport answers (``responses``)."""

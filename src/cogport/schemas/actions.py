@@ -1,0 +1,95 @@
+"""Request bodies. Unknown fields are refused where Replicate's spec refuses them."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class Action(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _url(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(HttpUrl(value))
+
+
+class ModelCreate(Action):
+    owner: str
+    name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits, '-', '_' and '.'")
+    visibility: Literal["public", "private"]
+    hardware: str
+    description: str | None = None
+    github_url: str | None = None
+    paper_url: str | None = None
+    license_url: str | None = None
+    cover_image_url: str | None = None
+
+    _urls = field_validator("github_url", "paper_url", "license_url", "cover_image_url")(_url)
+
+
+class ModelUpdate(Action):
+    description: str | None = None
+    readme: str | None = None
+    github_url: str | None = None
+    paper_url: str | None = None
+    weights_url: str | None = None
+    license_url: str | None = None
+
+    _urls = field_validator("github_url", "paper_url", "license_url", "weights_url")(_url)
+
+
+class AccountCreate(Action):
+    """cogport extension: create a user or an organization."""
+
+    username: str = Field(pattern=USERNAME_PATTERN)
+    name: str | None = None
+    type: Literal["user", "organization"] = "user"
+    members: list[str] = Field(default_factory=list)
+    is_admin: bool = False
+    github_url: str | None = None
+
+    _urls = field_validator("github_url")(_url)
+
+
+class MembersUpdate(Action):
+    add: list[str] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+
+
+class TokenCreate(Action):
+    label: str | None = None
+
+
+class CollectionCreate(Action):
+    """cogport extension: create or replace a collection."""
+
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$")
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    full_description: str | None = None
+    models: list[str] = Field(default_factory=list, description="owner/name of each model, in order")
+
+    @field_validator("models")
+    @classmethod
+    def _refs(cls, value: list[str]) -> list[str]:
+        for ref in value:
+            if not re.fullmatch(r"[^/\s]+/[^/\s]+", ref):
+                raise ValueError(f"{ref!r} is not of the form owner/name")
+        return value
+
+
+class CollectionUpdate(Action):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = None
+    full_description: str | None = None
+    models: list[str] | None = None
+
+    _refs = field_validator("models")(CollectionCreate._refs.__func__)  # type: ignore[attr-defined]

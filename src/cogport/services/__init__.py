@@ -1,0 +1,1 @@
+"""Background services: loops with ``start``/``stop``, owned by the app's lifespan."""

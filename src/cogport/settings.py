@@ -1,0 +1,102 @@
+"""The one settings object, read from ``COGPORT_*`` environment variables.
+
+Nothing else in the package reads ``os.environ`` for configuration: the object is built once (by
+the CLI, or by a test) and passed to :func:`cogport.app.create_app`. Nested groups use a double
+underscore, e.g. ``COGPORT_RUNTIME__IDLE_TIMEOUT=300``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HardwareSku(BaseModel):
+    """A hardware SKU an operator adds to what is detected."""
+
+    sku: str
+    name: str
+
+
+class BuildSettings(BaseModel):
+    """How model versions are built (issue 3)."""
+
+    cog_version: str = "0.23.1"
+    allow_run_commands: bool = False
+    """Run ``build.run`` / ``build.pre_install`` from cog.yaml. Off: such a cog.yaml is refused."""
+    python_search_paths: list[Path] = Field(default_factory=list)
+    """Extra directories holding ``pythonX.Y`` interpreters, searched before uv's discovery."""
+    timeout: float = 1800.0
+
+
+class RuntimeSettings(BaseModel):
+    """The local runtime that supervises coglet instances (issue 4)."""
+
+    idle_timeout: float = 300.0
+    """Seconds an instance stays warm without work before it is stopped."""
+    max_instances: int = 8
+    max_memory_mb: int = 0
+    """Total resident memory of all instances; 0 means no bound."""
+    setup_timeout: float = 600.0
+    start_backoff_max: float = 30.0
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COGPORT_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    """Empty means SQLite at ``<data_dir>/cogport.db``; ``postgresql://...`` for PostgreSQL."""
+    database_schema: str | None = None
+    """A PostgreSQL schema to keep the tables in (used by the test suite to isolate runs)."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    """The base URL clients reach this server at; absolute URLs are built from it. When unset
+    they are built from the request (honouring ``X-Forwarded-*`` from trusted proxies)."""
+    admin_token: str | None = None
+    """When set, the admin account's token (for scripted set-ups)."""
+    admin_username: str = "admin"
+    register_examples: bool = True
+    hardware: list[HardwareSku] = Field(default_factory=list)
+    detect_gpus: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_request_body_mb: int = 100
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _reject_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) < 16 or value.lower() in {"changeme", "change-me-please"}):
+            raise ValueError("COGPORT_ADMIN_TOKEN must be at least 16 characters and not a placeholder")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL for :attr:`database_url`."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'cogport.db'}"
+        for prefix, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(prefix):
+                return driver + url[len(prefix) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+
+class Storage(Protocol):
+    """Blob storage keyed by opaque strings such as ``outputs/<prediction>/<name>``."""
+
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int: ...
+
+    async def get(self, key: str) -> bytes: ...
+
+    def open_chunks(self, key: str, chunk_size: int = 65536) -> AsyncIterator[bytes]: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def delete_prefix(self, prefix: str) -> None: ...
+
+    def local_path(self, key: str) -> str | None:
+        """A filesystem path for ``key`` when the storage is local (for handing files to coglet)."""
+        ...

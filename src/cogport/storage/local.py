@@ -1,0 +1,76 @@
+"""Files in a local directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from cogport.errors import FileNotFound
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise ValueError(f"invalid storage key {key!r}")
+        return path
+
+    async def put(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, self._path(key), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        size = 0
+        with tmp.open("wb") as handle:
+            async for chunk in chunks:
+                size += len(chunk)
+                handle.write(chunk)
+        os.replace(tmp, path)
+        return size
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError as exc:
+            raise FileNotFound() from exc
+
+    async def open_chunks(self, key: str, chunk_size: int = 65536) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFound()
+        with path.open("rb") as handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    async def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    async def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            await asyncio.to_thread(shutil.rmtree, path, True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> str | None:
+        return str(self._path(key))
