@@ -1,0 +1,1 @@
+"""Execution behind one narrow interface (:class:`cogport.backends.base.Backend`)."""

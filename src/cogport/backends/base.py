@@ -1,0 +1,82 @@
+"""The backend interface: how the dispatcher hands work to whatever runs models.
+
+The local backend (:mod:`cogport.backends.local`) runs coglet processes on this machine; a Ray
+backend will implement the same Protocol. Backends never touch the database: they report what
+happens through :class:`JobEvents`, and the lifecycle module records it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Mode = Literal["predict", "train"]
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """Everything needed to start an instance of a version (its identity is ``key``)."""
+
+    version_pk: int
+    version_id: str
+    mode: Mode
+    source_path: str
+    venv_path: str
+    ref: str
+    """``predict.py:Predictor`` or ``train.py:train``."""
+    concurrency: int = 1
+    environment: dict[str, str] = field(default_factory=dict)
+    weights: str | None = None
+    """Passed to ``setup(weights)`` through ``COG_WEIGHTS`` (trained versions)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.version_pk}:{self.mode}"
+
+
+@dataclass(frozen=True)
+class Job:
+    prediction_id: str
+    spec: VersionSpec
+    input: dict[str, Any]
+
+
+class JobEvents(Protocol):
+    """Callbacks a backend calls as a job runs. All are awaited in order for one job."""
+
+    async def started(self, job: Job) -> None: ...
+
+    async def logs(self, job: Job, text: str) -> None:
+        """``text`` is new log output (appended to what came before)."""
+
+    async def output(self, job: Job, output: Any) -> None:
+        """The output so far (for iterators, the whole list so far)."""
+
+    async def finished(
+        self,
+        job: Job,
+        status: Literal["succeeded", "failed", "canceled"],
+        *,
+        output: Any,
+        error: str | None,
+        logs: str | None,
+        metrics: dict[str, Any],
+    ) -> None: ...
+
+
+class Backend(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def has_capacity(self, spec: VersionSpec) -> bool:
+        """Whether a job for ``spec`` could start now (a free slot, or room to start an instance)."""
+
+    async def submit(self, job: Job, events: JobEvents) -> None:
+        """Start ``job``; returns once it is handed over (not when it finishes)."""
+
+    async def cancel(self, prediction_id: str) -> bool:
+        """Ask the model to stop; ``finished(canceled)`` follows once it has. False if unknown."""
+
+    def running(self) -> set[str]:
+        """Ids of the jobs this backend is running now."""

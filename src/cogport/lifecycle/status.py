@@ -1,0 +1,126 @@
+"""Prediction (and training) status: the enum, the allowed transitions, and the only writer.
+
+::
+
+    starting ──► processing ──► succeeded
+       │             ├────────► failed
+       │             └────────► canceled
+       ├──► canceled (canceled while queued)
+       ├──► failed   (could not start: setup failed, version gone)
+       └──► aborted  (Cancel-After deadline passed before it started)
+
+``transition()`` is the only code that writes ``Prediction.status``. It locks the row
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serialises writers), checks the table below,
+stamps the timestamps and metrics, and returns the updated row. Side effects (webhooks, stream
+events) are emitted by the caller from the returned row.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogport.db.tables import Prediction, utcnow
+from cogport.errors import InvalidTransition, PredictionNotFound
+
+
+class Status(StrEnum):
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    ABORTED = "aborted"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.ABORTED})
+
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.STARTING: frozenset({Status.PROCESSING, Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.ABORTED}),
+    Status.PROCESSING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED}),
+    Status.SUCCEEDED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELED: frozenset(),
+    Status.ABORTED: frozenset(),
+}
+
+
+def clean_error(message: str | None) -> str | None:
+    """Strip coglet's doubled ``Prediction failed: `` prefixes."""
+    if message is None:
+        return None
+    text = message.strip()
+    while text.lower().startswith("prediction failed:"):
+        text = text[len("prediction failed:") :].strip()
+    return text or "Prediction failed"
+
+
+async def lock(session: AsyncSession, prediction_id: str) -> Prediction:
+    query = select(Prediction).where(Prediction.id == prediction_id)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    prediction = (await session.execute(query.execution_options(populate_existing=True))).scalar_one_or_none()
+    if prediction is None:
+        raise PredictionNotFound()
+    return prediction
+
+
+async def transition(
+    session: AsyncSession,
+    prediction_id: str,
+    to: Status,
+    *,
+    output: Any = None,
+    set_output: bool = False,
+    logs: str | None = None,
+    error: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    strict: bool = False,
+) -> tuple[Prediction, bool]:
+    """Move a prediction to ``to``. Returns ``(row, changed)``.
+
+    A transition that is not allowed (e.g. a late ``succeeded`` after ``canceled``) leaves the row as
+    it is and returns ``changed=False``, or raises :class:`InvalidTransition` when ``strict``.
+    """
+    prediction = await lock(session, prediction_id)
+    current = Status(prediction.status)
+    if to == current and not current.is_terminal:
+        changed = False
+    elif to not in ALLOWED[current]:
+        if strict:
+            raise InvalidTransition(f"A prediction cannot go from {current} to {to}")
+        return prediction, False
+    else:
+        changed = True
+    now = utcnow()
+    prediction.status = to.value
+    if to == Status.PROCESSING and prediction.started_at is None:
+        prediction.started_at = now
+    if logs is not None:
+        prediction.logs = logs
+    if set_output:
+        prediction.output = output
+    if to.is_terminal:
+        prediction.completed_at = now
+        prediction.error = clean_error(error) if to == Status.FAILED else None
+        if to == Status.FAILED and prediction.error is None:
+            prediction.error = "Prediction failed"
+        merged = dict(prediction.metrics or {})
+        merged.update(metrics or {})
+        if prediction.started_at is not None and "predict_time" not in merged:
+            merged["predict_time"] = round((now - prediction.started_at).total_seconds(), 6)
+        merged["total_time"] = round((now - prediction.created_at).total_seconds(), 6)
+        prediction.metrics = merged
+        prediction.claimed_by = None
+        prediction.lease_expires_at = None
+    elif metrics:
+        prediction.metrics = {**(prediction.metrics or {}), **metrics}
+    await session.flush()
+    return prediction, changed
