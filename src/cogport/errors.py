@@ -20,6 +20,7 @@
     │   └── InvalidVersion          ("Invalid version or not permitted")
     ├── RateLimited                 429  (with Retry-After)
     └── BackendUnavailable          503
+        └── SetupFailed             (a version's model cannot start: its setup failed)
 
 Every error carries ``title`` and ``detail``; the HTTP layer renders them as problem JSON
 (``{"title", "detail", "status"}``), the body the official clients read.
@@ -157,3 +158,9 @@ class BackendUnavailable(CogportError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class SetupFailed(BackendUnavailable):
+    """A version's instances cannot start (setup failed repeatedly); its queued work fails with this."""
+
+    title = "Model setup failed"
