@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     detect_gpus: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_request_body_mb: int = 100
+    aborted_status: Literal["aborted", "canceled"] = "canceled"
+    """How predictions aborted by a ``Cancel-After`` deadline are reported. Replicate says ``aborted``,
+    which the official Python client 1.0.7 cannot parse and its polling loops never stop on, so the
+    default reports ``canceled`` (with an ``error`` saying the deadline passed)."""
+    node_id: str = ""
+    """This process's name in the queue (claims); empty means hostname plus a random suffix."""
+    lease_seconds: float = 15.0
+    """How long a claim on a prediction lasts without renewal before another process takes over."""
+    sync_wait_max: int = 60
     build: BuildSettings = Field(default_factory=BuildSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cogport.db.tables import Account, Collection, Model, Version
+from cogport.db.tables import Account, Collection, Model, Prediction, Version
 from cogport.ops import models as model_ops
 from cogport.schemas import responses as r
 
@@ -82,3 +83,48 @@ async def models(session: AsyncSession, rows: list[Model], base_url: str) -> lis
         )
         for row in rows
     ]
+
+
+def prediction(
+    row: Prediction, base_url: str, *, aborted_as: str = "aborted", stream_path: str | None = None
+) -> dict[str, Any]:
+    """A prediction (or training) as Replicate returns it. Null timestamps are left out (the spec
+    types them as strings), ``urls`` holds strings only (the Python client requires it)."""
+    collection = "trainings" if row.kind == "training" else "predictions"
+    urls = {
+        "get": f"{base_url}/v1/{collection}/{row.id}",
+        "cancel": f"{base_url}/v1/{collection}/{row.id}/cancel",
+        "web": f"{base_url}/p/{row.id}",
+    }
+    if row.stream_token and stream_path is not None:
+        urls["stream"] = f"{base_url}{stream_path}/{row.stream_token}"
+    status = row.status
+    if status == "aborted" and aborted_as != "aborted":
+        status = aborted_as
+    body: dict[str, Any] = {
+        "id": row.id,
+        "model": row.model_ref,
+        "version": row.version_ref,
+        "input": row.input,
+        "output": row.output,
+        "logs": row.logs or "",
+        "error": row.error,
+        "status": status,
+        "source": row.source,
+        "created_at": timestamp(row.created_at),
+        "urls": urls,
+        "metrics": row.metrics or {},
+        "data_removed": row.data_removed,
+    }
+    if row.started_at is not None:
+        body["started_at"] = timestamp(row.started_at)
+    if row.completed_at is not None:
+        body["completed_at"] = timestamp(row.completed_at)
+    if row.deadline is not None:
+        body["deadline"] = timestamp(row.deadline)
+    if row.deployment:
+        body["deployment"] = row.deployment
+    if row.webhook:
+        body["webhook"] = row.webhook
+        body["webhook_events_filter"] = row.webhook_events_filter or ["start", "output", "logs", "completed"]
+    return body

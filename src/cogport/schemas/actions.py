@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
@@ -93,3 +93,40 @@ class CollectionUpdate(Action):
     models: list[str] | None = None
 
     _refs = field_validator("models")(CollectionCreate._refs.__func__)  # type: ignore[attr-defined]
+
+
+WebhookEvent = Literal["start", "output", "logs", "completed"]
+
+
+class RunCreate(Action):
+    """Fields every create-a-run endpoint takes (predictions through a model or a deployment)."""
+
+    input: dict[str, Any]
+    webhook: str | None = None
+    webhook_events_filter: list[WebhookEvent] | None = None
+    webhook_completed: str | None = None
+    stream: bool | None = None
+
+    @field_validator("webhook", "webhook_completed")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        url = HttpUrl(value)
+        if url.scheme not in ("http", "https"):
+            raise ValueError("webhook must be an http or https URL")
+        return str(url)
+
+
+class PredictionCreate(RunCreate):
+    version: str = Field(min_length=1, max_length=300)
+
+
+class TrainingCreate(Action):
+    destination: str = Field(min_length=3, max_length=300)
+    input: dict[str, Any]
+    webhook: str | None = None
+    webhook_events_filter: list[WebhookEvent] | None = None
+    webhook_completed: str | None = None
+
+    _webhook_url = field_validator("webhook", "webhook_completed")(RunCreate._webhook_url.__func__)  # type: ignore[attr-defined]

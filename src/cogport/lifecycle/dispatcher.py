@@ -1,0 +1,170 @@
+"""The dispatcher: hands queued predictions to the backend, in order, fairly across versions.
+
+The queue is the ``predictions`` table. A prediction is *claimed* by this process (``claimed_by`` =
+its node id, with a lease that it renews while the job runs) before it is submitted, so several
+API processes can share one database without running anything twice. Claims whose lease ran out
+belong to a process that died: queued work is put back, work that had started is failed with a
+clear error. Deadlines (``Cancel-After``) are enforced here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from cogport.backends.base import Backend, Job, Mode, VersionSpec
+from cogport.db.engine import Database
+from cogport.db.tables import Prediction, Version
+from cogport.errors import SetupFailed
+from cogport.lifecycle.recorder import Recorder
+from cogport.lifecycle.status import Status, transition
+from cogport.ops import predictions as prediction_ops
+from cogport.services.base import Service
+from cogport.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+BATCH = 16
+RESTART_ERROR = "The prediction was interrupted because the server running it stopped; please run it again."
+
+
+class Dispatcher(Service):
+    name = "dispatcher"
+    interval = 1.0
+
+    def __init__(
+        self,
+        database: Database,
+        backend: Backend,
+        recorder: Recorder,
+        storage: Storage,
+        *,
+        node: str,
+        lease: float,
+    ) -> None:
+        super().__init__()
+        self.database = database
+        self.backend = backend
+        self.recorder = recorder
+        self.storage = storage
+        self.node = node
+        self.lease = lease
+        self._specs: dict[tuple[int, str], VersionSpec] = {}
+        self._next_housekeeping = 0.0
+
+    async def run_once(self) -> bool:
+        now = time.monotonic()
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + max(self.lease / 3, 0.2)
+            await self.housekeeping()
+        return await self.dispatch()
+
+    # --- dispatching ---------------------------------------------------------------------------
+
+    async def dispatch(self) -> bool:
+        submitted = 0
+        async with self.database.session() as session:
+            heads = await prediction_ops.queued_heads(session)
+        for head in heads:
+            submitted += await self._dispatch_version(head.version_pk, head.kind)
+        return submitted > 0
+
+    async def _dispatch_version(self, version_pk: int, kind: str) -> int:
+        async with self.database.session() as session:
+            queued = await prediction_ops.queued_for(session, version_pk, kind, BATCH)
+            version = await session.get(Version, version_pk)
+        if not queued:
+            return 0
+        if version is None:
+            return 0
+        spec = self._spec(version, "train" if kind == "training" else "predict")
+        submitted = 0
+        for prediction in queued:
+            try:
+                if not self.backend.has_capacity(spec):
+                    break
+            except SetupFailed as exc:
+                await self._fail_queued(version_pk, kind, exc.detail)
+                break
+            if await self._start(prediction, spec):
+                submitted += 1
+        return submitted
+
+    async def _start(self, prediction: Prediction, spec: VersionSpec) -> bool:
+        async with self.database.session() as session:
+            if not await prediction_ops.claim(session, prediction.id, self.node, self.lease):
+                return False
+        job = Job(prediction_id=prediction.id, spec=spec, input=prediction.input)
+        try:
+            await self.backend.submit(job, self.recorder)
+        except SetupFailed as exc:
+            await self._finish(prediction.id, Status.FAILED, exc.detail)
+        except Exception as exc:
+            log.exception("submitting %s failed", prediction.id)
+            await self._finish(prediction.id, Status.FAILED, f"The model could not be started: {exc}")
+        return True
+
+    def _spec(self, version: Version, mode: Mode) -> VersionSpec:
+        key = (version.pk, mode)
+        spec = self._specs.get(key)
+        if spec is None:
+            ref = version.train_ref if mode == "train" else version.predict_ref
+            weights = self.storage.local_path(version.weights_key) if version.weights_key else None
+            spec = VersionSpec(
+                version_pk=version.pk,
+                version_id=version.id,
+                mode=mode,
+                source_path=version.source_path or "",
+                venv_path=version.venv_path or "",
+                ref=ref or "",
+                concurrency=max(1, version.concurrency) if mode == "predict" else 1,
+                environment={str(k): str(v) for k, v in (version.environment or {}).items()},
+                weights=weights,
+            )
+            self._specs[key] = spec
+        return spec
+
+    async def _fail_queued(self, version_pk: int, kind: str, message: str) -> None:
+        async with self.database.session() as session:
+            queued = await prediction_ops.queued_for(session, version_pk, kind, 1000)
+        for prediction in queued:
+            await self._finish(prediction.id, Status.FAILED, message)
+
+    async def _finish(self, prediction_id: str, to: Status, error: str | None = None, **extra: Any) -> None:
+        async with self.database.session() as session:
+            prediction, changed = await transition(session, prediction_id, to, error=error, **extra)
+        if changed:
+            await self.recorder.announce(prediction, "completed")
+
+    # --- housekeeping: leases, lost work, deadlines ------------------------------------------
+
+    async def housekeeping(self) -> None:
+        running = self.backend.running()
+        async with self.database.session() as session:
+            await prediction_ops.renew_leases(session, self.node, running, self.lease)
+            lost = await prediction_ops.expired_claims(session, self.node, running)
+            overdue = await prediction_ops.past_deadline(session)
+            cancels = await prediction_ops.cancel_requests(session, self.node)
+        for prediction_id in cancels:
+            if prediction_id in running:
+                await self.backend.cancel(prediction_id)
+        for prediction in lost:
+            if prediction.status == Status.STARTING:
+                async with self.database.session() as session:
+                    await prediction_ops.unclaim(session, prediction.id)
+                log.info("requeued %s: its runner is gone", prediction.id)
+            else:
+                await self._finish(prediction.id, Status.FAILED, RESTART_ERROR)
+        for prediction in overdue:
+            await self._deadline(prediction)
+        if lost:
+            self.wake()
+
+    async def _deadline(self, prediction: Prediction) -> None:
+        if prediction.id in self.backend.running():
+            await self.backend.cancel(prediction.id)
+        elif prediction.status == Status.STARTING and prediction.claimed_by in (None, self.node):
+            await self._finish(prediction.id, Status.ABORTED)
+        elif prediction.claimed_by is None:
+            await self._finish(prediction.id, Status.CANCELED)

@@ -1,0 +1,58 @@
+"""In-process fan-out of prediction changes: sync waiters and stream subscribers.
+
+The database is the source of truth; the hub only makes this process react at once. Waiters
+that may be served by another process fall back to polling the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+EventKind = Literal["start", "output", "logs", "completed"]
+
+
+@dataclass(frozen=True)
+class Change:
+    prediction_id: str
+    kind: EventKind
+    data: Any = None
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[asyncio.Queue[Change]]] = defaultdict(set)
+        self._done: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def publish(self, change: Change) -> None:
+        for queue in self._subscribers.get(change.prediction_id, ()):
+            queue.put_nowait(change)
+        if change.kind == "completed":
+            for event in self._done.pop(change.prediction_id, ()):
+                event.set()
+
+    def subscribe(self, prediction_id: str) -> asyncio.Queue[Change]:
+        queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._subscribers[prediction_id].add(queue)
+        return queue
+
+    def unsubscribe(self, prediction_id: str, queue: asyncio.Queue[Change]) -> None:
+        queues = self._subscribers.get(prediction_id)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self._subscribers[prediction_id]
+
+    def completion(self, prediction_id: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._done[prediction_id].add(event)
+        return event
+
+    def forget(self, prediction_id: str, event: asyncio.Event) -> None:
+        events = self._done.get(prediction_id)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._done[prediction_id]

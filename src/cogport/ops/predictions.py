@@ -1,0 +1,227 @@
+"""Predictions and trainings as rows: create, find, list, claim (the durable queue), recover."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogport.db.keyset import Cursor, KeysetPage, paginate
+from cogport.db.tables import Model, Prediction, Version, utcnow
+from cogport.errors import PredictionNotFound
+from cogport.identifiers import new_capability, new_object_id
+from cogport.ops.principals import Principal
+
+
+async def create(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    model: Model,
+    model_ref: str,
+    version: Version,
+    input: dict[str, Any],
+    kind: str = "prediction",
+    webhook: str | None = None,
+    webhook_events_filter: list[str] | None = None,
+    deadline: datetime | None = None,
+    deployment: str | None = None,
+    streamable: bool = False,
+    destination_model_id: int | None = None,
+) -> Prediction:
+    prediction = Prediction(
+        id=new_object_id(),
+        kind=kind,
+        account_id=principal.id,
+        model_id=model.id,
+        version_pk=version.pk,
+        model_ref=model_ref,
+        version_ref=version.id,
+        input=input,
+        output=None,
+        logs="",
+        status="starting",
+        source="api",
+        created_at=utcnow(),
+        metrics={},
+        webhook=webhook,
+        webhook_events_filter=webhook_events_filter,
+        deadline=deadline,
+        deployment=deployment,
+        stream_token=new_capability() if streamable else None,
+        destination_model_id=destination_model_id,
+    )
+    session.add(prediction)
+    if kind == "prediction":
+        await session.execute(update(Model).where(Model.id == model.id).values(run_count=Model.run_count + 1))
+    await session.flush()
+    return prediction
+
+
+async def get(session: AsyncSession, principal: Principal, prediction_id: str, kind: str = "prediction") -> Prediction:
+    """A prediction the caller created (anyone else gets 404)."""
+    result = await session.execute(
+        select(Prediction).where(
+            Prediction.id == prediction_id, Prediction.kind == kind, Prediction.account_id == principal.id
+        )
+    )
+    prediction = result.scalar_one_or_none()
+    if prediction is None:
+        raise PredictionNotFound()
+    return prediction
+
+
+async def by_id(session: AsyncSession, prediction_id: str) -> Prediction | None:
+    return await session.get(Prediction, prediction_id, populate_existing=True)
+
+
+async def by_stream_token(session: AsyncSession, token: str) -> Prediction | None:
+    result = await session.execute(select(Prediction).where(Prediction.stream_token == token))
+    return result.scalar_one_or_none()
+
+
+def _key(prediction: Prediction) -> tuple[Any, Any]:
+    return prediction.created_at, prediction.id
+
+
+async def list_page(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    kind: str = "prediction",
+    cursor: Cursor | None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    source: str | None = None,
+    limit: int = 100,
+) -> KeysetPage[Prediction]:
+    query = select(Prediction).where(Prediction.account_id == principal.id, Prediction.kind == kind)
+    if created_after is not None:
+        query = query.where(Prediction.created_at >= created_after)
+    if created_before is not None:
+        query = query.where(Prediction.created_at < created_before)
+    if source is not None:
+        query = query.where(Prediction.source == source)
+    return await paginate(
+        session,
+        query,
+        sort=Prediction.created_at,
+        tiebreak=Prediction.id,
+        descending=True,
+        cursor=cursor,
+        limit=limit,
+        key_of=_key,
+    )
+
+
+# --- the durable queue -------------------------------------------------------------------------
+
+
+async def queued_heads(session: AsyncSession, limit: int = 64) -> list[Prediction]:
+    """The oldest unclaimed prediction of each version (fair: one head per version, oldest first)."""
+    oldest = (
+        select(Prediction.version_pk, Prediction.kind, func.min(Prediction.created_at).label("first"))
+        .where(Prediction.status == "starting", Prediction.claimed_by.is_(None))
+        .group_by(Prediction.version_pk, Prediction.kind)
+        .subquery()
+    )
+    result = await session.execute(
+        select(Prediction)
+        .join(
+            oldest,
+            and_(
+                Prediction.version_pk == oldest.c.version_pk,
+                Prediction.kind == oldest.c.kind,
+                Prediction.created_at == oldest.c.first,
+            ),
+        )
+        .where(Prediction.status == "starting", Prediction.claimed_by.is_(None))
+        .order_by(Prediction.created_at, Prediction.id)
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def queued_for(session: AsyncSession, version_pk: int, kind: str, limit: int) -> list[Prediction]:
+    result = await session.execute(
+        select(Prediction)
+        .where(
+            Prediction.version_pk == version_pk,
+            Prediction.kind == kind,
+            Prediction.status == "starting",
+            Prediction.claimed_by.is_(None),
+        )
+        .order_by(Prediction.created_at, Prediction.id)
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def claim(session: AsyncSession, prediction_id: str, node: str, lease: float) -> bool:
+    """Atomically take a queued prediction for ``node``; False when someone else was first."""
+    result = await session.execute(
+        update(Prediction)
+        .where(Prediction.id == prediction_id, Prediction.claimed_by.is_(None), Prediction.status == "starting")
+        .values(claimed_by=node, lease_expires_at=utcnow() + timedelta(seconds=lease), attempts=Prediction.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def unclaim(session: AsyncSession, prediction_id: str) -> None:
+    await session.execute(
+        update(Prediction)
+        .where(Prediction.id == prediction_id, Prediction.status == "starting")
+        .values(claimed_by=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def renew_leases(session: AsyncSession, node: str, ids: set[str], lease: float) -> None:
+    if not ids:
+        return
+    await session.execute(
+        update(Prediction)
+        .where(Prediction.id.in_(ids), Prediction.claimed_by == node)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def expired_claims(session: AsyncSession, node: str, running: set[str]) -> list[Prediction]:
+    """Claimed predictions whose runner is gone: another node's lease ran out, or ours lost track."""
+    now = utcnow()
+    result = await session.execute(
+        select(Prediction).where(
+            Prediction.status.in_(("starting", "processing")),
+            Prediction.claimed_by.is_not(None),
+            or_(
+                Prediction.lease_expires_at < now,
+                and_(Prediction.claimed_by == node, Prediction.id.not_in(running or {""})),
+            ),
+        )
+    )
+    return list(result.scalars())
+
+
+async def past_deadline(session: AsyncSession, limit: int = 100) -> list[Prediction]:
+    result = await session.execute(
+        select(Prediction)
+        .where(Prediction.status.in_(("starting", "processing")), Prediction.deadline < utcnow())
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def cancel_requests(session: AsyncSession, node: str) -> list[str]:
+    """Predictions this node runs that a user asked (through another process) to cancel."""
+    result = await session.execute(
+        select(Prediction.id).where(
+            Prediction.claimed_by == node,
+            Prediction.cancel_requested.is_(True),
+            Prediction.status.in_(("starting", "processing")),
+        )
+    )
+    return list(result.scalars())
