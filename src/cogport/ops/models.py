@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.keyset import Cursor, KeysetPage, paginate
 from cogport.db.tables import Account, Model, Version, utcnow
-from cogport.errors import BadRequest, Conflict, ModelNotFound, Unprocessable
+from cogport.errors import BadRequest, Conflict, Forbidden, ModelNotFound, Unprocessable
 from cogport.ops import accounts
 from cogport.ops.principals import Principal
 
@@ -41,7 +41,8 @@ async def find_managed(session: AsyncSession, principal: Principal, owner: str, 
     """A model the caller may change: visible *and* owned by the caller or one of its orgs."""
     model, owner_account = await find(session, principal, owner, name)
     if not principal.can_act_for(model.owner_id):
-        raise ModelNotFound()  # public models owned by others: refuse without revealing more
+        # The model is public (``find`` hides private ones), so saying why reveals nothing.
+        raise Forbidden(f"Only {owner_account.username} (or its members) can change {owner}/{name}")
     return model, owner_account
 
 
@@ -136,11 +137,11 @@ def _latest_key(model: Model) -> tuple[Any, Any]:
 
 
 def _search_filter(text: str) -> ColumnElement[bool]:
-    pattern = f"%{text.lower()}%"
+    """Case-insensitive substring match on ``owner/name`` and the description (``%`` and ``_`` are literal)."""
+    needle = text.lower()
     return or_(
-        func.lower(Model.name).like(pattern),
-        func.lower(func.coalesce(Model.description, "")).like(pattern),
-        func.lower(Account.username + "/" + Model.name).like(pattern),
+        func.lower(Account.username + "/" + Model.name).contains(needle, autoescape=True),
+        func.lower(func.coalesce(Model.description, "")).contains(needle, autoescape=True),
     )
 
 

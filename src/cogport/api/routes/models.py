@@ -98,7 +98,11 @@ async def search_models(
     text = _query_text(await request.body())
     page = await ops.search_page(session, principal, text, cursor=pagination.decode(cursor))
     next_url, previous_url = pagination.links(request, base_url, page)
-    return Page(next=next_url, previous=previous_url, results=await presenters.models(session, page.rows, base_url))
+    results = await presenters.models(session, page.rows, base_url)
+    for result in results:
+        # This operation's schema (unlike the Model schema) has a non-nullable description.
+        result.description = result.description or ""
+    return Page(next=next_url, previous=previous_url, results=results)
 
 
 @router.get("/v1/models/{owner}/{name}")
@@ -130,7 +134,7 @@ async def get_readme(owner: str, name: str, session: SessionDep, principal: Curr
     model, _ = await ops.find(session, principal, owner, name)
     if not model.readme:
         raise NotFound("This model has no README")
-    return PlainTextResponse(model.readme, media_type="text/markdown; charset=utf-8")
+    return PlainTextResponse(model.readme)
 
 
 @router.get("/v1/models/{owner}/{name}/examples")
