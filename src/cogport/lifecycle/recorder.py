@@ -33,8 +33,9 @@ class Recorder:
         self.announcers: list[Announcer] = []
         self._logs: dict[str, str] = {}
 
-    async def announce(self, prediction: Prediction, kind: EventKind, data: Any = None) -> None:
-        self.hub.publish(Change(prediction.id, kind, data))
+    async def announce(self, prediction: Prediction, kind: EventKind, data: Any = None, *, hub: bool = True) -> None:
+        if hub:
+            self.hub.publish(Change(prediction.id, kind, data))
         for announcer in self.announcers:
             try:
                 await announcer(prediction, kind)
@@ -50,6 +51,7 @@ class Recorder:
     async def logs(self, job: Job, text: str) -> None:
         logs = self._logs.get(job.prediction_id, "") + text
         self._logs[job.prediction_id] = logs
+        self.hub.publish(Change(job.prediction_id, "logs", logs))  # streams first: latency matters
         async with self.database.session() as session:
             await session.execute(
                 update(Prediction)
@@ -58,9 +60,10 @@ class Recorder:
             )
             prediction = await session.get(Prediction, job.prediction_id)
         if prediction is not None:
-            await self.announce(prediction, "logs", text)
+            await self.announce(prediction, "logs", hub=False)
 
     async def output(self, job: Job, output: Any) -> None:
+        self.hub.publish(Change(job.prediction_id, "output", output))
         async with self.database.session() as session:
             await session.execute(
                 update(Prediction)
@@ -69,7 +72,7 @@ class Recorder:
             )
             prediction = await session.get(Prediction, job.prediction_id)
         if prediction is not None:
-            await self.announce(prediction, "output", output)
+            await self.announce(prediction, "output", hub=False)
 
     async def finished(
         self,

@@ -1,0 +1,159 @@
+"""Server-sent events for a prediction: ``GET /v1/streams/{token}`` (a capability URL, no token needed).
+
+Only ``output``, ``logs``, ``error`` and ``done`` events, each with an ``id:`` (the official Python
+client emits an event only after it has seen one). The id is ``"<outputs sent>-<log chars sent>"``,
+so a client reconnecting with ``Last-Event-ID`` resumes without a lost or repeated chunk. A finished
+prediction's stream replays everything and ends with ``done``. ``: keepalive`` comments go out at
+least every 15 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+
+from cogport.db.tables import Prediction
+from cogport.errors import NotFound
+from cogport.lifecycle.hub import Hub
+from cogport.lifecycle.status import TERMINAL
+from cogport.ops import predictions as prediction_ops
+
+router = APIRouter(tags=["streams"])
+
+KEEPALIVE = 15.0
+POLL = 0.5
+
+
+def sse(event: str, data: str, event_id: str) -> str:
+    lines = data.split("\n") if data else [""]
+    return f"event: {event}\nid: {event_id}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+
+
+def _chunks(output: Any) -> list[Any]:
+    if output is None:
+        return []
+    return list(output) if isinstance(output, list) else [output]
+
+
+def _text(chunk: Any) -> str:
+    return chunk if isinstance(chunk, str) else json.dumps(chunk)
+
+
+@dataclass
+class Cursor:
+    outputs: int = 0
+    log_chars: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"{self.outputs}-{self.log_chars}"
+
+    @classmethod
+    def parse(cls, raw: str | None) -> Cursor:
+        try:
+            outputs, chars = (raw or "").split("-", 1)
+            return cls(max(0, int(outputs)), max(0, int(chars)))
+        except ValueError:
+            return cls()
+
+
+class PredictionStream:
+    def __init__(self, request: Request, prediction: Prediction, cursor: Cursor) -> None:
+        self.request = request
+        self.prediction_id = prediction.id
+        self.cursor = cursor
+        self.hub: Hub = request.app.state.hub
+        self.database = request.app.state.database
+
+    def _diff(self, output: Any, logs: str) -> list[str]:
+        events = []
+        chunks = _chunks(output)
+        for chunk in chunks[self.cursor.outputs :]:
+            self.cursor.outputs += 1
+            events.append(sse("output", _text(chunk), self.cursor.id))
+        new_logs = logs[self.cursor.log_chars :]
+        # Send whole lines only, unless the prediction is over (then the rest).
+        cut = new_logs.rfind("\n") + 1
+        if cut:
+            self.cursor.log_chars += cut
+            events.append(sse("logs", new_logs[: cut - 1], self.cursor.id))
+        return events
+
+    def _end(self, prediction: Prediction) -> list[str]:
+        events = []
+        rest = (prediction.logs or "")[self.cursor.log_chars :]
+        if rest:
+            self.cursor.log_chars += len(rest)
+            events.append(sse("logs", rest, self.cursor.id))
+        if prediction.status == "failed":
+            events.append(sse("error", json.dumps({"detail": prediction.error or "Prediction failed"}), self.cursor.id))
+            events.append(sse("done", json.dumps({"reason": "error"}), self.cursor.id))
+        elif prediction.status in ("canceled", "aborted"):
+            events.append(sse("done", json.dumps({"reason": "canceled"}), self.cursor.id))
+        else:
+            events.append(sse("done", "{}", self.cursor.id))
+        return events
+
+    async def _load(self) -> Prediction | None:
+        async with self.database.session() as session:
+            return await prediction_ops.by_id(session, self.prediction_id)
+
+    async def events(self) -> AsyncIterator[str]:
+        queue = self.hub.subscribe(self.prediction_id)
+        try:
+            prediction = await self._load()
+            if prediction is None:
+                return
+            for event in self._diff(prediction.output, prediction.logs or ""):
+                yield event
+            logs = prediction.logs or ""
+            last_sent = time.monotonic()
+            while prediction.status not in TERMINAL:
+                try:
+                    change = await asyncio.wait_for(queue.get(), timeout=POLL)
+                except TimeoutError:
+                    change = None
+                if change is not None and change.kind == "output":
+                    out = self._diff(change.data, logs)
+                elif change is not None and change.kind == "logs":
+                    logs = str(change.data or "")
+                    out = self._diff(None, logs)
+                else:
+                    reloaded = await self._load()
+                    if reloaded is None:
+                        return
+                    prediction, logs = reloaded, reloaded.logs or ""
+                    out = self._diff(prediction.output, logs)
+                for event in out:
+                    yield event
+                    last_sent = time.monotonic()
+                if time.monotonic() - last_sent >= KEEPALIVE:
+                    yield ": keepalive\n\n"
+                    last_sent = time.monotonic()
+            for event in self._diff(prediction.output, prediction.logs or "") + self._end(prediction):
+                yield event
+        finally:
+            self.hub.unsubscribe(self.prediction_id, queue)
+
+
+@router.get("/v1/streams/{token}")
+async def stream(
+    token: str, request: Request, last_event_id: str | None = Header(None, alias="Last-Event-ID")
+) -> StreamingResponse:
+    async with request.app.state.database.session() as session:
+        prediction = await prediction_ops.by_stream_token(session, token)
+    if prediction is None:
+        raise NotFound("This stream does not exist (or its prediction was deleted)")
+    events = PredictionStream(request, prediction, Cursor.parse(last_event_id)).events()
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: Standard Webhooks signing, throttled events, durable terminal deliveries."""

@@ -1,0 +1,182 @@
+"""Sending webhooks: throttled intermediate events (best effort) and durable terminal ones (retried).
+
+``WebhookAnnouncer`` is registered on the lifecycle recorder; ``DeliveryService`` retries terminal
+webhooks with exponential backoff (the last attempt about a minute after completion), from rows in
+``webhook_deliveries``, so retries survive a restart. Redirects are never followed, and sending never
+blocks a prediction: intermediate events go out from background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from cogport.db.engine import Database
+from cogport.db.tables import Account, Prediction, WebhookDelivery, utcnow
+from cogport.lifecycle.hub import EventKind
+from cogport.ops import webhooks as delivery_ops
+from cogport.services.base import Service
+from cogport.webhooks import signing
+
+log = logging.getLogger(__name__)
+
+ALL_EVENTS = ("start", "output", "logs", "completed")
+THROTTLE = 0.5
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+ATTEMPT_HOLD = 30.0
+
+Render = Callable[[Prediction], dict[str, Any]]
+
+
+async def post(client: httpx.AsyncClient, url: str, secret: str, message_id: str, body: str) -> str | None:
+    """One attempt; returns None on a 2xx, else a description of the failure."""
+    try:
+        response = await client.post(url, content=body, headers=signing.headers(secret, message_id, body))
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if 200 <= response.status_code < 300:
+        return None
+    return f"HTTP {response.status_code}"
+
+
+class WebhookAnnouncer:
+    def __init__(self, database: Database, client: httpx.AsyncClient, render: Render, wake: Callable[[], None]) -> None:
+        self.database = database
+        self.client = client
+        self.render = render
+        self.wake_sender = wake
+        self._secrets: dict[int, str] = {}
+        self._last_sent: dict[tuple[str, str], float] = {}
+        self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, prediction: Prediction, kind: EventKind) -> None:
+        if not prediction.webhook:
+            return
+        wanted = prediction.webhook_events_filter or ALL_EVENTS
+        if kind == "completed":
+            self._forget(prediction.id)
+            if "completed" in wanted:
+                await self._enqueue_terminal(prediction)
+            return
+        if kind not in wanted:
+            return
+        if kind in ("output", "logs"):
+            self._throttled(prediction, kind)
+        else:
+            await self._send_now(prediction)
+
+    async def secret_for(self, account_id: int) -> str:
+        secret = self._secrets.get(account_id)
+        if secret is None:
+            async with self.database.session() as session:
+                account = await session.get(Account, account_id)
+            secret = account.webhook_secret if account else ""
+            self._secrets[account_id] = secret
+        return secret
+
+    async def _send_now(self, prediction: Prediction) -> None:
+        body = json.dumps(self.render(prediction))
+        url, account_id = prediction.webhook or "", prediction.account_id
+        self._spawn(self._deliver_once(url, account_id, body))
+
+    def _throttled(self, prediction: Prediction, kind: str) -> None:
+        key = (prediction.id, kind)
+        now = time.monotonic()
+        wait = self._last_sent.get(key, 0.0) + THROTTLE - now
+        if wait <= 0:
+            self._last_sent[key] = now
+            self._spawn(self._deliver_latest(prediction.id))
+        elif key not in self._trailing:
+            # A trailing send carries the state at the end of the window.
+            loop = asyncio.get_running_loop()
+            self._trailing[key] = loop.call_later(wait, self._fire_trailing, key)
+
+    def _fire_trailing(self, key: tuple[str, str]) -> None:
+        self._trailing.pop(key, None)
+        self._last_sent[key] = time.monotonic()
+        self._spawn(self._deliver_latest(key[0]))
+
+    async def _deliver_latest(self, prediction_id: str) -> None:
+        async with self.database.session() as session:
+            prediction = await session.get(Prediction, prediction_id)
+        if prediction is None or prediction.status not in ("starting", "processing"):
+            return
+        await self._deliver_once(prediction.webhook or "", prediction.account_id, json.dumps(self.render(prediction)))
+
+    async def _deliver_once(self, url: str, account_id: int, body: str) -> None:
+        error = await post(self.client, url, await self.secret_for(account_id), signing.new_message_id(), body)
+        if error:
+            log.info("webhook to %s failed (not retried: not terminal): %s", url, error)
+
+    async def _enqueue_terminal(self, prediction: Prediction) -> None:
+        body = json.dumps(self.render(prediction))
+        async with self.database.session() as session:
+            await delivery_ops.enqueue(
+                session,
+                prediction_id=prediction.id,
+                account_id=prediction.account_id,
+                url=prediction.webhook or "",
+                body=body,
+                message_id=signing.new_message_id(),
+            )
+        self.wake_sender()
+
+    def _forget(self, prediction_id: str) -> None:
+        for kind in ("output", "logs"):
+            self._last_sent.pop((prediction_id, kind), None)
+            handle = self._trailing.pop((prediction_id, kind), None)
+            if handle is not None:
+                handle.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for handle in self._trailing.values():
+            handle.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+class DeliveryService(Service):
+    """Delivers terminal webhooks from the database, retrying with backoff."""
+
+    name = "webhooks"
+    interval = 1.0
+
+    def __init__(self, database: Database, client: httpx.AsyncClient, announcer: WebhookAnnouncer) -> None:
+        super().__init__()
+        self.database = database
+        self.client = client
+        self.announcer = announcer
+
+    async def run_once(self) -> bool:
+        async with self.database.session() as session:
+            due = await delivery_ops.due(session)
+        await asyncio.gather(*(self._attempt(delivery) for delivery in due))
+        return len(due) >= 50
+
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
+        async with self.database.session() as session:
+            if not await delivery_ops.claim(session, delivery, ATTEMPT_HOLD):
+                return
+        secret = await self.announcer.secret_for(delivery.account_id)
+        error = await post(self.client, delivery.url, secret, delivery.message_id, delivery.body)
+        attempt = delivery.attempts + 1
+        retry_at = None
+        if error and attempt <= len(RETRY_DELAYS):
+            retry_at = utcnow() + timedelta(seconds=RETRY_DELAYS[attempt - 1])
+        if error:
+            log.info("webhook %s attempt %d to %s failed: %s", delivery.message_id, attempt, delivery.url, error)
+        async with self.database.session() as session:
+            await delivery_ops.record(session, delivery.id, delivered=error is None, error=error, retry_at=retry_at)
