@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 
-from cogport.db.keyset import Cursor, KeysetPage
+from cogport.db.keyset import Cursor, Direction, KeysetPage
 from cogport.errors import BadRequest
 
 
@@ -19,13 +19,28 @@ def encode(cursor: Cursor) -> str:
     payload = {
         "v": value.isoformat() if isinstance(value, datetime) else value,
         "t": tie,
-        "d": "p" if cursor.direction == "previous" else "n",
+        "d": cursor.direction[0],
         "dt": isinstance(value, datetime),
     }
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
+_DIRECTIONS: dict[str, Direction] = {"n": "next", "p": "previous"}
+_MAX_INT = 2**31 - 1  # keys are 32-bit ids: anything larger would fail in the database, not here
+
+
+def _scalar(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError("a cursor key must be an integer or a string")
+    if isinstance(value, int) and not 0 <= value <= _MAX_INT:
+        raise ValueError("cursor key out of range")
+    if isinstance(value, str) and len(value) > 200:
+        raise ValueError("cursor key too long")
+    return value
+
+
 def decode(raw: str | None) -> Cursor | None:
+    """The cursor in a ``cursor`` query parameter; :class:`BadRequest` for anything we did not write."""
     if not raw:
         return None
     try:
@@ -33,7 +48,12 @@ def decode(raw: str | None) -> Cursor | None:
         value: Any = payload["v"]
         if payload.get("dt"):
             value = datetime.fromisoformat(value)
-        return Cursor(key=(value, payload["t"]), direction="previous" if payload["d"] == "p" else "next")
+            if value.tzinfo is None:
+                raise ValueError("a cursor time needs a timezone")
+        else:
+            value = _scalar(value)
+        direction = _DIRECTIONS[payload["d"]]
+        return Cursor(key=(value, _scalar(payload["t"])), direction=direction)
     except (ValueError, KeyError, TypeError) as exc:
         raise BadRequest("The cursor is not valid; use the next or previous URL of a page as it is") from exc
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, literal, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 Direction = Literal["next", "previous"]
@@ -59,21 +58,20 @@ async def paginate(
     rows = rows[:limit]
     if backwards:
         rows.reverse()
-    keys = key_of
     next_cursor = prev_cursor = None
     if rows:
+        # Forwards, there is a next page when we read more than a page; backwards, there always is
+        # (the page we came from). The mirror image holds for the previous page.
         if more or backwards:
-            next_cursor = Cursor(keys(rows[-1]), "next")
+            next_cursor = Cursor(key_of(rows[-1]), "next")
         if cursor is not None and (more or not backwards):
-            prev_cursor = Cursor(keys(rows[0]), "previous")
+            prev_cursor = Cursor(key_of(rows[0]), "previous")
     return KeysetPage(rows=rows, next=next_cursor, previous=prev_cursor)
 
 
 def _after(sort: Any, tiebreak: Any, key: tuple[Any, Any], descending: bool) -> Any:
+    # Bind the key with the columns' own types, so that it is stored-format compatible (UTC on SQLite).
+    bound = tuple_(literal(key[0], sort.type), literal(key[1], tiebreak.type))
     if descending:
-        return tuple_(sort, tiebreak) < tuple_(*key)
-    return tuple_(sort, tiebreak) > tuple_(*key)
-
-
-def encode_key(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+        return tuple_(sort, tiebreak) < bound
+    return tuple_(sort, tiebreak) > bound

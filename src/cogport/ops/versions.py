@@ -9,9 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.keyset import Cursor, KeysetPage, paginate
 from cogport.db.tables import Account, Model, Prediction, StoredFile, Version, utcnow
-from cogport.errors import Conflict, VersionNotFound
+from cogport.errors import Conflict, Forbidden, VersionNotFound
 from cogport.ops import accounts, models
 from cogport.ops.principals import Principal
+
+
+class _Undeletable(Conflict):
+    title = "Version cannot be deleted"
 
 
 def _key(version: Version) -> tuple[Any, Any]:
@@ -79,22 +83,22 @@ async def create(session: AsyncSession, model: Model, version_id: str, **fields:
 
 
 async def request_delete(session: AsyncSession, principal: Principal, model: Model, version: Version) -> None:
-    """Check Replicate's rules and mark the version for background removal."""
+    """Check Replicate's rules and mark the version for background removal.
+
+    The caller has already found ``model`` through :func:`cogport.ops.models.find`, so a private
+    model of someone else never gets here (it is a 404); a public one is refused as not theirs.
+    """
     if not principal.can_act_for(model.owner_id):
-        raise VersionNotFound()
+        raise Forbidden("Only the owner of a model (or a member of the owning organization) can delete its versions")
     if model.visibility != "private":
-        raise Conflict(
-            "Versions of public models cannot be deleted; make the model private first",
-            title="Version cannot be deleted",
-        )
+        raise _Undeletable("Versions of public models cannot be deleted; make the model private first")
     allowed = {model.owner_id, *(await accounts.member_ids(session, model.owner_id))}
-    others = await session.scalar(
+    if await session.scalar(
         select(exists().where(Prediction.version_pk == version.pk, Prediction.account_id.not_in(allowed)))
-    )
-    if others:
-        raise Conflict(
-            "Someone other than the owner has run predictions with this version", title="Version cannot be deleted"
-        )
+    ):
+        raise _Undeletable("Someone other than the owner has run predictions with this version")
+    if await session.scalar(select(exists().where(Version.base_version_pk == version.pk))):
+        raise _Undeletable("This version is the base of a training; delete the trained versions first")
     version.deleting = True
     await session.flush()
     await models.refresh_latest_version(session, model)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.background import BackgroundTask
 
 from cogport.api import pagination, presenters
 from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
@@ -42,5 +43,6 @@ async def delete_version(
     model, _ = await model_ops.find(session, principal, owner, name)
     version = await ops.get(session, model, version_id)
     await ops.request_delete(session, principal, model, version)
-    request.app.state.services.wake("janitor")
-    return Response(status_code=202)
+    # Wake the Janitor once the response is sent, i.e. after the request's transaction committed:
+    # woken earlier, it could look before the version is marked and then sleep a whole interval.
+    return Response(status_code=202, background=BackgroundTask(request.app.state.services.wake, "janitor"))
