@@ -94,6 +94,14 @@ class CollectionUpdate(Action):
 
     _refs = field_validator("models")(CollectionCreate._refs.__func__)  # type: ignore[attr-defined]
 
+    @field_validator("name", "description", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        """Leave a field out to keep it; these two cannot be cleared."""
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
 
 WebhookEvent = Literal["start", "output", "logs", "completed"]
 
