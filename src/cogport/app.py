@@ -10,11 +10,14 @@ from fastapi import FastAPI
 
 from cogport import bootstrap, hardware
 from cogport.api import problems
-from cogport.api.routes import account, admin, collections, models, search, versions, webhooks
+from cogport.api.routes import account, admin, collections, file_outputs, files, models, search, versions, webhooks
 from cogport.api.routes import hardware as hardware_routes
 from cogport.db.engine import Database
+from cogport.files.signing import signing_key
+from cogport.files.tokens import UploadTokens
 from cogport.services.base import Services
 from cogport.services.janitor import Janitor
+from cogport.services.retention import RetentionService
 from cogport.settings import Settings
 from cogport.storage.local import LocalStorage
 
@@ -34,8 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         storage = LocalStorage(settings.data_dir / "files")
         services = Services()
         services.add(Janitor(database, storage))
+        services.add(RetentionService(database, storage, settings))
         app.state.database = database
         app.state.storage = storage
+        app.state.upload_tokens = UploadTokens(signing_key(settings))
         app.state.services = services
         app.state.hardware = hardware.available(settings)
         services.start()
@@ -55,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
-    for module in (account, hardware_routes, webhooks, collections, models, versions, search, admin):
+    routers = (account, hardware_routes, webhooks, collections, models, versions, search, admin, files, file_outputs)
+    for module in routers:
         app.include_router(module.router)
     return app

@@ -78,6 +78,23 @@ class Settings(BaseSettings):
     lease_seconds: float = 15.0
     """How long a claim on a prediction lasts without renewal before another process takes over."""
     sync_wait_max: int = 60
+    internal_url: str | None = None
+    """The URL coglet instances on this machine reach this server at (signed input-file downloads and the
+    output upload receiver). Unset: ``http://127.0.0.1:<port>`` (``[::1]`` when listening on IPv6 only)."""
+    files_max_bytes: int = 100 * 1024 * 1024
+    """The largest upload ``POST /v1/files`` accepts (413 above it)."""
+    files_expiry_hours: float = 24.0
+    """Uploads expire this long after creation (``expires_at``); the retention service then deletes them."""
+    files_signing_secret: str | None = None
+    """The secret that signs ``/v1/files/{id}/download`` URLs and derives upload tokens. Unset: generated once
+    and kept in ``<data_dir>/secrets/files_signing_key`` (so every process sharing the data dir agrees)."""
+    files_inline_max_bytes: int = 1024 * 1024
+    """Own uploaded files up to this size reach the model as ``data:`` URLs; larger ones as signed URLs."""
+    files_input_url_ttl: float = 86400.0
+    """Seconds a signed download URL handed to a model for an input file stays valid."""
+    data_retention_hours: float | None = None
+    """Remove inputs, outputs, logs and output files of predictions finished this long ago
+    (``data_removed: true``). Unset or 0: keep them (Replicate itself uses 1 hour for API predictions)."""
     build: BuildSettings = Field(default_factory=BuildSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
@@ -86,6 +103,13 @@ class Settings(BaseSettings):
     def _reject_placeholder(cls, value: str | None) -> str | None:
         if value is not None and (len(value) < 16 or value.lower() in {"changeme", "change-me-please"}):
             raise ValueError("COGPORT_ADMIN_TOKEN must be at least 16 characters and not a placeholder")
+        return value
+
+    @field_validator("files_signing_secret")
+    @classmethod
+    def _reject_weak_secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("COGPORT_FILES_SIGNING_SECRET must be at least 16 characters")
         return value
 
     @model_validator(mode="after")

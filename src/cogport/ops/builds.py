@@ -1,0 +1,161 @@
+"""Builds: the durable queue of pushes (``starting`` → ``processing`` → ``succeeded`` | ``failed``).
+
+A builder claims the oldest ``starting`` build with a lease (``lease_expires_at``) and renews it while it
+works, saving the log each time. A build whose lease ran out (its process died) goes back to the queue,
+at most :data:`MAX_INTERRUPTIONS` times, then fails with a message saying why.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogport.db.tables import Build, Model, Version, utcnow
+from cogport.errors import NotFound
+from cogport.identifiers import new_object_id
+from cogport.ops.principals import Principal
+
+STARTING, PROCESSING, SUCCEEDED, FAILED = "starting", "processing", "succeeded", "failed"
+INTERRUPTED = "cogport: this build was interrupted (its server died); building again"
+RELEASED = "cogport: the server stopped during this build; it will build again"
+MAX_INTERRUPTIONS = 2
+
+
+async def create(
+    session: AsyncSession,
+    model: Model,
+    account_id: int,
+    *,
+    version_id: str,
+    source_path: str | None,
+    status: str = STARTING,
+    logs: str = "",
+    error: str | None = None,
+) -> Build:
+    now = utcnow()
+    finished = status in (SUCCEEDED, FAILED)
+    build = Build(
+        id=new_object_id(),
+        model_id=model.id,
+        account_id=account_id,
+        status=status,
+        logs=logs,
+        error=error,
+        version_id=version_id,
+        source_path=source_path,
+        created_at=now,
+        started_at=now if finished else None,
+        completed_at=now if finished else None,
+    )
+    session.add(build)
+    await session.flush()
+    return build
+
+
+async def get_visible(session: AsyncSession, principal: Principal, build_id: str) -> tuple[Build, Model]:
+    """A build its pusher, the model's owner (or its org members) or an admin may see; else 404."""
+    row = (
+        await session.execute(select(Build, Model).join(Model, Model.id == Build.model_id).where(Build.id == build_id))
+    ).one_or_none()
+    if row is None:
+        raise NotFound("Build not found")
+    build, model = row[0], row[1]
+    if not (principal.is_admin or principal.can_act_for(model.owner_id) or build.account_id == principal.id):
+        raise NotFound("Build not found")
+    return build, model
+
+
+async def claim_next(session: AsyncSession, lease_seconds: float) -> Build | None:
+    """Take the oldest queued build (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a guarded update anywhere)."""
+    query = select(Build).where(Build.status == STARTING).order_by(Build.created_at, Build.id).limit(1)
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    build = (await session.execute(query)).scalar_one_or_none()
+    if build is None:
+        return None
+    now = utcnow()
+    claimed = await session.execute(
+        update(Build)
+        .where(Build.id == build.id, Build.status == STARTING)
+        .values(status=PROCESSING, started_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    await session.refresh(build)
+    return build
+
+
+async def renew(session: AsyncSession, build_id: str, logs: str, lease_seconds: float) -> bool:
+    """Save the log and extend the lease; False when the build is no longer ours to run."""
+    result = await session.execute(
+        update(Build)
+        .where(Build.id == build_id, Build.status == PROCESSING)
+        .values(logs=logs, lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def finish(
+    session: AsyncSession,
+    build_id: str,
+    *,
+    status: str,
+    logs: str,
+    error: str | None = None,
+    source_path: str | None = None,
+) -> None:
+    values: dict[str, object] = {"status": status, "logs": logs, "error": error, "completed_at": utcnow()}
+    values["lease_expires_at"] = None
+    if source_path is not None:
+        values["source_path"] = source_path
+    await session.execute(
+        update(Build).where(Build.id == build_id).values(**values).execution_options(synchronize_session=False)
+    )
+
+
+async def release(session: AsyncSession, build_id: str, logs: str) -> None:
+    """Put a build this process stops working on back in the queue (graceful shutdown)."""
+    await session.execute(
+        update(Build)
+        .where(Build.id == build_id, Build.status == PROCESSING)
+        .values(status=STARTING, logs=logs + RELEASED + "\n", lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def requeue_expired(session: AsyncSession) -> list[str]:
+    """Builds whose runner vanished: queue them again, or fail them after too many interruptions."""
+    expired = (
+        await session.execute(
+            select(Build).where(Build.status == PROCESSING, Build.lease_expires_at < utcnow()).with_for_update()
+        )
+    ).scalars()
+    touched = []
+    for build in expired:
+        touched.append(build.id)
+        if build.logs.count(INTERRUPTED) >= MAX_INTERRUPTIONS:
+            build.status = FAILED
+            build.error = "The build was interrupted too many times (its server stopped while building); push again"
+            build.completed_at = utcnow()
+        else:
+            build.status = STARTING
+            build.logs = build.logs + INTERRUPTED + "\n"
+        build.lease_expires_at = None
+    await session.flush()
+    return touched
+
+
+async def built_version(session: AsyncSession, version_id: str) -> Version | None:
+    """A version with this content id on any model, to reuse instead of building again."""
+    result = await session.execute(
+        select(Version)
+        .where(Version.id == version_id, Version.deleting.is_(False), Version.source_path.is_not(None))
+        .order_by(Version.created_at)
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
