@@ -1,0 +1,96 @@
+"""Model output files: coglet's upload receiver and the capability URLs that serve what it received.
+
+``PUT /internal/uploads/{token}/{name}`` is what a coglet instance started with
+``--upload-url {internal}/internal/uploads/{token}/`` sends each output file to. It answers 201 with
+``Location: {public}/v1/files/outputs/{id}/{access token}/{name}``, the URL that then appears in the
+prediction's output. Those URLs work with or without a bearer header (the Python client sends one to
+every host, the JS client none): the token in the path is the capability.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+
+from fastapi import APIRouter, Request, Response
+
+from cogport.api.deps import DatabaseDep, SessionDep, SettingsDep
+from cogport.api.file_bodies import file_response
+from cogport.db.tables import utcnow
+from cogport.errors import FileNotFound, Forbidden
+from cogport.files.streams import Digest, digested
+from cogport.files.tokens import UploadTokens
+from cogport.files.urls import OUTPUTS_PATH, UPLOADS_PATH, output_url, public_base_url
+from cogport.identifiers import new_object_id
+from cogport.ops import files as ops
+from cogport.storage.base import Storage
+
+router = APIRouter(tags=["files"])
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+NAME_MAX_CHARS = 200
+
+
+def is_loopback(request: Request) -> bool:
+    """Whether the request comes straight from this machine (and not through a proxy that says so)."""
+    host = request.client.host if request.client else ""
+    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
+        return False
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def safe_name(raw: str) -> str:
+    """A file's basename, usable as the last part of a storage key and of a URL."""
+    name = posixpath.basename(raw.replace("\\", "/").rstrip("/"))
+    name = "".join("_" if ord(c) < 32 or c == "\x7f" else c for c in name).strip()
+    if name in ("", ".", ".."):
+        name = "file"
+    if len(name) > NAME_MAX_CHARS:
+        stem, ext = posixpath.splitext(name)
+        name = stem[: NAME_MAX_CHARS - len(ext[:20])] + ext[:20]
+    return name
+
+
+@router.put(f"{UPLOADS_PATH}/{{token}}/{{filename:path}}", status_code=201, include_in_schema=False)
+async def receive_output(
+    token: str, filename: str, request: Request, database: DatabaseDep, settings: SettingsDep
+) -> Response:
+    if not is_loopback(request):
+        raise Forbidden("The upload receiver only takes requests from this machine")
+    tokens: UploadTokens = request.app.state.upload_tokens
+    if not tokens.is_valid(token):
+        raise Forbidden("The upload token is not valid")
+    storage: Storage = request.app.state.storage
+    name = safe_name(filename)
+    file_id = new_object_id()
+    key = ops.storage_key(ops.OUTPUT, file_id, name)
+    digest = Digest()
+    header_type = request.headers.get("content-type", "").strip()
+    content_type = header_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    try:
+        await storage.put_stream(key, digested(request.stream(), digest))
+        async with database.session() as session:
+            row = await ops.add(
+                session,
+                file_id=file_id,
+                kind=ops.OUTPUT,
+                account_id=await ops.orphan_owner(session),
+                name=name,
+                content_type=content_type,
+                digest=digest,
+                storage_key=key,
+                expires_at=utcnow() + ops.ORPHAN_GRACE,
+            )
+    except BaseException:
+        await ops.remove_bytes(storage, file_id, key)
+        raise
+    url = output_url(public_base_url(settings), row.id, row.access_token, name)
+    return Response(status_code=201, headers={"Location": url})
+
+
+@router.api_route(f"{OUTPUTS_PATH}/{{file_id}}/{{token}}/{{name}}", methods=["GET", "HEAD"], include_in_schema=False)
+async def get_output(file_id: str, token: str, name: str, request: Request, session: SessionDep) -> Response:
+    row = await ops.output_by_capability(session, file_id, token)
+    if row is None:
+        raise FileNotFound()
+    return await file_response(request, request.app.state.storage, row, cache="private, max-age=3600")

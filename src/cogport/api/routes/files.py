@@ -1,0 +1,186 @@
+"""The Files API: ``POST/GET /v1/files``, ``GET/DELETE /v1/files/{id}`` and signed downloads.
+
+Uploads stream to storage while they are parsed (nothing holds a whole file in memory), and no database
+transaction stays open while the bytes arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from cogport.api import pagination
+from cogport.api.deps import BaseUrl, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep, bearer_token
+from cogport.api.file_bodies import file_response
+from cogport.api.presenters import timestamp
+from cogport.db.engine import Database
+from cogport.db.tables import StoredFile, utcnow
+from cogport.errors import FileNotFound, Forbidden, Unauthenticated, ValidationFailed
+from cogport.files.signing import check_download, signing_key
+from cogport.files.streams import FIELDS_MAX_BYTES, Digest, UploadForm, digested, too_large
+from cogport.files.urls import file_url
+from cogport.identifiers import new_object_id
+from cogport.ops import accounts
+from cogport.ops import files as ops
+from cogport.ops.principals import Principal
+from cogport.schemas.files import File
+from cogport.schemas.responses import Page
+from cogport.storage.base import Storage
+
+router = APIRouter(tags=["files"])
+
+MULTIPART_SLACK = 64 * 1024
+NAME_MAX_BYTES = 255
+
+
+def present(row: StoredFile, base_url: str) -> File:
+    created = timestamp(row.created_at) or ""
+    return File(
+        id=row.id,
+        name=row.name,
+        content_type=row.content_type,
+        size=row.size,
+        etag=row.md5,
+        checksums={"sha256": row.sha256, "md5": row.md5},
+        metadata=row.metadata_ or {},
+        created_at=created,
+        expires_at=timestamp(row.expires_at) or created,
+        urls={"get": file_url(base_url, row.id)},
+    )
+
+
+async def _caller(request: Request, database: Database) -> Principal:
+    """Authenticate in a short transaction of its own (an upload may take minutes)."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthenticated("You did not pass an authentication token")
+    async with database.session() as session:
+        return await accounts.authenticate(session, token)
+
+
+def _storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+def _check_length(request: Request, limit: int) -> None:
+    """Refuse at once a body that announces more bytes than any acceptable upload can take."""
+    try:
+        length = int(request.headers.get("content-length", "0"))
+    except ValueError:
+        return
+    if length > limit + FIELDS_MAX_BYTES + MULTIPART_SLACK:
+        raise too_large(limit)
+
+
+def _details(form: UploadForm) -> tuple[str, str, dict[str, Any]]:
+    """``(name, content_type, metadata)`` from the parsed form; 422 when they are not acceptable."""
+    problems: list[tuple[str, str, str]] = []
+    if not form.content_seen:
+        problems.append(("required", "content", "content is required"))
+    name = form.text("filename") or form.content_filename or "file"
+    if len(name.encode()) > NAME_MAX_BYTES:
+        problems.append(("string_lte", "filename", f"filename must be at most {NAME_MAX_BYTES} bytes of UTF-8"))
+    content_type = (form.text("type") or form.content_type or "application/octet-stream").strip()
+    if "/" not in content_type or len(content_type) > 255:
+        problems.append(("format", "type", f"type must be a MIME type, not {content_type[:60]!r}"))
+    metadata: Any = {}
+    raw = form.text("metadata")
+    if raw is not None and raw.strip():
+        try:
+            metadata = json.loads(raw)
+        except ValueError:
+            metadata = None
+        if not isinstance(metadata, dict):
+            problems.append(("type", "metadata", "metadata must be a JSON object"))
+    if problems:
+        raise ValidationFailed(problems)
+    return name, content_type, metadata
+
+
+@router.post("/v1/files", status_code=201)
+async def create_file(request: Request, database: DatabaseDep, settings: SettingsDep, base_url: BaseUrl) -> File:
+    principal = await _caller(request, database)
+    _check_length(request, settings.files_max_bytes)
+    form = UploadForm(request.headers.get("content-type"))
+    storage = _storage(request)
+    file_id = new_object_id()
+    key = ops.storage_key(ops.UPLOAD, file_id)
+    digest = Digest()
+    try:
+        await storage.put_stream(key, digested(form.content(request.stream()), digest, settings.files_max_bytes))
+        name, content_type, metadata = _details(form)
+        async with database.session() as session:
+            row = await ops.add(
+                session,
+                file_id=file_id,
+                kind=ops.UPLOAD,
+                account_id=principal.id,
+                name=name,
+                content_type=content_type,
+                digest=digest,
+                storage_key=key,
+                metadata=metadata,
+                expires_at=utcnow() + timedelta(hours=settings.files_expiry_hours),
+            )
+    except BaseException:
+        await ops.remove_bytes(storage, file_id, key)
+        raise
+    return present(row, base_url)
+
+
+@router.get("/v1/files")
+async def list_files(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    base_url: BaseUrl,
+    cursor: str | None = Query(None),
+) -> Page[File]:
+    page = await ops.list_uploads(session, principal, cursor=pagination.decode(cursor))
+    next_url, previous_url = pagination.links(request, base_url, page)
+    return Page(next=next_url, previous=previous_url, results=[present(row, base_url) for row in page.rows])
+
+
+@router.get("/v1/files/{file_id}")
+async def get_file(file_id: str, session: SessionDep, principal: CurrentPrincipal, base_url: BaseUrl) -> File:
+    return present(await ops.get_upload(session, principal, file_id), base_url)
+
+
+@router.delete("/v1/files/{file_id}", status_code=204)
+async def delete_file(file_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal) -> Response:
+    await ops.delete_upload(session, _storage(request), principal, file_id)
+    return Response(status_code=204)
+
+
+@router.api_route("/v1/files/{file_id}/download", methods=["GET", "HEAD"])
+@router.api_route("/v1/files/{file_id}/download/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+async def download_file(
+    file_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: str | None = Query(None),
+    expiry: str | None = Query(None),
+    signature: str | None = Query(None),
+) -> Response:
+    """The bytes of an upload, for a signed URL (no token). The ``/{name}`` form ends in the file's name,
+    so a model fetching it sees the extension; the signature is the same."""
+    if not owner or not expiry or not signature:
+        raise Forbidden("A download URL needs owner, expiry and signature")
+    try:
+        expires = int(expiry)
+    except ValueError as exc:
+        raise Forbidden("The download URL's expiry is not a unix timestamp") from exc
+    if not check_download(signing_key(settings), owner, file_id, expires, signature):
+        raise Forbidden("The download URL's signature is not valid")
+    if expires < time.time():
+        raise Forbidden("The download URL has expired")
+    found = await ops.upload_with_owner(session, file_id)
+    if found is None or found[1].username != owner:
+        raise FileNotFound()
+    return await file_response(request, _storage(request), found[0], cache="private, max-age=3600")
