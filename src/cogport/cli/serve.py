@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 
 import typer
 
 
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def serve(
     host: str | None = typer.Option(None, "--host", help="Interface to listen on [default: 127.0.0.1]."),
-    port: int | None = typer.Option(None, "--port", help="Port to listen on [default: 8000]."),
+    port: int | None = typer.Option(None, "--port", help="Port to listen on (0: any free port) [default: 8000]."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Where the database and files live."),
     proxy_headers: bool = typer.Option(False, "--proxy-headers", help="Trust X-Forwarded-* headers from 127.0.0.1."),
 ) -> None:
     """Start the cogport server (SQLite and local files by default)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from cogport.app import create_app
     from cogport.settings import Settings
@@ -26,8 +33,17 @@ def serve(
         overrides["port"] = port
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            typer.echo(f"cogport: invalid setting {field}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
     app = create_app(settings)
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler it found
+    # installed; make that handler a clean exit, so that a stopped server reports success (0).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         app,
         host=settings.host,
