@@ -100,6 +100,13 @@ async def test_create_body_errors_are_problems_not_500(client: httpx.AsyncClient
         (json.dumps({**base, "colour": "red"}).encode(), 422, "Additional property colour is not allowed"),
         (json.dumps({"owner": "alice"}).encode(), 422, "name is required"),
         (json.dumps({**base, "github_url": "not a url"}).encode(), 422, "github_url"),
+        (json.dumps({**base, "github_url": "https://x.com/" + "a" * 1000}).encode(), 422, "at most 500"),
+        (json.dumps({**base, "description": "nul \u0000 inside"}).encode(), 422, "NUL"),
+        (
+            b'{"owner": "alice", "name": "m", "visibility": "public", "hardware": "cpu", "x": "\xff"}',
+            400,
+            "could not be parsed",
+        ),
     ]
     for content, status, needle in cases:
         response = await client.post("/v1/models", content=content, headers=headers)
@@ -275,3 +282,32 @@ async def test_search_models_with_query_method(client: httpx.AsyncClient, users:
     empty = await client.request("QUERY", "/v1/models", content=b"  ", headers=auth(users.bob))
     assert empty.status_code == 400
     assert empty.json()["detail"]
+
+
+async def test_nul_characters_are_refused_not_500(client: httpx.AsyncClient, users: Users) -> None:
+    """PostgreSQL cannot store or compare text with NUL: every way in gets a 4xx first."""
+    await create_model(client, users.alice, "alice/m")
+    headers = auth(users.alice)
+    for method, path in [
+        ("GET", "/v1/models/alice/m%00"),
+        ("GET", "/v1/models/al%00ice/m/versions"),
+        ("GET", "/v1/models/alice/m/versions/ab%00cd"),
+        ("GET", "/v1/collections/sl%00ug"),
+        ("DELETE", "/v1/models/alice/m%00"),
+    ]:
+        response = await client.request(method, path, headers=headers)
+        assert response.status_code == 404, (path, response.text)
+    for path in ["/v1/search?query=a%00b", "/v1/models?cursor=%00"]:
+        response = await client.get(path, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert "NUL" in response.json()["detail"]
+    response = await client.request("QUERY", "/v1/models", content=b"a\x00b", headers=headers)
+    assert response.status_code == 400
+    response = await client.patch("/v1/models/alice/m", json={"readme": "a\x00b"}, headers=headers)
+    assert response.status_code == 422
+    response = await client.post("/admin/v1/collections", json={"slug": "c", "name": "C", "models": ["alice/m\x00"]})
+    assert response.status_code == 422
+    response = await client.post("/admin/v1/accounts", json={"username": "carol", "name": "x" * 201})
+    assert response.status_code == 422
+    response = await client.post("/admin/v1/accounts/alice/tokens", json={"label": "x" * 201})
+    assert response.status_code == 422

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.engine import Database
-from cogport.errors import Forbidden, Unauthenticated
+from cogport.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from cogport.ops import accounts
 from cogport.ops.principals import Principal
 from cogport.settings import Settings
@@ -30,6 +30,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with get_database(request).session() as session:
         yield session
 
+
+def reject_nul(request: Request) -> None:
+    """NUL characters cannot be stored or compared in PostgreSQL text: no resource has one in its name."""
+    if any("\x00" in value for value in request.path_params.values() if isinstance(value, str)):
+        raise NotFound()
+    if any("\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()):
+        raise BadRequest("Query parameters must not contain NUL characters")
+
+
+NoNul = Depends(reject_nul)
+"""A router dependency: ``APIRouter(dependencies=[NoNul])``."""
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -81,6 +81,9 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
     if exc.status_code == 404 and detail == "Not Found":
         detail = "The requested resource could not be found."
+    elif exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI's words for a body it could not decode at all (not UTF-8, nested too deeply, ...).
+        detail = "The request body could not be parsed; JSON bodies must be UTF-8 and reasonably nested"
     return problem(exc.status_code, _TITLES.get(exc.status_code, "Error"), detail, dict(exc.headers or {}))
 
 

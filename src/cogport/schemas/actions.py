@@ -11,14 +11,29 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
+MAX_URL_LENGTH = 500
+
+
 class Action(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """Text with NUL characters cannot be stored (PostgreSQL refuses it): say so instead of failing later."""
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and "\x00" in text for text in texts):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 def _url(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    return str(HttpUrl(value))
+    url = str(HttpUrl(value))
+    if len(url) > MAX_URL_LENGTH:
+        raise ValueError(f"URLs can be at most {MAX_URL_LENGTH} characters long")
+    return url
 
 
 class ModelCreate(Action):
@@ -50,7 +65,7 @@ class AccountCreate(Action):
     """cogport extension: create a user or an organization."""
 
     username: str = Field(pattern=USERNAME_PATTERN)
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=200)
     type: Literal["user", "organization"] = "user"
     members: list[str] = Field(default_factory=list)
     is_admin: bool = False
@@ -65,7 +80,7 @@ class MembersUpdate(Action):
 
 
 class TokenCreate(Action):
-    label: str | None = None
+    label: str | None = Field(default=None, max_length=200)
 
 
 class CollectionCreate(Action):

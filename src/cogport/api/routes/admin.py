@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from cogport.api import presenters
-from cogport.api.deps import AdminPrincipal, BaseUrl, SessionDep
+from cogport.api.deps import AdminPrincipal, BaseUrl, NoNul, SessionDep
 from cogport.db.tables import Account
 from cogport.ops import accounts as account_ops
 from cogport.ops import collections as collection_ops
@@ -18,7 +18,7 @@ from cogport.schemas.actions import (
 )
 from cogport.schemas.responses import AdminAccount, Collection, Token
 
-router = APIRouter(prefix="/admin/v1", tags=["admin"])
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[NoNul])
 
 
 async def _present(session: SessionDep, account: Account) -> AdminAccount:

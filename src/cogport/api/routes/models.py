@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
+from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, SessionDep
 from cogport.db.tables import Account, Model
 from cogport.errors import BadRequest, NotFound
 from cogport.ops import models as ops
@@ -15,7 +15,7 @@ from cogport.schemas.actions import ModelCreate, ModelUpdate
 from cogport.schemas.responses import Model as ModelOut
 from cogport.schemas.responses import Page
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[NoNul])
 
 MAX_QUERY_BYTES = 4096
 
@@ -84,6 +84,8 @@ def _query_text(raw: bytes) -> str:
             stripped = decoded.strip()
     if not stripped:
         raise BadRequest("The search text is empty")
+    if "\x00" in stripped:
+        raise BadRequest("The search text must not contain NUL characters")
     return stripped
 
 

@@ -4,12 +4,12 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.background import BackgroundTask
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
+from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, SessionDep
 from cogport.ops import models as model_ops
 from cogport.ops import versions as ops
 from cogport.schemas.responses import Page, Version
 
-router = APIRouter(tags=["versions"])
+router = APIRouter(tags=["versions"], dependencies=[NoNul])
 
 
 @router.get("/v1/models/{owner}/{name}/versions")
