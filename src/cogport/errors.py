@@ -20,7 +20,8 @@
     │   └── InvalidVersion          ("Invalid version or not permitted")
     ├── RateLimited                 429  (with Retry-After)
     └── BackendUnavailable          503
-        └── SetupFailed             (a version's model cannot start: its setup failed)
+        ├── SetupFailed             (a version's model cannot start: its setup failed)
+        └── InstanceUnavailable     (a model instance is not in a state to do what was asked)
 
 Every error carries ``title`` and ``detail``; the HTTP layer renders them as problem JSON
 (``{"title", "detail", "status"}``), the body the official clients read.
@@ -161,6 +162,19 @@ class BackendUnavailable(CogportError):
 
 
 class SetupFailed(BackendUnavailable):
-    """A version's instances cannot start (setup failed repeatedly); its queued work fails with this."""
+    """A version's instances cannot start (setup failed repeatedly); its queued work fails with this.
+
+    ``detail`` is the setup error; ``logs`` what the model printed during setup.
+    """
 
     title = "Model setup failed"
+
+    def __init__(self, detail: str | None = None, *, title: str | None = None, logs: str = "") -> None:
+        self.logs = logs
+        super().__init__(detail, title=title)
+
+
+class InstanceUnavailable(BackendUnavailable):
+    """An operation on a model instance that its state does not allow (e.g. a prediction while STARTING)."""
+
+    title = "Model instance unavailable"

@@ -41,7 +41,15 @@ class RuntimeSettings(BaseModel):
     max_memory_mb: int = 0
     """Total resident memory of all instances; 0 means no bound."""
     setup_timeout: float = 600.0
+    """Seconds ``setup()`` may take (``COG_SETUP_TIMEOUT``) before the start counts as failed."""
+    setup_attempts: int = Field(default=3, ge=1)
+    """Consecutive failed starts of a version before its queued predictions fail with the setup error."""
+    start_backoff_initial: float = 1.0
+    """Seconds before restarting a version whose instance failed to start; doubles up to ``start_backoff_max``."""
     start_backoff_max: float = 30.0
+    """The longest restart delay, and how long a version whose setup keeps failing is refused."""
+    stop_timeout: float = 10.0
+    """Seconds a stopping instance gets (``POST /shutdown``, then SIGTERM) before its process group is killed."""
 
 
 class Settings(BaseSettings):

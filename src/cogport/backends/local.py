@@ -1,0 +1,95 @@
+"""The local backend: runs jobs in coglet processes on this machine (see docs/runtime.md).
+
+Usage (in the app's lifespan)::
+
+    backend = LocalBackend(settings, upload_url=None, on_capacity=dispatcher.wake)
+    await backend.start()
+    ...
+    if backend.has_capacity(spec):          # may raise SetupFailed
+        await backend.submit(job, recorder) # returns at once; the job runs in a task
+    await backend.cancel(prediction_id)
+    backend.running()                       # ids submitted and not finished yet
+    await backend.stop()
+
+Event semantics (``JobEvents``, awaited in order per job):
+
+* ``started`` when coglet starts the prediction (after any cold start: until then the job is
+  ``starting``); not called for a job canceled or failed before it ran.
+* ``logs(text)`` with each new piece of output as the model prints it.
+* ``output(list_so_far)`` for iterator outputs only, after each yield; plain outputs come with
+  ``finished``.
+* ``finished`` exactly once per submitted job, except for jobs still waiting for a slot when the
+  backend stops (they are dropped so the dispatcher requeues them). ``error`` is user-facing:
+  coglet's prefixes stripped, crashes as ``The model crashed (exit code -9) ...`` with the tail of
+  the model's log, setup failures as ``Model setup failed: <exception>``, invalid input as
+  ``Invalid input: <field>: <problem>``. ``logs`` is the whole log (streamed logs when coglet's
+  final object has none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cogport.backends.base import Job, JobEvents, VersionSpec
+from cogport.runtime.pool import InstanceInfo, Pool
+from cogport.settings import Settings
+
+
+class LocalBackend:
+    """The :class:`~cogport.backends.base.Backend` that supervises coglet instances locally.
+
+    ``upload_url``: passed to every instance as ``--upload-url`` (coglet PUTs output files to
+    ``<upload_url><basename>``); unset, file outputs come back as ``data:`` URLs.
+    ``on_capacity``: called (synchronously, must not block) when capacity may have grown: an
+    instance became READY or stopped, or a start backoff ended. Finishing jobs also frees slots;
+    ``finished`` is the signal for that.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        upload_url: str | None = None,
+        on_capacity: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = Pool(settings.runtime, upload_url=upload_url, on_capacity=on_capacity)
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    async def stop(self) -> None:
+        """Stop every instance (running jobs finish ``failed``: interrupted by the shutdown)."""
+        await self.pool.stop()
+
+    def has_capacity(self, spec: VersionSpec) -> bool:
+        """Whether a job for ``spec`` would run without waiting behind others (a free slot, an
+        instance starting with a free slot, or room to start one, perhaps by stopping an idle one).
+
+        Raises :class:`~cogport.errors.SetupFailed` (``detail``: the setup error, ``logs``: setup
+        output) while ``spec``'s version is refused after ``setup_attempts`` failed starts; queued
+        predictions of that version should fail with it.
+        """
+        return self.pool.has_capacity(spec)
+
+    async def submit(self, job: Job, events: JobEvents) -> None:
+        """Queue ``job`` for a slot of its version and return; it runs in a task of its own.
+
+        Raises :class:`~cogport.errors.SetupFailed` while the version is refused,
+        :class:`~cogport.errors.Conflict` if the id is already running, and
+        :class:`~cogport.errors.BackendUnavailable` when the backend is not started.
+        """
+        self.pool.submit(job, events)
+
+    async def cancel(self, prediction_id: str) -> bool:
+        """Cancel a job: one waiting for a slot finishes ``canceled`` at once; a running one once
+        the model has stopped. False if the id is not running here."""
+        return await self.pool.cancel(prediction_id)
+
+    def running(self) -> set[str]:
+        """Ids of the jobs submitted and not yet finished (those waiting for a slot included)."""
+        return self.pool.running()
+
+    def instances(self) -> list[InstanceInfo]:
+        """A snapshot of the instances (state, pid, slots, memory), for status pages and tests."""
+        return self.pool.instances()

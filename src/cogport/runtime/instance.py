@@ -1,0 +1,521 @@
+"""One coglet server (``python -m cog.server.http``) supervised through its HTTP API.
+
+Lifecycle (states in :mod:`cogport.runtime.state`)::
+
+    inst = Instance(spec, options, client=client, name="v1-1")
+    await inst.start()          # spawn, poll /health-check until READY; raises SetupFailed
+    inst.reserve()              # take a prediction slot (READY only)
+    await inst.predict(job, events)   # SSE prediction in that slot; always ends in events.finished
+    await inst.cancel(prediction_id)  # POST /predictions/{id}/cancel; finished(canceled) follows
+    await inst.stop()           # POST /shutdown, then SIGTERM, then SIGKILL of the process group
+
+The coglet traps it handles:
+
+* **409 race**: coglet releases a slot just *after* writing a response, so a prediction sent at once
+  gets 409; it is retried after 1 ms (doubling, bounded), checking health when it persists.
+* **No worker restart**: after a worker crash coglet stays up but UNHEALTHY (409 forever). The
+  instance turns FAILED at the first sign (``"Worker crashed"``, UNHEALTHY/DEFUNCT, an exit, a broken
+  stream); in-flight predictions fail with the exit code and the tail of the log; the pool replaces it.
+* **Nagle on SSE**: coglet writes SSE events in small TCP segments without ``TCP_NODELAY``; on a
+  reused keep-alive connection the body then waits ~40 ms for a delayed ACK. A new connection per
+  prediction (the client keeps none alive) costs ~0.1 ms and avoids it.
+* **Setup never killed**: coglet reports a setup timeout but leaves the worker running; stopping
+  kills the whole process group.
+* **Leaked prediction dirs**: ``/tmp/coglet/predictions/<id>`` (hard-coded, TMPDIR is ignored) is
+  removed after each prediction.
+* **Cancel and shutdown**: closing an SSE stream cancels the prediction in coglet, and ``/shutdown``
+  waits for running predictions, so stopping first asks coglet to cancel them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cogport.backends.base import Job, JobEvents, VersionSpec
+from cogport.errors import InstanceUnavailable, SetupFailed
+from cogport.runtime.ports import free_port
+from cogport.runtime.prediction import Outcome, PredictionRun
+from cogport.runtime.process import CogletProcess
+from cogport.runtime.sse import iter_events
+from cogport.runtime.state import InstanceState
+
+log = logging.getLogger(__name__)
+
+PREDICTION_DIRS = Path("/tmp/coglet/predictions")
+SSE_HEADERS = {"Accept": "text/event-stream"}
+HEALTH_FATAL = frozenset({"SETUP_FAILED", "UNHEALTHY", "DEFUNCT"})
+CONFLICT_GIVE_UP = 10.0
+"""Seconds of 409s (with our slot accounting saying a slot is free) before the instance is declared broken."""
+PORT_ATTEMPTS = 3
+LOG_DRAIN = 0.1
+"""Seconds to let coglet's output reach the log tail before quoting it in an error."""
+FORCE_GRACE = 2.0
+"""Seconds between SIGTERM and SIGKILL once a graceful stop is over (or was skipped)."""
+"""Seconds to let coglet's output reach the log tail before quoting it in an error."""
+_SETUP_PREFIX = re.compile(r"^(?:(?:worker )?setup failed(?: \(slot [^)]*\))?:\s*)+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class InstanceOptions:
+    setup_timeout: float = 600.0
+    stop_timeout: float = 10.0
+    health_interval: float = 2.0
+    """Seconds between health checks of a READY/BUSY instance (an exit is noticed at once anyway)."""
+    upload_url: str | None = None
+    """Passed as ``--upload-url``: where coglet PUTs output files (unset: they come back as data URLs)."""
+
+
+class Instance:
+    """One coglet process group serving ``spec``, with ``spec.concurrency`` prediction slots."""
+
+    def __init__(
+        self,
+        spec: VersionSpec,
+        options: InstanceOptions,
+        *,
+        client: httpx.AsyncClient,
+        name: str,
+        on_change: Callable[[Instance], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.options = options
+        self.name = name
+        self.slots = max(1, spec.concurrency)
+        self.reserved = 0
+        self.state = InstanceState.STARTING
+        self.failure: str | None = None
+        """Why it FAILED (or why it was stopped): the error in-flight predictions report."""
+        self.last_used = time.monotonic()
+        self.ready_after: float | None = None
+        """Seconds from spawn to READY."""
+        self.rss_bytes = 0
+        self.process: CogletProcess | None = None
+        self.port = 0
+        self._client = client
+        self._on_change = on_change
+        self._runs: dict[str, PredictionRun] = {}
+        self._exit: asyncio.Future[int] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._iterator_output = _has_iterator_output(spec)
+        self._endpoint = "predictions" if spec.mode == "predict" else "trainings"
+
+    def __repr__(self) -> str:
+        return f"<Instance {self.name} {self.state} {self.reserved}/{self.slots}>"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def free_slots(self) -> int:
+        """Slots a job can still be bound to (counting a STARTING instance's future slots)."""
+        return self.slots - self.reserved if self.state.is_live else 0
+
+    @property
+    def idle(self) -> bool:
+        return self.state is InstanceState.READY and self.reserved == 0
+
+    def running(self) -> set[str]:
+        return set(self._runs)
+
+    # --- start --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn coglet and wait until READY. Raises :class:`SetupFailed` (the instance is then FAILED)."""
+        self._require(InstanceState.STARTING)
+        began = time.monotonic()
+        try:
+            for attempt in range(PORT_ATTEMPTS):
+                await self._spawn()
+                try:
+                    await self._wait_ready()
+                    break
+                except SetupFailed:
+                    if attempt + 1 < PORT_ATTEMPTS and self._lost_port_race():
+                        log.info("%s: port %d was taken; retrying on another", self.name, self.port)
+                        await self._discard_process()
+                        continue
+                    raise
+        except SetupFailed as exc:
+            self._fail(exc.detail)
+            await asyncio.sleep(LOG_DRAIN)  # coglet's last setup lines may still be in the pipe
+            raise SetupFailed(exc.detail, logs=self.setup_output()) from None
+        except Exception as exc:  # e.g. the venv's python is missing
+            self._fail(f"The model server could not be started: {exc}")
+            raise SetupFailed(self.failure or "", logs=self.setup_output()) from exc
+        if self.state is not InstanceState.STARTING:  # stopped while starting
+            raise SetupFailed(self.failure or "The model was stopped while it started")
+        assert self.process is not None
+        self.process.logs.setup_done = True
+        self.ready_after = time.monotonic() - began
+        self.last_used = time.monotonic()
+        self._set_state(InstanceState.READY)
+        self._watcher = asyncio.create_task(self._watch(), name=f"cogport-watch-{self.name}")
+        log.info("%s is ready (%.2fs, port %d, pid %d)", self.name, self.ready_after, self.port, self.process.pid)
+
+    async def _spawn(self) -> None:
+        self.port = free_port()
+        self.process = await CogletProcess.spawn(
+            self.spec,
+            name=self.name,
+            port=self.port,
+            setup_timeout=self.options.setup_timeout,
+            upload_url=self.options.upload_url,
+        )
+        self._exit = asyncio.ensure_future(self.process.wait())
+        if self.state is not InstanceState.STARTING:  # stopped while spawning
+            await self._discard_process()
+            raise SetupFailed(self.failure or "The model was stopped while it started")
+
+    def _lost_port_race(self) -> bool:
+        return self.process is not None and "Address already in use" in self.process.logs.tail(50)
+
+    async def _discard_process(self) -> None:
+        if self.process is not None:
+            await self.process.terminate(grace=1.0)
+            self.process = None
+
+    async def _wait_ready(self) -> None:
+        assert self.process is not None and self._exit is not None
+        # coglet enforces COG_SETUP_TIMEOUT itself; this guard covers a server that never answers.
+        deadline = time.monotonic() + self.options.setup_timeout + 30.0
+        delay = 0.01
+        while self.state is InstanceState.STARTING:
+            if self._exit.done():
+                raise SetupFailed(self._exit_message("during setup"), logs=self.setup_output())
+            health = await self._health()
+            status = health.get("status") if health else None
+            if status == "READY":
+                return
+            if status in HEALTH_FATAL:
+                raise SetupFailed(self._setup_error(health or {}), logs=self.setup_output())
+            if time.monotonic() > deadline:
+                raise SetupFailed(self._timeout_message(), logs=self.setup_output())
+            await asyncio.wait([self._exit], timeout=delay)
+            delay = min(delay * 1.5, 0.25)
+        raise SetupFailed(self.failure or "The model was stopped while it started", logs=self.setup_output())
+
+    def _setup_error(self, health: dict[str, Any]) -> str:
+        setup = health.get("setup") or {}
+        detail = str(setup.get("logs") or "").strip() if isinstance(setup, dict) else ""
+        if "timed out" in detail:
+            return self._timeout_message()
+        if health.get("status") != "SETUP_FAILED":
+            return f"The model became {health.get('status')} during setup"
+        cleaned = _SETUP_PREFIX.sub("", detail.splitlines()[-1] if detail else "").strip()
+        return f"Model setup failed: {cleaned}" if cleaned else "Model setup failed"
+
+    def _timeout_message(self) -> str:
+        return f"Model setup timed out after {self.options.setup_timeout:g} seconds"
+
+    def setup_output(self) -> str:
+        """What the model printed during setup (for a failed start's logs)."""
+        return self.process.logs.setup_output() if self.process else ""
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def _health(self) -> dict[str, Any] | None:
+        try:
+            response = await self._client.get(f"{self.url}/health-check", timeout=5.0)
+            data = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def _watch(self) -> None:
+        """While READY/BUSY: notice an exit at once, and UNHEALTHY/DEFUNCT within ``health_interval``."""
+        assert self._exit is not None
+        while self.state in (InstanceState.READY, InstanceState.BUSY):
+            await asyncio.wait([self._exit], timeout=self.options.health_interval)
+            if self.state not in (InstanceState.READY, InstanceState.BUSY):
+                return
+            if self._exit.done():
+                self._fail(self._exit_message("while idle" if not self._runs else "during the prediction"))
+                return
+            health = await self._health()
+            if health and health.get("status") in HEALTH_FATAL:
+                self._fail(self._crash_message(f"the model server became {health.get('status')}"))
+                return
+
+    # --- slots --------------------------------------------------------------------------------
+
+    def reserve(self) -> None:
+        """Take one prediction slot; only a READY instance (with a free slot) has one."""
+        self._require(InstanceState.READY)
+        self.reserved += 1
+        self.last_used = time.monotonic()
+        if self.reserved >= self.slots:
+            self._set_state(InstanceState.BUSY)
+
+    def _release(self) -> None:
+        self.reserved = max(0, self.reserved - 1)
+        self.last_used = time.monotonic()
+        if self.state is InstanceState.BUSY:
+            self._set_state(InstanceState.READY)
+        elif self._on_change is not None:
+            self._on_change(self)
+
+    # --- predictions --------------------------------------------------------------------------
+
+    async def predict(self, job: Job, events: JobEvents, *, canceled: bool = False) -> None:
+        """Run ``job`` in a slot taken with :meth:`reserve`; returns after ``events.finished``.
+
+        ``canceled``: the job was canceled before it got here (it is reported canceled, unposted).
+        """
+        if self.reserved <= 0:
+            raise InstanceUnavailable(f"{self.name}: predict() without a reserved slot")
+        run = PredictionRun(job, events, iterator_output=self._iterator_output)
+        run.cancel_requested = canceled
+        self._runs[job.prediction_id] = run
+        try:
+            outcome = await self._run(run)
+        finally:
+            self._runs.pop(job.prediction_id, None)
+            _remove_prediction_dir(job.prediction_id)
+            self._release()
+        await run.finish(outcome)
+
+    async def _run(self, run: PredictionRun) -> Outcome:
+        if run.cancel_requested:
+            return Outcome("canceled")
+        if self.state not in (InstanceState.READY, InstanceState.BUSY):
+            return Outcome("failed", error=self.failure or f"The model is {self.state}")
+        body = {"id": run.job.prediction_id, "input": run.job.input}
+        url = f"{self.url}/{self._endpoint}"
+        conflict_since: float | None = None
+        delay = 0.001
+        while True:
+            try:
+                async with self._client.stream("POST", url, json=body, headers=SSE_HEADERS) as response:
+                    if response.status_code == 409:
+                        await response.aread()
+                        conflict_since = conflict_since or time.monotonic()
+                        if await self._conflict_is_fatal(conflict_since):
+                            return Outcome("failed", error=self.failure)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 0.05)
+                        continue
+                    if response.status_code == 406:  # the schema lacks x-cog-streaming
+                        await response.aread()
+                        return await self._run_sync(run, url, body)
+                    if response.status_code != 200:
+                        return _rejected(response.status_code, await response.aread())
+                    outcome = await self._follow(run, response)
+            except httpx.TransportError as exc:
+                outcome = await self._lost(exc)
+            return self._settle(run, outcome)
+
+    async def _follow(self, run: PredictionRun, response: httpx.Response) -> Outcome:
+        async for event in iter_events(response.aiter_lines()):
+            outcome = await run.handle(event)
+            if outcome is not None:
+                return outcome
+            if run.started and run.cancel_requested and not run.cancel_sent:
+                await self._send_cancel(run)
+        return await self._lost(None)
+
+    async def _run_sync(self, run: PredictionRun, url: str, body: dict[str, Any]) -> Outcome:
+        """The plain POST path, for a schema without ``x-cog-streaming`` (no progress events)."""
+        await run.mark_started()
+        delay = 0.001
+        conflict_since: float | None = None
+        try:
+            while True:
+                response = await self._client.post(url, json=body)
+                if response.status_code != 409:
+                    break
+                conflict_since = conflict_since or time.monotonic()
+                if await self._conflict_is_fatal(conflict_since):
+                    return Outcome("failed", error=self.failure)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        except httpx.TransportError as exc:
+            return self._settle(run, await self._lost(exc))
+        if response.status_code != 200:
+            return _rejected(response.status_code, response.content)
+        outcome = run.outcome_from(response.json())
+        if outcome.output is not None and self._iterator_output:
+            await run.events.output(run.job, outcome.output)
+        return self._settle(run, outcome)
+
+    def _settle(self, run: PredictionRun, outcome: Outcome) -> Outcome:
+        """Turn coglet's view of the end into the one users see."""
+        if outcome.worker_crashed:
+            self._fail(self._crash_message("its worker process died"))
+            return Outcome("failed", error=self.failure, logs=run.streamed_logs, metrics=outcome.metrics)
+        if outcome.status == "canceled" and not run.cancel_requested:
+            # Canceled by us (stop/shutdown), not by the user: that is a failure to them.
+            error = self.failure or "The prediction was interrupted because its model was stopped"
+            return Outcome("failed", error=error, logs=outcome.logs, metrics=outcome.metrics)
+        return outcome
+
+    async def _conflict_is_fatal(self, since: float) -> bool:
+        """A 409 that outlasts the slot-release race means coglet lost slots (a crashed worker)."""
+        if time.monotonic() - since < 0.05:
+            return False
+        health = await self._health()
+        status = health.get("status") if health else None
+        if status in HEALTH_FATAL or health is None:
+            self._fail(self._crash_message(f"the model server became {status or 'unreachable'}"))
+            return True
+        if time.monotonic() - since > CONFLICT_GIVE_UP:
+            self._fail("The model server refused predictions although it had free slots")
+            return True
+        return False
+
+    async def _lost(self, exc: Exception | None) -> Outcome:
+        """The stream broke or ended early: find out why, and fail the instance."""
+        if self.state is InstanceState.STOPPING:
+            return Outcome("failed", error=self.failure or "The model was stopped during the prediction")
+        assert self._exit is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._exit), 1.0)
+        if self._exit.done():
+            self._fail(self._exit_message("during the prediction"))
+        else:
+            health = await self._health()
+            status = health.get("status") if health else "unreachable"
+            self._fail(self._crash_message(f"the connection to it broke ({exc or 'stream ended'}; health {status})"))
+        return Outcome("failed", error=self.failure)
+
+    # --- cancel -------------------------------------------------------------------------------
+
+    async def cancel(self, prediction_id: str) -> bool:
+        """Ask coglet to stop a prediction; False if it is not running here."""
+        run = self._runs.get(prediction_id)
+        if run is None:
+            return False
+        run.cancel_requested = True
+        if run.started and not run.cancel_sent:
+            await self._send_cancel(run)
+        return True
+
+    async def _send_cancel(self, run: PredictionRun) -> None:
+        run.cancel_sent = True
+        url = f"{self.url}/{self._endpoint}/{run.job.prediction_id}/cancel"
+        try:
+            await self._client.post(url, timeout=5.0)
+        except httpx.HTTPError as exc:
+            log.warning("%s: cancel of %s failed: %s", self.name, run.job.prediction_id, exc)
+
+    # --- stop ---------------------------------------------------------------------------------
+
+    def begin_stop(self, reason: str | None = None) -> asyncio.Task[None]:
+        """Mark the instance STOPPING now (so nothing new is bound to it) and stop it in the background.
+
+        Running predictions are canceled in coglet first (``/shutdown`` would wait for them) and
+        finish as failed with ``reason``. Idempotent: every call returns the same task.
+        """
+        if self._stop_task is None:
+            if self.failure is None:
+                self.failure = reason
+            graceful = self.state in (InstanceState.READY, InstanceState.BUSY)
+            self._set_state(InstanceState.STOPPING)
+            self._stop_task = asyncio.create_task(self._stop(graceful), name=f"cogport-stop-{self.name}")
+        return self._stop_task
+
+    async def stop(self, reason: str | None = None) -> None:
+        """Stop the instance and everything in its process group (see :meth:`begin_stop`)."""
+        await asyncio.shield(self.begin_stop(reason))
+
+    async def _stop(self, graceful: bool) -> None:
+        try:
+            await self._shutdown(graceful)
+        finally:
+            if self._watcher is not None:
+                self._watcher.cancel()
+            self._set_state(InstanceState.STOPPED)
+            log.info("%s stopped", self.name)
+
+    async def _shutdown(self, graceful: bool) -> None:
+        """A healthy server gets ``/shutdown`` and ``stop_timeout`` seconds; a failed or still starting one
+        (whose ``/shutdown`` would wait on a hung or dead worker) only a short SIGTERM grace."""
+        process = self.process
+        if process is None:
+            return
+        timeout = self.options.stop_timeout
+        if graceful and process.returncode is None:
+            for run in list(self._runs.values()):
+                if run.started:
+                    await self._send_cancel(run)
+            with contextlib.suppress(httpx.HTTPError):
+                await self._client.post(f"{self.url}/shutdown", timeout=2.0)
+            assert self._exit is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._exit), timeout)
+        await process.terminate(grace=min(FORCE_GRACE, timeout))
+
+    # --- state --------------------------------------------------------------------------------
+
+    def _require(self, *states: InstanceState) -> None:
+        if self.state not in states:
+            wanted = " or ".join(states)
+            raise InstanceUnavailable(f"{self.name} is {self.state}, not {wanted}")
+
+    def _set_state(self, state: InstanceState) -> None:
+        self.state = state
+        if self._on_change is not None:
+            self._on_change(self)
+
+    def _fail(self, reason: str) -> None:
+        if not self.state.is_live:
+            return
+        log.warning("%s failed: %s", self.name, reason)
+        self.failure = reason
+        self._set_state(InstanceState.FAILED)
+
+    def _exit_message(self, when: str) -> str:
+        code = self.process.returncode if self.process else None
+        return self._with_tail(f"The model crashed (exit code {code}) {when}")
+
+    def _crash_message(self, why: str) -> str:
+        code = self.process.worker_exit_code() if self.process else None
+        head = f"The model crashed (exit code {code})" if code is not None else "The model crashed"
+        return self._with_tail(f"{head}: {why}")
+
+    def _with_tail(self, message: str) -> str:
+        tail = self.process.logs.tail() if self.process else ""
+        return f"{message}.\nLast log lines:\n{tail}" if tail else f"{message}."
+
+
+def _has_iterator_output(spec: VersionSpec) -> bool:
+    """Whether the schema declares an iterator output (its chunks are then reported as they come)."""
+    try:
+        schema = json.loads((Path(spec.source_path) / ".cog" / "openapi_schema.json").read_text())
+        output = schema["components"]["schemas"]["Output" if spec.mode == "predict" else "TrainingOutput"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(output, dict) and output.get("x-cog-array-type") == "iterator"
+
+
+def _rejected(status: int, body: bytes) -> Outcome:
+    """A prediction coglet refused to run: 422 is invalid input, anything else is unexpected."""
+    if status == 422:
+        try:
+            detail = json.loads(body)["detail"]
+            problems = [f"{'.'.join(str(p) for p in item['loc'][2:]) or 'input'}: {item['msg']}" for item in detail]
+            return Outcome("failed", error="Invalid input: " + "; ".join(problems))
+        except (ValueError, KeyError, TypeError):
+            pass
+    text = body.decode("utf-8", "replace").strip()[:500]
+    return Outcome("failed", error=f"The model server refused the prediction (HTTP {status}): {text}")
+
+
+def _remove_prediction_dir(prediction_id: str) -> None:
+    """coglet never removes ``/tmp/coglet/predictions/<id>`` (cog issue #3096)."""
+    if not prediction_id or "/" in prediction_id or prediction_id in (".", ".."):
+        return
+    shutil.rmtree(PREDICTION_DIRS / prediction_id, ignore_errors=True)

@@ -1,0 +1,82 @@
+"""coglet's own log: JSON lines on stdout/stderr, kept as a bounded tail for error messages.
+
+Each line looks like ``{"timestamp", "level", "fields": {"message", ...}, "target"}``. The model's
+output during setup arrives with target ``coglet::setup``; output the per-prediction capture misses
+(subprocesses, raw fd writes, anything once a worker is dying) arrives as ``coglet::user``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+MODEL_TARGETS = frozenset({"coglet::setup", "coglet::user"})
+TAIL_LINES = 200
+
+
+@dataclass(frozen=True)
+class LogLine:
+    level: str
+    target: str
+    message: str
+    error: str | None = None
+    source: str | None = None
+    """``Stdout``/``Stderr`` for lines the model printed while predicting."""
+
+    @property
+    def from_model(self) -> bool:
+        """Written by the model's code rather than by coglet itself."""
+        return self.target in MODEL_TARGETS or self.source is not None
+
+    def render(self) -> str:
+        text = self.message if self.from_model else f"[{self.target}] {self.message}"
+        return f"{text}: {self.error}" if self.error else text
+
+
+def parse_line(raw: str) -> LogLine:
+    """One line of coglet output; anything that is not its JSON shape is kept as a plain message."""
+    try:
+        record = json.loads(raw)
+        fields = record["fields"]
+        error = fields.get("error")
+        source = fields.get("source")
+        return LogLine(
+            level=str(record.get("level", "INFO")),
+            target=str(record.get("target", "")),
+            message=str(fields.get("message", "")),
+            error=str(error) if error is not None else None,
+            source=str(source) if source is not None else None,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return LogLine(level="INFO", target="coglet::user", message=raw)
+
+
+class LogTail:
+    """The last lines an instance wrote, plus everything the model printed during setup."""
+
+    def __init__(self, name: str, maxlen: int = TAIL_LINES) -> None:
+        self.name = name
+        self._lines: deque[LogLine] = deque(maxlen=maxlen)
+        self._setup: deque[str] = deque(maxlen=maxlen)
+        self.setup_done = False
+
+    def add(self, raw: str) -> LogLine:
+        line = parse_line(raw)
+        self._lines.append(line)
+        if not self.setup_done and line.target in MODEL_TARGETS:
+            self._setup.append(line.message)
+        log.debug("[%s] %s", self.name, line.render())
+        return line
+
+    def setup_output(self) -> str:
+        """What the model printed before it became READY (or failed to)."""
+        return "".join(f"{m}\n" for m in self._setup)
+
+    def tail(self, count: int = 20) -> str:
+        """The last ``count`` lines worth showing a user: the model's output, warnings and errors."""
+        lines = [line.render() for line in self._lines if line.from_model or line.level in ("WARN", "ERROR")]
+        return "\n".join(lines[-count:])

@@ -1,0 +1,145 @@
+"""One prediction on an instance: coglet's SSE events translated into :class:`JobEvents` calls.
+
+coglet event → callback:
+
+* ``start {id, status}`` → ``started(job)``
+* ``log {data, source}`` → ``logs(job, data)`` (new text only)
+* ``output {chunk, index}`` → ``output(job, [chunks so far])``, for iterator outputs only; a plain
+  output arrives as one chunk just before ``completed``, which carries it anyway
+* ``metric`` → nothing (``completed`` carries all metrics)
+* ``completed {id, status, output, error, logs, metrics}`` → ``finished(...)``
+
+Callbacks are awaited in order; an exception in one is logged and does not stop the prediction.
+``finished`` is called exactly once, by :meth:`PredictionRun.finish`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cogport.backends.base import Job, JobEvents
+from cogport.runtime.sse import ServerSentEvent
+
+log = logging.getLogger(__name__)
+
+FinalStatus = Literal["succeeded", "failed", "canceled"]
+WORKER_CRASHED = "Worker crashed"
+
+
+@dataclass
+class Outcome:
+    """How a prediction ended, in the terms of :meth:`JobEvents.finished`."""
+
+    status: FinalStatus
+    output: Any = None
+    error: str | None = None
+    logs: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def worker_crashed(self) -> bool:
+        return self.status == "failed" and self.error == WORKER_CRASHED
+
+
+def strip_failure_prefix(message: str) -> str:
+    """coglet doubles ``Prediction failed: `` in front of the model's exception; Replicate shows it bare."""
+    text = message.strip()
+    while text.lower().startswith("prediction failed:"):
+        text = text[len("prediction failed:") :].strip()
+    return text or "Prediction failed"
+
+
+class PredictionRun:
+    """The state of one prediction while its events stream in."""
+
+    def __init__(self, job: Job, events: JobEvents, *, iterator_output: bool) -> None:
+        self.job = job
+        self.events = events
+        self.iterator_output = iterator_output
+        self.started = False
+        self.cancel_requested = False
+        self.cancel_sent = False
+        self.finished = False
+        self.logs: list[str] = []
+        self.chunks: list[Any] = []
+
+    async def handle(self, event: ServerSentEvent) -> Outcome | None:
+        """Apply one event; the outcome once ``completed`` arrives."""
+        data = event.json()
+        if event.event == "start":
+            await self.mark_started()
+        elif event.event == "log" and isinstance(data, dict):
+            text = str(data.get("data", ""))
+            if text:
+                self.logs.append(text)
+                await self._call("logs", self.events.logs(self.job, text))
+        elif event.event == "output" and isinstance(data, dict):
+            self.chunks.append(data.get("chunk"))
+            if self.iterator_output:
+                await self._call("output", self.events.output(self.job, list(self.chunks)))
+        elif event.event == "completed" and isinstance(data, dict):
+            return self.outcome_from(data)
+        return None
+
+    async def mark_started(self) -> None:
+        if not self.started:
+            self.started = True
+            await self._call("started", self.events.started(self.job))
+
+    def outcome_from(self, data: dict[str, Any]) -> Outcome:
+        """The outcome a ``completed`` event (or a plain POST's response body) describes."""
+        status = data.get("status")
+        if status not in ("succeeded", "failed", "canceled"):
+            return Outcome("failed", error=f"The model server reported an unexpected status {status!r}")
+        error = data.get("error")
+        error = strip_failure_prefix(str(error)) if error is not None else None
+        metrics = data.get("metrics") or {}
+        return Outcome(
+            status=status,
+            output=data.get("output", self.chunks if self.iterator_output else None),
+            error=error,
+            logs=str(data.get("logs") or "") or self.streamed_logs,
+            metrics=dict(metrics) if isinstance(metrics, dict) else {},
+        )
+
+    @property
+    def streamed_logs(self) -> str:
+        """Logs as they arrived (coglet's final object has none on failure or cancel)."""
+        return "".join(self.logs)
+
+    async def finish(self, outcome: Outcome) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if outcome.logs is None:
+            outcome.logs = self.streamed_logs
+        await report(self.job, self.events, outcome)
+
+    async def _call(self, name: str, awaitable: Awaitable[None]) -> None:
+        await _call(self.job, name, awaitable)
+
+
+async def report(job: Job, events: JobEvents, outcome: Outcome) -> None:
+    """Call ``events.finished`` with ``outcome`` (an exception in it is logged, not raised)."""
+    await _call(
+        job,
+        "finished",
+        events.finished(
+            job,
+            outcome.status,
+            output=outcome.output,
+            error=outcome.error,
+            logs=outcome.logs,
+            metrics=outcome.metrics,
+        ),
+    )
+
+
+async def _call(job: Job, name: str, awaitable: Awaitable[None]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("the %s callback for %s failed", name, job.prediction_id)

@@ -1,0 +1,161 @@
+"""The coglet server process of one instance: how it is launched, watched and killed.
+
+Launch rules (see ``/work/shared/notes/cog-runtime.md``):
+
+* cwd is the version's source directory: coglet resolves the predictor ref and reads
+  ``.cog/openapi_schema.json`` relative to it.
+* ``PATH`` starts with ``<venv>/bin``: coglet spawns its worker as a bare ``python`` looked up on
+  PATH; without the venv first it fails to import coglet and stays STARTING forever.
+* A process group of its own (``start_new_session``) so the worker, and anything the model spawns,
+  is killed together; a private ``TMPDIR`` so the model's temp files go away with the instance.
+* stdout and stderr are one pipe, read continuously (a full pipe would block coglet) into a
+  :class:`~cogport.runtime.logs.LogTail`.
+* cogport's own ``COGPORT_*`` settings (secrets among them) and stray ``COG_*`` variables are not
+  passed to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Mapping
+
+from cogport.backends.base import VersionSpec
+from cogport.runtime import procfs
+from cogport.runtime.logs import LogTail
+
+log = logging.getLogger(__name__)
+
+STREAM_LIMIT = 1 << 20
+"""Longest log line read as one line; longer ones are dropped."""
+
+
+def coglet_environment(
+    spec: VersionSpec, *, port: int, tmpdir: str, setup_timeout: float, base: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment of a coglet server for ``spec`` listening on ``port``."""
+    env = {k: v for k, v in base.items() if not k.startswith(("COGPORT_", "COG_", "PYTHONHOME", "PYTHONPATH"))}
+    env.update(spec.environment)
+    venv_bin = os.path.join(spec.venv_path, "bin")
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env['PATH']}" if env.get("PATH") else venv_bin
+    env["VIRTUAL_ENV"] = spec.venv_path
+    env["PORT"] = str(port)
+    env["TMPDIR"] = tmpdir
+    env["PYTHONUNBUFFERED"] = "1"
+    env["COG_MAX_CONCURRENCY"] = str(max(1, spec.concurrency))
+    env["COG_SETUP_TIMEOUT"] = str(max(1, round(setup_timeout)))
+    env["COG_PREDICT_TYPE_STUB" if spec.mode == "predict" else "COG_TRAIN_TYPE_STUB"] = spec.ref
+    if spec.weights:
+        env["COG_WEIGHTS"] = spec.weights
+    return env
+
+
+def coglet_command(spec: VersionSpec, *, upload_url: str | None) -> list[str]:
+    command = [os.path.join(spec.venv_path, "bin", "python"), "-m", "cog.server.http", "--host", "127.0.0.1"]
+    if spec.mode == "train":
+        command += ["--x-mode", "train"]
+    if upload_url:
+        command += ["--upload-url", upload_url]
+    return command
+
+
+class CogletProcess:
+    """A running coglet server and its process group. Create with :meth:`spawn`."""
+
+    def __init__(self, process: asyncio.subprocess.Process, tmpdir: str, logs: LogTail) -> None:
+        self._process = process
+        self.pid = process.pid
+        self.pgid = process.pid  # start_new_session: the server leads its own group
+        self.tmpdir = tmpdir
+        self.logs = logs
+        assert process.stdout is not None
+        self._reader = asyncio.create_task(self._read(process.stdout), name=f"coglet-log-{logs.name}")
+
+    @classmethod
+    async def spawn(
+        cls, spec: VersionSpec, *, name: str, port: int, setup_timeout: float, upload_url: str | None = None
+    ) -> CogletProcess:
+        tmpdir = tempfile.mkdtemp(prefix=f"cogport-{name}-")
+        env = coglet_environment(spec, port=port, tmpdir=tmpdir, setup_timeout=setup_timeout, base=os.environ)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *coglet_command(spec, upload_url=upload_url),
+                cwd=spec.source_path,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                limit=STREAM_LIMIT,
+            )
+        except BaseException:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        return cls(process, tmpdir, LogTail(name))
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+    async def wait(self) -> int:
+        """Wait for the server to exit; its exit code (minus the signal when killed by one)."""
+        return await self._process.wait()
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line over STREAM_LIMIT: readline dropped it
+                continue
+            if not raw:
+                return
+            self.logs.add(raw.decode("utf-8", "replace").rstrip("\r\n"))
+
+    def worker_exit_code(self) -> int | None:
+        """The exit code of a crashed worker still waiting to be reaped (coglet leaves it a zombie)."""
+        for info in procfs.group_processes(self.pgid):
+            if info.pid != self.pid and info.state == "Z":
+                return info.exit_code
+        return None
+
+    def rss_bytes(self) -> int:
+        return procfs.group_rss_bytes(self.pgid)
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    async def terminate(self, grace: float) -> None:
+        """SIGTERM the group, wait up to ``grace`` seconds, then SIGKILL it; always removes the temp dir.
+
+        The group is killed even when the server already exited: a worker stuck in ``setup()``
+        outlives coglet's own setup timeout, and models may leave children behind.
+        """
+        try:
+            if self.returncode is None:
+                self.signal_group(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wait(), grace)
+            self.signal_group(signal.SIGKILL)
+            await self.wait()
+            await self._reap_group()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reader, 5)
+        finally:
+            if not self._reader.done():
+                self._reader.cancel()
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    async def _reap_group(self) -> None:
+        """Wait (briefly) until no live member of the group is left; orphans are reaped by init."""
+        for _ in range(100):
+            if not any(p.state != "Z" for p in procfs.group_processes(self.pgid)):
+                return
+            self.signal_group(signal.SIGKILL)
+            await asyncio.sleep(0.02)
+        log.warning("process group %d of %s still has members after SIGKILL", self.pgid, self.logs.name)
