@@ -30,6 +30,19 @@ class BuildSettings(BaseModel):
     python_search_paths: list[Path] = Field(default_factory=list)
     """Extra directories holding ``pythonX.Y`` interpreters, searched before uv's discovery."""
     timeout: float = 1800.0
+    venvs_dir: Path | None = None
+    """Where model environments live (uv venvs, shared by versions with the same requirements).
+    Unset: ``<data_dir>/venvs``."""
+    uv_cache_dir: Path | None = None
+    """uv's package cache, shared by every build. Unset: ``$UV_CACHE_DIR`` when set, else ``<data_dir>/cache/uv``."""
+    concurrency: int = Field(default=2, ge=1)
+    """Builds one server process runs at the same time."""
+    max_source_mb: int = 2048
+    """The largest model directory a push may unpack to."""
+    examples_dir: Path | None = None
+    """Where the example models are (``register_examples``). Unset: the ``examples/`` folder of the checkout."""
+    examples: list[str] = Field(default_factory=lambda: ["hello-world"])
+    """The examples registered as public ``examples/<name>`` models on first start."""
 
 
 class RuntimeSettings(BaseModel):

@@ -78,7 +78,7 @@ class ModelBuilder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.environments = Environments(
-            settings.data_dir / "venvs",
+            settings.build.venvs_dir or settings.data_dir / "venvs",
             uv=uv.find_uv_bin(),
             cache_dir=settings.build.uv_cache_dir,
             default_cache_dir=settings.data_dir / "cache" / "uv",
