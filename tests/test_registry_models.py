@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -311,3 +312,17 @@ async def test_nul_characters_are_refused_not_500(client: httpx.AsyncClient, use
     assert response.status_code == 422
     response = await client.post("/admin/v1/accounts/alice/tokens", json={"label": "x" * 201})
     assert response.status_code == 422
+
+
+async def test_concurrent_creates_of_the_same_name_conflict_cleanly(client: httpx.AsyncClient, users: Users) -> None:
+    """The existence checks race; the unique constraints decide, and every loser gets a 409 (not a 500)."""
+    model = {"owner": "alice", "name": "race", "visibility": "public", "hardware": "cpu"}
+    requests = [
+        ("/v1/models", model, auth(users.alice)),
+        ("/admin/v1/accounts", {"username": "zed"}, {}),
+        ("/admin/v1/collections", {"slug": "race", "name": "Race"}, {}),
+    ]
+    for path, body, headers in requests:
+        responses = await asyncio.gather(*(client.post(path, json=body, headers=headers) for _ in range(6)))
+        assert sorted(r.status_code for r in responses) == [201] + [409] * 5, [r.text for r in responses]
+        assert all("already exists" in r.json()["detail"] for r in responses if r.status_code == 409)

@@ -5,12 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.tables import Account, ApiToken, Membership, utcnow
 from cogport.errors import BadRequest, Conflict, NotFound, Unauthenticated
 from cogport.identifiers import hash_token, new_api_token, new_webhook_secret
 from cogport.ops.principals import Principal
+
+
+async def flush_unique(session: AsyncSession, conflict: str) -> None:
+    """Flush new rows; a unique constraint broken by a concurrent request becomes :class:`Conflict`.
+
+    Creators check for an existing row first (for a clear message), but two requests can both pass
+    that check; the database's unique constraint decides, and the loser gets the same 409.
+    """
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(conflict) from exc
 
 
 async def get_by_username(session: AsyncSession, username: str) -> Account | None:
@@ -49,7 +62,7 @@ async def create_account(
         created_at=utcnow(),
     )
     session.add(account)
-    await session.flush()
+    await flush_unique(session, f"Account {username!r} already exists")
     if members:
         if type != "organization":
             raise BadRequest("Only organizations have members")
@@ -68,7 +81,7 @@ async def add_members(session: AsyncSession, org: Account, usernames: Iterable[s
         if user.id not in current:
             session.add(Membership(organization_id=org.id, user_id=user.id))
             current.add(user.id)
-    await session.flush()
+    await flush_unique(session, f"The members of {org.username!r} were changed at the same time; try again")
 
 
 async def remove_members(session: AsyncSession, org: Account, usernames: Iterable[str]) -> None:

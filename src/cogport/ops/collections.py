@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.db.keyset import Cursor, KeysetPage, paginate
 from cogport.db.tables import Account, Collection, CollectionModel, Model, utcnow
 from cogport.errors import Conflict, NotFound, Unprocessable
+from cogport.ops import accounts
 from cogport.ops import models as model_ops
 from cogport.ops.principals import Principal
 
@@ -53,13 +54,14 @@ async def models_of(session: AsyncSession, principal: Principal | None, collecti
 async def create(
     session: AsyncSession, *, slug: str, name: str, description: str, full_description: str | None, models: list[str]
 ) -> Collection:
+    exists = f"A collection with slug {slug!r} already exists"
     if (await session.execute(select(Collection.id).where(Collection.slug == slug))).first() is not None:
-        raise Conflict(f"A collection with slug {slug!r} already exists")
+        raise Conflict(exists)
     collection = Collection(
         slug=slug, name=name, description=description, full_description=full_description, created_at=utcnow()
     )
     session.add(collection)
-    await session.flush()
+    await accounts.flush_unique(session, exists)
     await set_models(session, collection, models)
     return collection
 

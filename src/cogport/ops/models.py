@@ -65,9 +65,10 @@ async def create(
             f"Hardware {hardware!r} is not available; choose one of: {', '.join(sorted(known_hardware))}",
             title="Invalid hardware",
         )
+    exists = f"A model named {owner}/{name} already exists"
     existing = await session.execute(select(Model.id).where(Model.owner_id == owner_account.id, Model.name == name))
     if existing.first() is not None:
-        raise Conflict(f"A model named {owner}/{name} already exists")
+        raise Conflict(exists)
     count = await session.scalar(select(func.count()).select_from(Model).where(Model.owner_id == owner_account.id))
     if (count or 0) >= MAX_MODELS_PER_ACCOUNT:
         raise BadRequest(f"An account can have at most {MAX_MODELS_PER_ACCOUNT} models")
@@ -81,7 +82,7 @@ async def create(
         **fields,
     )
     session.add(model)
-    await session.flush()
+    await accounts.flush_unique(session, exists)
     return model, owner_account
 
 

@@ -77,7 +77,7 @@ async def create(session: AsyncSession, model: Model, version_id: str, **fields:
         raise Conflict("This version is being deleted; push again once the deletion has finished")
     version = Version(id=version_id, model_id=model.id, created_at=utcnow(), **fields)
     session.add(version)
-    await session.flush()
+    await accounts.flush_unique(session, "This version is being pushed by another request at the same time")
     await models.refresh_latest_version(session, model)
     return version, True
 
