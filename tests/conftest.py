@@ -109,6 +109,7 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     """A real uvicorn server on an ephemeral loopback port, in a thread of its own."""
     sock = _free_socket()
     port = sock.getsockname()[1]
+    settings.port = port  # the server's own loopback URL (coglet uploads, file inputs) uses it
     application = create_app(settings)
     config = uvicorn.Config(application, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

@@ -3,25 +3,57 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from cogport import bootstrap, hardware
-from cogport.api import problems
-from cogport.api.routes import account, admin, collections, file_outputs, files, models, search, versions, webhooks
+from cogport.api import presenters, problems
+from cogport.api.routes import (
+    account,
+    admin,
+    collections,
+    file_outputs,
+    files,
+    models,
+    predictions,
+    search,
+    streams,
+    versions,
+    webhooks,
+)
+from cogport.api.routes import builds as build_routes
 from cogport.api.routes import hardware as hardware_routes
+from cogport.api.routes.predictions import STREAM_PATH
+from cogport.backends.local import LocalBackend
 from cogport.db.engine import Database
+from cogport.files import urls as file_urls
 from cogport.files.signing import signing_key
 from cogport.files.tokens import UploadTokens
+from cogport.lifecycle.dispatcher import Dispatcher
+from cogport.lifecycle.hub import Hub
+from cogport.lifecycle.recorder import Recorder
+from cogport.lifecycle.runs import Runs
 from cogport.services.base import Services
+from cogport.services.builder import Builder
+from cogport.services.examples import ExampleRegistrar
 from cogport.services.janitor import Janitor
 from cogport.services.retention import RetentionService
 from cogport.settings import Settings
 from cogport.storage.local import LocalStorage
+from cogport.webhooks.sender import DeliveryService, WebhookAnnouncer
 
 log = logging.getLogger(__name__)
+
+
+def node_name(settings: Settings) -> str:
+    """This process's name in the queue's claims: unique per process, readable in the database."""
+    return settings.node_id or f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,17 +69,53 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         storage = LocalStorage(settings.data_dir / "files")
         services = Services()
         services.add(Janitor(database, storage))
+        services.add(Builder(database, settings))
+        if settings.register_examples:
+            services.add(ExampleRegistrar(database, settings, on_queued=lambda: services.wake("builder")))
         services.add(RetentionService(database, storage, settings))
+        upload_tokens = UploadTokens(signing_key(settings))
+        hub = Hub()
+        backend = LocalBackend(
+            settings,
+            upload_url=file_urls.upload_url(settings, upload_tokens.issue("local")),
+            on_capacity=lambda: services.wake("dispatcher"),
+        )
+        recorder = Recorder(database, hub, storage, on_finished=lambda: services.wake("dispatcher"))
+        dispatcher = Dispatcher(
+            database, backend, recorder, storage, settings, node=node_name(settings), lease=settings.lease_seconds
+        )
+        webhook_client = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(10.0, connect=5.0))
+        announcer = WebhookAnnouncer(
+            database,
+            webhook_client,
+            render=lambda row: presenters.prediction(
+                row,
+                file_urls.public_base_url(settings),
+                aborted_as=settings.aborted_status,
+                stream_path=STREAM_PATH,
+            ),
+            wake=lambda: services.wake("webhooks"),
+        )
+        recorder.announcers.append(announcer)
+        services.add(dispatcher)
+        services.add(DeliveryService(database, webhook_client, announcer))
         app.state.database = database
         app.state.storage = storage
-        app.state.upload_tokens = UploadTokens(signing_key(settings))
+        app.state.upload_tokens = upload_tokens
+        app.state.hub = hub
+        app.state.backend = backend
+        app.state.runs = Runs(database, hub, recorder, dispatcher, backend)
         app.state.services = services
         app.state.hardware = hardware.available(settings)
+        await backend.start()
         services.start()
         try:
             yield
         finally:
             await services.stop()
+            await backend.stop()
+            await announcer.close()
+            await webhook_client.aclose()
             await database.dispose()
 
     app = FastAPI(
@@ -60,7 +128,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
-    routers = (account, hardware_routes, webhooks, collections, models, versions, search, admin, files, file_outputs)
+    routers = (
+        account,
+        hardware_routes,
+        webhooks,
+        collections,
+        models,
+        versions,
+        search,
+        admin,
+        files,
+        file_outputs,
+        predictions,
+        streams,
+    )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(build_routes.router)
     return app

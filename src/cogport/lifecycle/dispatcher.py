@@ -15,12 +15,17 @@ from typing import Any
 
 from cogport.backends.base import Backend, Job, Mode, VersionSpec
 from cogport.db.engine import Database
-from cogport.db.tables import Prediction, Version
-from cogport.errors import SetupFailed
+from cogport.db.tables import Account, Prediction, Version
+from cogport.errors import SetupFailed, ValidationFailed
+from cogport.files import urls as file_urls
+from cogport.lifecycle import inputs
+from cogport.lifecycle.files_in import resolve_inputs
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.status import Status, transition
 from cogport.ops import predictions as prediction_ops
+from cogport.ops.principals import Principal
 from cogport.services.base import Service
+from cogport.settings import Settings
 from cogport.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class Dispatcher(Service):
         backend: Backend,
         recorder: Recorder,
         storage: Storage,
+        settings: Settings,
         *,
         node: str,
         lease: float,
@@ -48,6 +54,7 @@ class Dispatcher(Service):
         self.backend = backend
         self.recorder = recorder
         self.storage = storage
+        self.settings = settings
         self.node = node
         self.lease = lease
         self._specs: dict[tuple[int, str], VersionSpec] = {}
@@ -95,15 +102,41 @@ class Dispatcher(Service):
         async with self.database.session() as session:
             if not await prediction_ops.claim(session, prediction.id, self.node, self.lease):
                 return False
-        job = Job(prediction_id=prediction.id, spec=spec, input=prediction.input)
         try:
+            job = Job(prediction_id=prediction.id, spec=spec, input=await self._model_input(prediction))
             await self.backend.submit(job, self.recorder)
+        except ValidationFailed as exc:
+            await self._finish(prediction.id, Status.FAILED, f"Invalid input: {exc.detail.strip()}")
         except SetupFailed as exc:
             await self._finish(prediction.id, Status.FAILED, exc.detail)
         except Exception as exc:
             log.exception("submitting %s failed", prediction.id)
             await self._finish(prediction.id, Status.FAILED, f"The model could not be started: {exc}")
         return True
+
+    async def _model_input(self, prediction: Prediction) -> dict[str, Any]:
+        """The input as the model gets it: this server's own file URLs resolved (at dispatch time, so
+        signed URLs are fresh however long the prediction waited)."""
+        async with self.database.session() as session:
+            version = await session.get(Version, prediction.version_pk)
+            schema = (version.openapi_schema if version else None) or {}
+            name = "TrainingInput" if prediction.kind == "training" else "Input"
+            checked = inputs.validate(schema, prediction.input, component_name=name)
+            if not checked.file_fields and inputs.component(schema, name) is not None:
+                return checked.value
+            account = await session.get(Account, prediction.account_id)
+            if account is None:
+                raise ValidationFailed([("required", "input", "the prediction's account no longer exists")])
+            principal = Principal(account=account, acting_ids=frozenset({account.id}))
+            return await resolve_inputs(
+                session,
+                self.storage,
+                principal,
+                schema,
+                checked,
+                file_urls.public_base_url(self.settings),
+                self.settings,
+            )
 
     def _spec(self, version: Version, mode: Mode) -> VersionSpec:
         key = (version.pk, mode)

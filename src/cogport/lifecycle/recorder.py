@@ -19,6 +19,8 @@ from cogport.db.engine import Database
 from cogport.db.tables import Prediction
 from cogport.lifecycle.hub import Change, EventKind, Hub
 from cogport.lifecycle.status import Status, transition
+from cogport.ops import files as file_ops
+from cogport.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +28,9 @@ Announcer = Callable[[Prediction, EventKind], Awaitable[None]]
 
 
 class Recorder:
-    def __init__(self, database: Database, hub: Hub, on_finished: Callable[[], None]) -> None:
+    def __init__(self, database: Database, hub: Hub, storage: Storage, on_finished: Callable[[], None]) -> None:
         self.database = database
+        self.storage = storage
         self.hub = hub
         self.on_finished = on_finished
         self.announcers: list[Announcer] = []
@@ -99,6 +102,8 @@ class Recorder:
                     error=error,
                     metrics=metrics,
                 )
+                if changed:
+                    await file_ops.link_outputs(session, prediction.id, prediction.account_id, prediction.output)
         finally:
             self.on_finished()
         if changed:

@@ -11,6 +11,7 @@ from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
 from cogport.db.tables import Account, Model, Prediction, Version
 from cogport.errors import Unprocessable
 from cogport.lifecycle import inputs
+from cogport.lifecycle.files_in import resolve_inputs
 from cogport.lifecycle.runs import (
     Runs,
     deadline_after,
@@ -56,6 +57,10 @@ async def create_run(
     async with request.app.state.database.session() as session:
         model, owner, version = await resolve(session)
         checked = inputs.validate(version.openapi_schema or {}, body.input)
+        # Checks the caller may use every file it names (the model gets fresh URLs at dispatch).
+        await resolve_inputs(
+            session, request.app.state.storage, principal, version.openapi_schema or {}, checked, base_url, settings
+        )
         streamable = cog.can_stream(version.openapi_schema or {})
         if body.stream and not streamable:
             raise Unprocessable("Streaming not supported for the output type of the requested version.")
