@@ -290,3 +290,15 @@ def test_uploads_over_a_live_server(live_server: LiveServer) -> None:
         )
         assert huge.status_code == 413
         assert huge.json()["detail"] == f"Files must be less than {LIMIT} bytes in size"
+
+
+async def test_oversized_or_malformed_bodies_are_400(client: httpx.AsyncClient, users: Users) -> None:
+    huge_metadata = json.dumps({"x": "y" * (1024 * 1024)})
+    response = await upload(client, users.alice, data={"metadata": huge_metadata})
+    assert response.status_code == 400
+    headers = {**auth(users.alice), "Content-Type": "multipart/form-data; boundary=xyz"}
+    garbage = await client.post("/v1/files", content=b"--xyz\r\nno headers here\r\n\r\n--nope", headers=headers)
+    assert garbage.status_code == 400
+    two = [("content", ("a", b"1")), ("content", ("b", b"2"))]
+    assert (await client.post("/v1/files", files=two, headers=auth(users.alice))).status_code == 400
+    assert (await client.get("/v1/files", headers=auth(users.alice))).json()["results"] == []

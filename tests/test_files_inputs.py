@@ -206,3 +206,9 @@ async def test_validate_rejects_non_urls_before_resolution() -> None:
         assert caught.value.problems[0][1] == "input.image"
     with pytest.raises(ValidationFailed):
         inputs.validate(SCHEMA, {"images": ["https://ok.example/a", "/tmp/x"]})
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.0.0.1", "[::ffff:127.0.0.1]", "app.localhost"])
+async def test_loopback_shorthands_are_refused(resolve: Resolve, host: str) -> None:
+    with pytest.raises(ValidationFailed):
+        await resolve({"image": f"http://{host}/secret"})

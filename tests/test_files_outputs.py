@@ -172,3 +172,17 @@ def test_upload_over_real_loopback_sockets(live_server: LiveServer) -> None:
         assert location.startswith(live_server.url + "/v1/files/outputs/")
         assert http.get(location).content == body
         assert http.get(location, headers={"Authorization": "Bearer whatever"}).content == body
+
+
+def test_rebase_outputs_onto_the_request_base(settings: Settings) -> None:
+    from cogport.files.urls import rebase_outputs
+
+    internal = "http://127.0.0.1:8000/v1/files/outputs/abc/TOKENTOKENTOKENTOKEN/o.png"
+    output = {"files": [internal, "https://elsewhere.example/x.png"], "text": "http://127.0.0.1:8000/other"}
+    rebased = rebase_outputs(output, settings, "https://api.example.com/")
+    assert rebased == {
+        "files": ["https://api.example.com/v1/files/outputs/abc/TOKENTOKENTOKENTOKEN/o.png", output["files"][1]],
+        "text": output["text"],
+    }
+    settings.public_url = "https://public.example.com"
+    assert rebase_outputs(output, settings, "https://api.example.com") == output

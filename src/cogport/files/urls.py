@@ -12,6 +12,7 @@ this server (:func:`internal_base_url`), used for what coglet instances on this 
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from cogport.settings import Settings
@@ -101,3 +102,21 @@ def own_output(url: str, bases: list[str] | None = None) -> tuple[str, str] | No
         return None
     match = _OUTPUT.fullmatch(path)
     return (match["id"], match["token"]) if match else None
+
+
+def rebase_outputs(value: Any, settings: Settings, base_url: str) -> Any:
+    """``value`` (an output) with output file URLs made by :func:`public_base_url` without a ``public_url``
+    (so on the internal base) moved onto ``base_url``, the request's. For presenting predictions; a no-op
+    when ``public_url`` is set."""
+    if settings.public_url:
+        return value
+    internal = internal_base_url(settings)
+    if isinstance(value, str):
+        return (
+            base_url.rstrip("/") + value[len(internal) :] if value.startswith(internal + OUTPUTS_PATH + "/") else value
+        )
+    if isinstance(value, list):
+        return [rebase_outputs(item, settings, base_url) for item in value]
+    if isinstance(value, dict):
+        return {key: rebase_outputs(item, settings, base_url) for key, item in value.items()}
+    return value

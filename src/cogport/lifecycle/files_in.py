@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import socket
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,16 +138,24 @@ class _Resolver:
 
 
 def _is_local_host(host: str | None) -> bool:
-    """Loopback, link-local (cloud metadata) and unspecified addresses, and ``localhost``."""
+    """Loopback, link-local (cloud metadata) and unspecified addresses, and ``localhost``.
+
+    Best effort: a DNS name that resolves to such an address is not caught (resolving here would not
+    prove what the model's fetch will resolve to)."""
     if not host:
         return True
     host = host.strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        address = ipaddress.ip_address(host)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        if not all(c in "0123456789abcdefx." for c in host):
+            return False
+        try:  # the shorthand forms HTTP clients accept: 127.1, 2130706433, 0x7f.1
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.is_loopback or address.is_link_local or address.is_unspecified
