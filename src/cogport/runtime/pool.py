@@ -55,6 +55,8 @@ class InstanceInfo:
     last_used: float
     rss_bytes: int
     ready_after: float | None
+    tmpdir: str | None
+    """The instance's private TMPDIR (removed when it stops)."""
 
 
 class Pool:
@@ -203,6 +205,7 @@ class Pool:
                 last_used=i.last_used,
                 rss_bytes=i.rss_bytes,
                 ready_after=i.ready_after,
+                tmpdir=i.process.tmpdir if i.process else None,
             )
             for g in self._groups.values()
             for i in g.instances
