@@ -105,7 +105,10 @@ async def request_delete(session: AsyncSession, principal: Principal, model: Mod
 
 
 async def pending_deletions(session: AsyncSession, limit: int = 10) -> list[Version]:
-    result = await session.execute(select(Version).where(Version.deleting.is_(True)).limit(limit))
+    """Versions marked for deletion, locked for this transaction; other processes' Janitors skip them."""
+    result = await session.execute(
+        select(Version).where(Version.deleting.is_(True)).limit(limit).with_for_update(skip_locked=True)
+    )
     return list(result.scalars())
 
 
