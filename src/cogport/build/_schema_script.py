@@ -248,7 +248,7 @@ class Inputs:
         else:
             prop["title"] = title_case(name)
             prop.update(ftype.json_type())
-        optional_reps = (adt.Repetition.OPTIONAL, adt.Repetition.OPTIONAL_REPEATED)
+        optional_reps = {adt.Repetition.OPTIONAL, getattr(adt.Repetition, "OPTIONAL_REPEATED", None)}
         nullable = ftype.repetition in optional_reps
         if ftype.primitive is adt.PrimitiveType.SECRET and ftype.repetition is adt.Repetition.REQUIRED and none_default:
             nullable = True  # `api_key: Secret = Input(default=None)`: an optional credential, as in Go
