@@ -112,12 +112,8 @@ async def pending_deletions(session: AsyncSession, limit: int = 10) -> list[Vers
     return list(result.scalars())
 
 
-async def output_file_keys(session: AsyncSession, version: Version) -> list[str]:
-    result = await session.execute(
-        select(StoredFile.storage_key)
-        .join(Prediction, Prediction.id == StoredFile.prediction_id)
-        .where(Prediction.version_pk == version.pk)
-    )
+async def prediction_ids(session: AsyncSession, version: Version) -> list[str]:
+    result = await session.execute(select(Prediction.id).where(Prediction.version_pk == version.pk))
     return list(result.scalars())
 
 

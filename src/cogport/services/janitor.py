@@ -7,6 +7,7 @@ import logging
 import shutil
 
 from cogport.db.engine import Database
+from cogport.ops import files as file_ops
 from cogport.ops import versions
 from cogport.services.base import Service
 from cogport.storage.base import Storage
@@ -27,8 +28,9 @@ class Janitor(Service):
         async with self.database.session() as session:
             pending = await versions.pending_deletions(session, limit=5)
             for version in pending:
-                for key in await versions.output_file_keys(session, version):
-                    await self.storage.delete(key)
+                await file_ops.delete_prediction_files(
+                    session, self.storage, await versions.prediction_ids(session, version)
+                )
                 source = version.source_path
                 await versions.purge(session, version)
                 log.info("deleted version %s", version.id)

@@ -10,6 +10,7 @@ from cogport.api import pagination, presenters
 from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
 from cogport.db.tables import Account, Model, Prediction, Version
 from cogport.errors import Unprocessable
+from cogport.files import urls as file_urls
 from cogport.lifecycle import inputs
 from cogport.lifecycle.files_in import resolve_inputs
 from cogport.lifecycle.runs import (
@@ -37,7 +38,9 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 def present(request: Request, row: Prediction, base_url: str) -> dict[str, Any]:
     settings = request.app.state.settings
-    return presenters.prediction(row, base_url, aborted_as=settings.aborted_status, stream_path=STREAM_PATH)
+    body = presenters.prediction(row, base_url, aborted_as=settings.aborted_status, stream_path=STREAM_PATH)
+    body["output"] = file_urls.rebase_outputs(body["output"], settings, base_url)
+    return body
 
 
 async def create_run(
