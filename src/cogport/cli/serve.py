@@ -20,10 +20,8 @@ def serve(
     proxy_headers: bool = typer.Option(False, "--proxy-headers", help="Trust X-Forwarded-* headers from 127.0.0.1."),
 ) -> None:
     """Start the cogport server (SQLite and local files by default)."""
-    import uvicorn
     from pydantic import ValidationError
 
-    from cogport.app import create_app
     from cogport.settings import Settings
 
     overrides: dict[str, object] = {}
@@ -40,6 +38,11 @@ def serve(
             field = ".".join(str(part) for part in error["loc"]) or "settings"
             typer.echo(f"cogport: invalid setting {field}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
+
+    import uvicorn
+
+    from cogport.app import create_app
+
     app = create_app(settings)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler it found
     # installed; make that handler a clean exit, so that a stopped server reports success (0).
