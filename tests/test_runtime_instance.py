@@ -74,6 +74,20 @@ async def test_ready_and_a_prediction_with_logs(make_instance: MakeInstance) -> 
     assert not prediction_dir(the_job.prediction_id).exists()
 
 
+async def test_a_training_runs_in_train_mode_with_its_logs_relayed(make_instance: MakeInstance) -> None:
+    instance = await make_instance(spec("trainer"))
+    events = Events()
+    instance.reserve()
+    await instance.predict(job(instance.spec, steps=3), events)
+    # coglet refuses SSE for trainings: the plain POST is used, the logs come from coglet's own log.
+    assert events.names == ["started", "logs", "logs", "logs", "finished"]
+    assert events.log_text == "step 0\nstep 1\nstep 2\n"
+    assert events.final is not None
+    assert events.final["status"] == "succeeded"
+    assert events.final["output"] == {"weights": "weights after 3 steps"}
+    assert events.final["logs"] == "step 0\nstep 1\nstep 2\n"
+
+
 async def test_operations_check_the_state(make_instance: MakeInstance) -> None:
     instance = await make_instance(spec("noop"), start=False)
     with pytest.raises(InstanceUnavailable):

@@ -29,7 +29,7 @@ from cogport.runtime import procfs
 
 COG_VERSION = "0.23.1"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"
-REFS = {"hello": "predict.py:Predictor"}
+REFS = {"hello": "predict.py:Predictor", "trainer": "train.py:train"}
 _venv: Path | None = None
 
 
@@ -79,14 +79,14 @@ def spec(
     *,
     pk: int = 1,
     concurrency: int = 1,
-    mode: Mode = "predict",
+    mode: Mode | None = None,
     environment: dict[str, str] | None = None,
 ) -> VersionSpec:
-    """A spec for a fixture model (``tests/fixtures/models/<model>``)."""
+    """A spec for a fixture model (``tests/fixtures/models/<model>``); ``trainer`` runs in train mode."""
     return VersionSpec(
         version_pk=pk,
         version_id=f"{model.replace('_', '')}{pk:04d}{'0' * 8}",
-        mode=mode,
+        mode=mode or ("train" if model == "trainer" else "predict"),
         source_path=str(FIXTURES / model),
         venv_path=str(cog_venv()),
         ref=REFS.get(model, "predict.py:Runner"),

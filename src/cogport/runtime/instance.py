@@ -45,22 +45,19 @@ import httpx
 
 from cogport.backends.base import Job, JobEvents, VersionSpec
 from cogport.errors import InstanceUnavailable, SetupFailed
+from cogport.runtime.coglet_api import LOG_DRAIN, CogletApi, Lost, NotStreamable
 from cogport.runtime.ports import free_port
 from cogport.runtime.prediction import Outcome, PredictionRun
 from cogport.runtime.process import CogletProcess
-from cogport.runtime.sse import iter_events
 from cogport.runtime.state import InstanceState
 
 log = logging.getLogger(__name__)
 
 PREDICTION_DIRS = Path("/tmp/coglet/predictions")
-SSE_HEADERS = {"Accept": "text/event-stream"}
 HEALTH_FATAL = frozenset({"SETUP_FAILED", "UNHEALTHY", "DEFUNCT"})
 CONFLICT_GIVE_UP = 10.0
 """Seconds of 409s (with our slot accounting saying a slot is free) before the instance is declared broken."""
 PORT_ATTEMPTS = 3
-LOG_DRAIN = 0.1
-"""Seconds to let coglet's output reach the log tail before quoting it in an error."""
 FORCE_GRACE = 2.0
 """Seconds between SIGTERM and SIGKILL once a graceful stop is over (or was skipped)."""
 """Seconds to let coglet's output reach the log tail before quoting it in an error."""
@@ -111,6 +108,7 @@ class Instance:
         self._stop_task: asyncio.Task[None] | None = None
         self._iterator_output = _has_iterator_output(spec)
         self._endpoint = "predictions" if spec.mode == "predict" else "trainings"
+        self._api = CogletApi(client, self.url, self._endpoint, self._conflict_is_fatal)
 
     def __repr__(self) -> str:
         return f"<Instance {self.name} {self.state} {self.reserved}/{self.slots}>"
@@ -168,6 +166,7 @@ class Instance:
 
     async def _spawn(self) -> None:
         self.port = free_port()
+        self._api = CogletApi(self._client, self.url, self._endpoint, self._conflict_is_fatal)
         self.process = await CogletProcess.spawn(
             self.spec,
             name=self.name,
@@ -196,7 +195,7 @@ class Instance:
         while self.state is InstanceState.STARTING:
             if self._exit.done():
                 raise SetupFailed(self._exit_message("during setup"), logs=self.setup_output())
-            health = await self._health()
+            health = await self._api.health()
             status = health.get("status") if health else None
             if status == "READY":
                 return
@@ -227,14 +226,6 @@ class Instance:
 
     # --- health -------------------------------------------------------------------------------
 
-    async def _health(self) -> dict[str, Any] | None:
-        try:
-            response = await self._client.get(f"{self.url}/health-check", timeout=5.0)
-            data = response.json()
-        except (httpx.HTTPError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
     async def _watch(self) -> None:
         """While READY/BUSY: notice an exit at once, and UNHEALTHY/DEFUNCT within ``health_interval``."""
         assert self._exit is not None
@@ -245,7 +236,7 @@ class Instance:
             if self._exit.done():
                 self._fail(self._exit_message("while idle" if not self._runs else "during the prediction"))
                 return
-            health = await self._health()
+            health = await self._api.health()
             if health and health.get("status") in HEALTH_FATAL:
                 self._fail(self._crash_message(f"the model server became {health.get('status')}"))
                 return
@@ -291,65 +282,14 @@ class Instance:
     async def _run(self, run: PredictionRun) -> Outcome:
         if run.cancel_requested:
             return Outcome("canceled")
-        if self.state not in (InstanceState.READY, InstanceState.BUSY):
+        if self.state not in (InstanceState.READY, InstanceState.BUSY) or self.process is None:
             return Outcome("failed", error=self.failure or f"The model is {self.state}")
-        body = {"id": run.job.prediction_id, "input": run.job.input}
-        url = f"{self.url}/{self._endpoint}"
-        conflict_since: float | None = None
-        delay = 0.001
-        while True:
-            try:
-                async with self._client.stream("POST", url, json=body, headers=SSE_HEADERS) as response:
-                    if response.status_code == 409:
-                        await response.aread()
-                        conflict_since = conflict_since or time.monotonic()
-                        if await self._conflict_is_fatal(conflict_since):
-                            return Outcome("failed", error=self.failure)
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 0.05)
-                        continue
-                    if response.status_code == 406:  # the schema lacks x-cog-streaming
-                        await response.aread()
-                        return await self._run_sync(run, url, body)
-                    if response.status_code != 200:
-                        return _rejected(response.status_code, await response.aread())
-                    outcome = await self._follow(run, response)
-            except httpx.TransportError as exc:
-                outcome = await self._lost(exc)
-            return self._settle(run, outcome)
-
-    async def _follow(self, run: PredictionRun, response: httpx.Response) -> Outcome:
-        async for event in iter_events(response.aiter_lines()):
-            outcome = await run.handle(event)
-            if outcome is not None:
-                return outcome
-            if run.started and run.cancel_requested and not run.cancel_sent:
-                await self._send_cancel(run)
-        return await self._lost(None)
-
-    async def _run_sync(self, run: PredictionRun, url: str, body: dict[str, Any]) -> Outcome:
-        """The plain POST path, for a schema without ``x-cog-streaming`` (no progress events)."""
-        await run.mark_started()
-        delay = 0.001
-        conflict_since: float | None = None
-        try:
-            while True:
-                response = await self._client.post(url, json=body)
-                if response.status_code != 409:
-                    break
-                conflict_since = conflict_since or time.monotonic()
-                if await self._conflict_is_fatal(conflict_since):
-                    return Outcome("failed", error=self.failure)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-        except httpx.TransportError as exc:
-            return self._settle(run, await self._lost(exc))
-        if response.status_code != 200:
-            return _rejected(response.status_code, response.content)
-        outcome = run.outcome_from(response.json())
-        if outcome.output is not None and self._iterator_output:
-            await run.events.output(run.job, outcome.output)
-        return self._settle(run, outcome)
+        result = await self._api.stream(run, send_cancel=lambda: self._send_cancel(run))
+        if isinstance(result, NotStreamable):
+            result = await self._api.post(run, self.process.logs)
+        if isinstance(result, Lost):
+            result = await self._lost(result.reason)
+        return self._settle(run, result)
 
     def _settle(self, run: PredictionRun, outcome: Outcome) -> Outcome:
         """Turn coglet's view of the end into the one users see."""
@@ -366,7 +306,7 @@ class Instance:
         """A 409 that outlasts the slot-release race means coglet lost slots (a crashed worker)."""
         if time.monotonic() - since < 0.05:
             return False
-        health = await self._health()
+        health = await self._api.health()
         status = health.get("status") if health else None
         if status in HEALTH_FATAL or health is None:
             self._fail(self._crash_message(f"the model server became {status or 'unreachable'}"))
@@ -376,9 +316,9 @@ class Instance:
             return True
         return False
 
-    async def _lost(self, exc: Exception | None) -> Outcome:
-        """The stream broke or ended early: find out why, and fail the instance."""
-        if self.state is InstanceState.STOPPING:
+    async def _lost(self, reason: str) -> Outcome:
+        """The exchange broke off: find out why, and fail the instance."""
+        if not self.state.is_live:  # already failed (or stopping): that is the reason
             return Outcome("failed", error=self.failure or "The model was stopped during the prediction")
         assert self._exit is not None
         with contextlib.suppress(TimeoutError):
@@ -386,9 +326,9 @@ class Instance:
         if self._exit.done():
             self._fail(self._exit_message("during the prediction"))
         else:
-            health = await self._health()
+            health = await self._api.health()
             status = health.get("status") if health else "unreachable"
-            self._fail(self._crash_message(f"the connection to it broke ({exc or 'stream ended'}; health {status})"))
+            self._fail(self._crash_message(f"{reason} (health: {status})"))
         return Outcome("failed", error=self.failure)
 
     # --- cancel -------------------------------------------------------------------------------
@@ -405,9 +345,8 @@ class Instance:
 
     async def _send_cancel(self, run: PredictionRun) -> None:
         run.cancel_sent = True
-        url = f"{self.url}/{self._endpoint}/{run.job.prediction_id}/cancel"
         try:
-            await self._client.post(url, timeout=5.0)
+            await self._api.cancel(run.job.prediction_id)
         except httpx.HTTPError as exc:
             log.warning("%s: cancel of %s failed: %s", self.name, run.job.prediction_id, exc)
 
@@ -452,7 +391,7 @@ class Instance:
                 if run.started:
                     await self._send_cancel(run)
             with contextlib.suppress(httpx.HTTPError):
-                await self._client.post(f"{self.url}/shutdown", timeout=2.0)
+                await self._api.shutdown()
             assert self._exit is not None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exit), timeout)
@@ -499,19 +438,6 @@ def _has_iterator_output(spec: VersionSpec) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return isinstance(output, dict) and output.get("x-cog-array-type") == "iterator"
-
-
-def _rejected(status: int, body: bytes) -> Outcome:
-    """A prediction coglet refused to run: 422 is invalid input, anything else is unexpected."""
-    if status == 422:
-        try:
-            detail = json.loads(body)["detail"]
-            problems = [f"{'.'.join(str(p) for p in item['loc'][2:]) or 'input'}: {item['msg']}" for item in detail]
-            return Outcome("failed", error="Invalid input: " + "; ".join(problems))
-        except (ValueError, KeyError, TypeError):
-            pass
-    text = body.decode("utf-8", "replace").strip()[:500]
-    return Outcome("failed", error=f"The model server refused the prediction (HTTP {status}): {text}")
 
 
 def _remove_prediction_dir(prediction_id: str) -> None:

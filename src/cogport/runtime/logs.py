@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class LogLine:
     error: str | None = None
     source: str | None = None
     """``Stdout``/``Stderr`` for lines the model printed while predicting."""
+    prediction_id: str | None = None
 
     @property
     def from_model(self) -> bool:
@@ -44,12 +46,14 @@ def parse_line(raw: str) -> LogLine:
         fields = record["fields"]
         error = fields.get("error")
         source = fields.get("source")
+        prediction_id = fields.get("prediction_id")
         return LogLine(
             level=str(record.get("level", "INFO")),
             target=str(record.get("target", "")),
             message=str(fields.get("message", "")),
             error=str(error) if error is not None else None,
             source=str(source) if source is not None else None,
+            prediction_id=str(prediction_id) if prediction_id is not None else None,
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return LogLine(level="INFO", target="coglet::user", message=raw)
@@ -63,14 +67,26 @@ class LogTail:
         self._lines: deque[LogLine] = deque(maxlen=maxlen)
         self._setup: deque[str] = deque(maxlen=maxlen)
         self.setup_done = False
+        self._listeners: dict[str, Callable[[str], None]] = {}
 
     def add(self, raw: str) -> LogLine:
         line = parse_line(raw)
         self._lines.append(line)
         if not self.setup_done and line.target in MODEL_TARGETS:
             self._setup.append(line.message)
+        if line.prediction_id is not None and line.source is not None:
+            listener = self._listeners.get(line.prediction_id)
+            if listener is not None:
+                listener(line.message + "\n")
         log.debug("[%s] %s", self.name, line.render())
         return line
+
+    def listen(self, prediction_id: str, listener: Callable[[str], None]) -> None:
+        """Pass each line the model prints for ``prediction_id`` (with its newline) to ``listener``."""
+        self._listeners[prediction_id] = listener
+
+    def unlisten(self, prediction_id: str) -> None:
+        self._listeners.pop(prediction_id, None)
 
     def setup_output(self) -> str:
         """What the model printed before it became READY (or failed to)."""

@@ -72,10 +72,7 @@ class PredictionRun:
         if event.event == "start":
             await self.mark_started()
         elif event.event == "log" and isinstance(data, dict):
-            text = str(data.get("data", ""))
-            if text:
-                self.logs.append(text)
-                await self._call("logs", self.events.logs(self.job, text))
+            await self.add_logs(str(data.get("data", "")))
         elif event.event == "output" and isinstance(data, dict):
             self.chunks.append(data.get("chunk"))
             if self.iterator_output:
@@ -83,6 +80,11 @@ class PredictionRun:
         elif event.event == "completed" and isinstance(data, dict):
             return self.outcome_from(data)
         return None
+
+    async def add_logs(self, text: str) -> None:
+        if text:
+            self.logs.append(text)
+            await self._call("logs", self.events.logs(self.job, text))
 
     async def mark_started(self) -> None:
         if not self.started:

@@ -1,0 +1,183 @@
+"""The HTTP conversation with one coglet server: health, predictions (SSE or plain), cancel, shutdown.
+
+Interpreting failures (is the model dead?) is left to :class:`~cogport.runtime.instance.Instance`:
+a broken exchange comes back as :class:`Lost`, never as an exception.
+
+Why SSE for every prediction, and a fresh connection each time (measured, see docs/runtime.md):
+
+* SSE gives ``started`` at the real start, logs and iterator outputs as they happen, and the
+  logs of failed and canceled predictions, which a plain POST's response leaves empty. It costs
+  about 0.3 ms more than a plain POST per prediction.
+* coglet writes SSE events in small TCP segments without ``TCP_NODELAY``: on a reused keep-alive
+  connection the body waits ~40 ms for the client's delayed ACK (Nagle). A fresh connection
+  (~0.1 ms on loopback) starts in quick-ACK mode and does not stall, so the client keeps none alive.
+* The plain POST is the fallback where coglet refuses SSE (406): trainings ("Training endpoints do
+  not support streaming responses") and schemas without ``x-cog-streaming``. The model's output
+  is then relayed from coglet's own log, whose lines carry the prediction id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from cogport.runtime.logs import LogTail
+from cogport.runtime.prediction import Outcome, PredictionRun
+from cogport.runtime.sse import iter_events
+
+SSE_HEADERS = {"Accept": "text/event-stream"}
+NO_READ_TIMEOUT = httpx.Timeout(5.0, read=None)
+LOG_DRAIN = 0.1
+"""Seconds to let coglet's log catch up with an HTTP response (they travel separately)."""
+
+ConflictCheck = Callable[[float], Awaitable[bool]]
+"""Called with the time 409s began; True means give up (the server is broken)."""
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The exchange broke off without a final answer (connection error, early end, endless 409s)."""
+
+    reason: str
+
+
+class NotStreamable:
+    """coglet refused SSE for this endpoint (406): use :meth:`CogletApi.post`."""
+
+
+class CogletApi:
+    def __init__(self, client: httpx.AsyncClient, base_url: str, endpoint: str, on_conflict: ConflictCheck) -> None:
+        self._client = client
+        self.base_url = base_url
+        self.endpoint = endpoint
+        """``predictions`` or ``trainings``."""
+        self._on_conflict = on_conflict
+
+    async def health(self) -> dict[str, Any] | None:
+        """``GET /health-check``; None when it cannot be reached or read."""
+        try:
+            response = await self._client.get(f"{self.base_url}/health-check", timeout=5.0)
+            data = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def stream(
+        self, run: PredictionRun, *, send_cancel: Callable[[], Awaitable[None]]
+    ) -> Outcome | Lost | NotStreamable:
+        """Run ``run`` with ``Accept: text/event-stream``, feeding each event to it."""
+        url = f"{self.base_url}/{self.endpoint}"
+        retry = _ConflictRetry(self._on_conflict)
+        try:
+            while True:
+                async with self._client.stream("POST", url, json=_body(run), headers=SSE_HEADERS) as response:
+                    if response.status_code == 409:
+                        await response.aread()
+                        if await retry.wait():
+                            return Lost("the model server kept answering 409 (no free slot)")
+                        continue
+                    if response.status_code == 406:
+                        await response.aread()
+                        return NotStreamable()
+                    if response.status_code != 200:
+                        return rejected(response.status_code, await response.aread())
+                    async for event in iter_events(response.aiter_lines()):
+                        outcome = await run.handle(event)
+                        if outcome is not None:
+                            return outcome
+                        if run.started and run.cancel_requested and not run.cancel_sent:
+                            await send_cancel()
+                    return Lost("the event stream ended before the prediction completed")
+        except httpx.TransportError as exc:
+            return Lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    async def post(self, run: PredictionRun, logs: LogTail) -> Outcome | Lost:
+        """Run ``run`` with a plain POST; the model's output is relayed from coglet's log meanwhile."""
+        await run.mark_started()
+        prediction_id = run.job.prediction_id
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        logs.listen(prediction_id, queue.put_nowait)
+        relay = asyncio.create_task(_relay(run, queue))
+        try:
+            result = await self._post(run)
+            await asyncio.sleep(LOG_DRAIN)
+        finally:
+            logs.unlisten(prediction_id)
+            queue.put_nowait(None)
+            await relay
+        if isinstance(result, Outcome) and result.output is not None and run.iterator_output:
+            await run.events.output(run.job, result.output)
+        return result
+
+    async def _post(self, run: PredictionRun) -> Outcome | Lost:
+        url = f"{self.base_url}/{self.endpoint}"
+        retry = _ConflictRetry(self._on_conflict)
+        try:
+            while True:
+                response = await self._client.post(url, json=_body(run), timeout=NO_READ_TIMEOUT)
+                if response.status_code != 409:
+                    break
+                if await retry.wait():
+                    return Lost("the model server kept answering 409 (no free slot)")
+        except httpx.TransportError as exc:
+            return Lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        if response.status_code != 200:
+            return rejected(response.status_code, response.content)
+        try:
+            return run.outcome_from(response.json())
+        except ValueError:
+            return rejected(response.status_code, response.content)
+
+    async def cancel(self, prediction_id: str) -> None:
+        """``POST /<endpoint>/<id>/cancel`` (a 404 means it already finished)."""
+        await self._client.post(f"{self.base_url}/{self.endpoint}/{prediction_id}/cancel", timeout=5.0)
+
+    async def shutdown(self) -> None:
+        await self._client.post(f"{self.base_url}/shutdown", timeout=2.0)
+
+
+class _ConflictRetry:
+    """coglet frees a slot just *after* writing the previous response, so an immediate next request
+    may get 409: retry after 1 ms, doubling to 50 ms, and ask ``check`` whether to give up."""
+
+    def __init__(self, check: ConflictCheck) -> None:
+        self._check = check
+        self._since: float | None = None
+        self._delay = 0.001
+
+    async def wait(self) -> bool:
+        """Sleep before the next try; True when the caller should give up instead."""
+        self._since = self._since or time.monotonic()
+        if await self._check(self._since):
+            return True
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, 0.05)
+        return False
+
+
+def _body(run: PredictionRun) -> dict[str, Any]:
+    return {"id": run.job.prediction_id, "input": run.job.input}
+
+
+async def _relay(run: PredictionRun, queue: asyncio.Queue[str | None]) -> None:
+    while (text := await queue.get()) is not None:
+        await run.add_logs(text)
+
+
+def rejected(status: int, body: bytes) -> Outcome:
+    """A prediction coglet refused to run: 422 is invalid input, anything else is unexpected."""
+    if status == 422:
+        try:
+            detail = json.loads(body)["detail"]
+            problems = [f"{'.'.join(str(p) for p in item['loc'][2:]) or 'input'}: {item['msg']}" for item in detail]
+            return Outcome("failed", error="Invalid input: " + "; ".join(problems))
+        except (ValueError, KeyError, TypeError):
+            pass
+    text = body.decode("utf-8", "replace").strip()[:500]
+    return Outcome("failed", error=f"The model server refused the prediction (HTTP {status}): {text}")
