@@ -1,0 +1,33 @@
+"""``python -m bench NAME [ARGS]``: run one benchmark; ``python -m bench`` lists them.
+
+A benchmark is a module of this package with ``main(argv: list[str]) -> int``; add it to :data:`BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "push": ("bench.push", "cogport push → version ready, for the hello-world example"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: python -m bench NAME [ARGS]\n\nbenchmarks:")
+        for name, (_, about) in sorted(BENCHMARKS.items()):
+            print(f"  {name:12} {about}")
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in BENCHMARKS:
+        print(f"unknown benchmark {name!r}; choose one of: {', '.join(sorted(BENCHMARKS))}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[name][0])
+    result: int = module.main(rest)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
