@@ -67,7 +67,7 @@ async def test_a_prediction_from_cold(make_backend: Callable[..., Any]) -> None:
     assert final["status"] == "succeeded" and final["output"] == "hello ada"
     assert events.names == ["started", "logs", "finished"]
     await eventually(lambda: backend.running() == set())
-    assert not prediction_dir(the_job.prediction_id).exists()
+    await eventually(lambda: not prediction_dir(the_job.prediction_id).exists())  # swept within a second
     [instance] = backend.instances()
     assert instance.state is InstanceState.READY and instance.ready_after is not None
     # Warm now: the next one reuses the instance.

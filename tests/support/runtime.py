@@ -3,7 +3,8 @@
 The venv (``cog==0.23.1 coglet==0.23.1`` on this interpreter's Python) is built once with uv and
 reused across runs and xdist workers: ``$COGPORT_TEST_CACHE`` (default ``~/.cache/cogport-test``)
 ``/venv-cog-0.23.1``, built under a file lock and marked complete only once the install succeeded.
-Runtime tests are skipped when it cannot be built (no uv, no PyPI).
+Runtime tests are skipped when it cannot be built (no uv, no PyPI). ``$COGPORT_TEST_COG_VENV`` names a
+ready venv to use instead.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def cog_venv() -> Path:
     """The shared venv with cog and coglet (built on first use); skips the test if it cannot be built."""
     global _venv
     if _venv is not None:
+        return _venv
+    given = os.environ.get("COGPORT_TEST_COG_VENV")
+    if given:  # a venv prepared elsewhere (offline machines, CI images)
+        _venv = Path(given)
         return _venv
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)

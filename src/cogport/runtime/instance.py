@@ -22,7 +22,7 @@ The coglet traps it handles:
 * **Setup never killed**: coglet reports a setup timeout but leaves the worker running; stopping
   kills the whole process group.
 * **Leaked prediction dirs**: ``/tmp/coglet/predictions/<id>`` (hard-coded, TMPDIR is ignored) is
-  removed after each prediction.
+  handed to a :class:`~cogport.runtime.sweeper.PredictionDirSweeper` after each prediction.
 * **Cancel and shutdown**: closing an SSE stream cancels the prediction in coglet, and ``/shutdown``
   waits for running predictions, so stopping first asks coglet to cancel them.
 """
@@ -34,7 +34,6 @@ import contextlib
 import json
 import logging
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,10 +49,10 @@ from cogport.runtime.ports import free_port
 from cogport.runtime.prediction import Outcome, PredictionRun
 from cogport.runtime.process import CogletProcess
 from cogport.runtime.state import InstanceState
+from cogport.runtime.sweeper import PredictionDirSweeper
 
 log = logging.getLogger(__name__)
 
-PREDICTION_DIRS = Path("/tmp/coglet/predictions")
 HEALTH_FATAL = frozenset({"SETUP_FAILED", "UNHEALTHY", "DEFUNCT"})
 CONFLICT_GIVE_UP = 10.0
 """Seconds of 409s (with our slot accounting saying a slot is free) before the instance is declared broken."""
@@ -85,6 +84,7 @@ class Instance:
         client: httpx.AsyncClient,
         name: str,
         on_change: Callable[[Instance], None] | None = None,
+        sweeper: PredictionDirSweeper | None = None,
     ) -> None:
         self.spec = spec
         self.options = options
@@ -102,6 +102,8 @@ class Instance:
         self.port = 0
         self._client = client
         self._on_change = on_change
+        self.sweeper = sweeper or PredictionDirSweeper()
+        """Collects the ids of finished predictions; whoever owns it calls ``sweep()`` (the pool does)."""
         self._runs: dict[str, PredictionRun] = {}
         self._exit: asyncio.Future[int] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -188,11 +190,15 @@ class Instance:
             self.process = None
 
     async def _wait_ready(self) -> None:
+        """Poll ``/health-check`` until READY, and at once whenever coglet logs a milestone of its own
+        ("Server ready", "Worker initialization failed"): polling alone would add up to a poll interval."""
         assert self.process is not None and self._exit is not None
+        milestone = self.process.logs.milestone
         # coglet enforces COG_SETUP_TIMEOUT itself; this guard covers a server that never answers.
         deadline = time.monotonic() + self.options.setup_timeout + 30.0
         delay = 0.01
         while self.state is InstanceState.STARTING:
+            milestone.clear()
             if self._exit.done():
                 raise SetupFailed(self._exit_message("during setup"), logs=self.setup_output())
             health = await self._api.health()
@@ -203,8 +209,11 @@ class Instance:
                 raise SetupFailed(self._setup_error(health or {}), logs=self.setup_output())
             if time.monotonic() > deadline:
                 raise SetupFailed(self._timeout_message(), logs=self.setup_output())
-            await asyncio.wait([self._exit], timeout=delay)
-            delay = min(delay * 1.5, 0.25)
+            logged: asyncio.Future[Any] = asyncio.ensure_future(milestone.wait())
+            waiters: list[asyncio.Future[Any]] = [self._exit, logged]
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            logged.cancel()
+            delay = min(delay * 1.5, 0.5)
         raise SetupFailed(self.failure or "The model was stopped while it started", logs=self.setup_output())
 
     def _setup_error(self, health: dict[str, Any]) -> str:
@@ -275,8 +284,8 @@ class Instance:
             outcome = await self._run(run)
         finally:
             self._runs.pop(job.prediction_id, None)
-            _remove_prediction_dir(job.prediction_id)
             self._release()
+        self.sweeper.add(job.prediction_id)
         await run.finish(outcome)
 
     async def _run(self, run: PredictionRun) -> Outcome:
@@ -438,10 +447,3 @@ def _has_iterator_output(spec: VersionSpec) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return isinstance(output, dict) and output.get("x-cog-array-type") == "iterator"
-
-
-def _remove_prediction_dir(prediction_id: str) -> None:
-    """coglet never removes ``/tmp/coglet/predictions/<id>`` (cog issue #3096)."""
-    if not prediction_id or "/" in prediction_id or prediction_id in (".", ".."):
-        return
-    shutil.rmtree(PREDICTION_DIRS / prediction_id, ignore_errors=True)

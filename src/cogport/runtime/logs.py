@@ -7,6 +7,7 @@ output during setup arrives with target ``coglet::setup``; output the per-predic
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import deque
@@ -68,12 +69,16 @@ class LogTail:
         self._setup: deque[str] = deque(maxlen=maxlen)
         self.setup_done = False
         self._listeners: dict[str, Callable[[str], None]] = {}
+        self.milestone = asyncio.Event()
+        """Set on each line from coglet's top-level target (start-up milestones: ready, failed)."""
 
     def add(self, raw: str) -> LogLine:
         line = parse_line(raw)
         self._lines.append(line)
         if not self.setup_done and line.target in MODEL_TARGETS:
             self._setup.append(line.message)
+        if line.target == "coglet":
+            self.milestone.set()
         if line.prediction_id is not None and line.source is not None:
             listener = self._listeners.get(line.prediction_id)
             if listener is not None:

@@ -32,6 +32,7 @@ from cogport.runtime.group import Ticket, VersionGroup
 from cogport.runtime.instance import Instance, InstanceOptions
 from cogport.runtime.prediction import Outcome, report
 from cogport.runtime.state import InstanceState
+from cogport.runtime.sweeper import PredictionDirSweeper
 from cogport.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Pool:
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._pumping = False
         self._pump_again = False
+        self.sweeper = PredictionDirSweeper()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -122,6 +124,7 @@ class Pool:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
+        await self.sweeper.sweep()
         self._state = "stopped"
 
     # --- the Backend operations ---------------------------------------------------------------
@@ -308,7 +311,9 @@ class Pool:
         group.started += 1
         group.replace = False
         name = f"{group.spec.version_id[:12]}-{group.spec.mode}-{group.started}"
-        instance = Instance(group.spec, self.options, client=self._client, name=name, on_change=self._changed)
+        instance = Instance(
+            group.spec, self.options, client=self._client, name=name, on_change=self._changed, sweeper=self.sweeper
+        )
         group.instances.append(instance)
         self._spawn(self._supervise(group, instance), f"cogport-start-{name}")
 
@@ -360,6 +365,7 @@ class Pool:
         next_sample = 0.0
         while True:
             await asyncio.sleep(tick)
+            await self.sweeper.sweep()
             now = time.monotonic()
             for instance in list(self._holders()):
                 if instance.idle and now - instance.last_used >= self.settings.idle_timeout:
