@@ -20,10 +20,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cogport.backends.local import LocalBackend  # noqa: E402
-from cogport.runtime.instance import Instance, InstanceOptions  # noqa: E402
-from cogport.settings import RuntimeSettings, Settings  # noqa: E402
-from tests.support.runtime import Events, job, new_id, spec  # noqa: E402
+from tests.support.runtime import Events, job, new_id, spec
+
+from cogport.backends.local import LocalBackend
+from cogport.runtime.instance import Instance, InstanceOptions
+from cogport.settings import RuntimeSettings, Settings
 
 Row = tuple[str, str]
 
@@ -67,8 +68,10 @@ async def raw_protocols(rows: list[Row], n: int) -> None:
         async with httpx.AsyncClient(trust_env=False) as kept:
 
             async def plain(client: httpx.AsyncClient) -> None:
-                while (await client.post(url, json={"id": new_id(), "input": {}})).status_code == 409:
-                    await asyncio.sleep(0.001)
+                for _ in range(1000):
+                    if (await client.post(url, json={"id": new_id(), "input": {}})).status_code != 409:
+                        return
+                    await asyncio.sleep(0.001)  # the slot-release race: retry
 
             async def sse(client: httpx.AsyncClient) -> None:
                 while True:
