@@ -2,8 +2,8 @@
 
 ``WebhookAnnouncer`` is registered on the lifecycle recorder; ``DeliveryService`` retries terminal
 webhooks with exponential backoff (the last attempt about a minute after completion), from rows in
-``webhook_deliveries``, so retries survive a restart. Redirects are never followed, and sending never
-blocks a prediction: intermediate events go out from background tasks.
+``webhook_deliveries``, so retries survive a restart. Redirects are never followed (nor retried), and
+sending never blocks a prediction: intermediate events go out from background tasks.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -35,15 +36,25 @@ ATTEMPT_HOLD = 30.0
 Render = Callable[[Prediction], dict[str, Any]]
 
 
-async def post(client: httpx.AsyncClient, url: str, secret: str, message_id: str, body: str) -> str | None:
-    """One attempt; returns None on a 2xx, else a description of the failure."""
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    retry: bool
+    """False for a redirect: it is not followed, and asking again would only be redirected again."""
+
+
+async def post(client: httpx.AsyncClient, url: str, secret: str, message_id: str, body: str) -> Failure | None:
+    """One attempt; returns None on a 2xx, else what went wrong."""
     try:
         response = await client.post(url, content=body, headers=signing.headers(secret, message_id, body))
     except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return Failure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, retry=True)
     if 200 <= response.status_code < 300:
         return None
-    return f"HTTP {response.status_code}"
+    if 300 <= response.status_code < 400:
+        where = response.headers.get("location", "")
+        return Failure(f"HTTP {response.status_code} redirect to {where!r} (redirects are not followed)", retry=False)
+    return Failure(f"HTTP {response.status_code}", retry=True)
 
 
 class WebhookAnnouncer:
@@ -112,9 +123,9 @@ class WebhookAnnouncer:
         await self._deliver_once(prediction.webhook or "", prediction.account_id, json.dumps(self.render(prediction)))
 
     async def _deliver_once(self, url: str, account_id: int, body: str) -> None:
-        error = await post(self.client, url, await self.secret_for(account_id), signing.new_message_id(), body)
-        if error:
-            log.info("webhook to %s failed (not retried: not terminal): %s", url, error)
+        failure = await post(self.client, url, await self.secret_for(account_id), signing.new_message_id(), body)
+        if failure:
+            log.info("webhook to %s failed (not retried: not terminal): %s", url, failure.reason)
 
     async def _enqueue_terminal(self, prediction: Prediction) -> None:
         body = json.dumps(self.render(prediction))
@@ -171,12 +182,20 @@ class DeliveryService(Service):
             if not await delivery_ops.claim(session, delivery, ATTEMPT_HOLD):
                 return
         secret = await self.announcer.secret_for(delivery.account_id)
-        error = await post(self.client, delivery.url, secret, delivery.message_id, delivery.body)
+        failure = await post(self.client, delivery.url, secret, delivery.message_id, delivery.body)
         attempt = delivery.attempts + 1
         retry_at = None
-        if error and attempt <= len(RETRY_DELAYS):
+        if failure and failure.retry and attempt <= len(RETRY_DELAYS):
             retry_at = utcnow() + timedelta(seconds=RETRY_DELAYS[attempt - 1])
-        if error:
-            log.info("webhook %s attempt %d to %s failed: %s", delivery.message_id, attempt, delivery.url, error)
+        if failure:
+            log.info(
+                "webhook %s attempt %d to %s failed: %s", delivery.message_id, attempt, delivery.url, failure.reason
+            )
         async with self.database.session() as session:
-            await delivery_ops.record(session, delivery.id, delivered=error is None, error=error, retry_at=retry_at)
+            await delivery_ops.record(
+                session,
+                delivery.id,
+                delivered=failure is None,
+                error=failure.reason if failure else None,
+                retry_at=retry_at,
+            )
