@@ -157,3 +157,14 @@ async def test_garbage_upload_is_a_bad_request(client: httpx.AsyncClient) -> Non
     )
     assert response.status_code == 400
     assert "not a readable .tar.gz" in response.json()["detail"]
+
+
+def test_cli_names_a_missing_model_and_can_create_it(live_server: LiveServer, tmp_path: Path) -> None:
+    directory = model_dir(tmp_path)
+    missing = cli_push(live_server.url, ADMIN_TOKEN, directory, "admin/nothing")
+    assert missing.returncode == 1
+    assert "there is no model admin/nothing" in missing.stderr and "--create" in missing.stderr
+    created = cli_push(live_server.url, ADMIN_TOKEN, directory, "admin/nothing", "--create")
+    assert created.returncode == 0, created.stderr
+    assert "Created the model admin/nothing" in created.stderr
+    assert len(created.version) == 64

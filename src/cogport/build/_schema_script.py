@@ -86,10 +86,15 @@ def load_module(path: str, kind: str) -> tuple[str, Any]:
 
 
 def short_traceback() -> str:
-    lines = traceback.format_exc().rstrip().splitlines()
-    # Drop the frames of this script; keep the model's.
-    kept = [line for line in lines if __file__ not in line and "importlib._bootstrap" not in line]
-    return "\n".join(kept[-12:])
+    """The current exception with the model's frames only (not this script's or importlib's)."""
+    exc_type, exc, tb = sys.exc_info()
+    frames = [
+        frame
+        for frame in traceback.extract_tb(tb)
+        if os.path.abspath(frame.filename) != os.path.abspath(__file__) and "importlib" not in frame.filename
+    ]
+    lines = traceback.format_list(frames[-6:]) + traceback.format_exception_only(exc_type, exc)
+    return "".join(lines).rstrip()
 
 
 def find_object(module: Any, module_path: str, name: str, kind: str) -> Any:

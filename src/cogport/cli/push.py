@@ -45,11 +45,17 @@ def push(
     files = packing.model_files(root)
     archive = packing.pack_bytes(root, files)
     err.print(f"Uploading {root} ({len(files)} files, {_size(len(archive))}) to {owner}/{name}")
-    build = client.request(
-        "POST",
-        f"/v1/models/{owner}/{name}/versions",
-        files={"source": ("model.tar.gz", archive, "application/gzip")},
-    )
+    try:
+        build = client.request(
+            "POST",
+            f"/v1/models/{owner}/{name}/versions",
+            files={"source": ("model.tar.gz", archive, "application/gzip")},
+        )
+    except ApiError as exc:
+        if exc.status == 404:
+            err.print(f"[red]error[/red]: there is no model {owner}/{name}; create it first, or pass --create")
+            raise typer.Exit(1) from exc
+        raise
     build = _follow(client, build, timeout)
     elapsed = time.monotonic() - started
     if build["status"] != "succeeded":
