@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cogport.build.errors import BuildError
-from cogport.build.interpreters import Interpreter, discover, select
+from cogport.build.interpreters import Interpreter, discover, select, uv_find
 
 AVAILABLE = [
     Interpreter((3, 12, 1), Path("/py/3.12.1/bin/python3.12")),
@@ -51,3 +51,12 @@ def test_discover_finds_this_interpreter_and_search_paths(tmp_path: Path) -> Non
     found = discover([tmp_path])
     assert any(i.version == tuple(sys.version_info[:3]) for i in found)
     assert found == sorted(found, reverse=True)
+
+
+def test_uv_fallback_keeps_the_minimum() -> None:
+    import uv
+
+    assert uv_find(uv.find_uv_bin(), "3.9") is None
+    assert uv_find(uv.find_uv_bin(), "3.77") is None
+    found = uv_find(uv.find_uv_bin(), f"{sys.version_info[0]}.{sys.version_info[1]}")
+    assert found is None or found.version[:2] == tuple(sys.version_info[:2])

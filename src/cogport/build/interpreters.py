@@ -96,6 +96,29 @@ def _version_of(executable: Path) -> tuple[int, int, int] | None:
     return _probed[key]
 
 
+def uv_find(uv: str, wanted: str) -> Interpreter | None:
+    """uv's own discovery, as a last resort for a version the scan above did not find (it is slower)."""
+    match = _VERSION.match(wanted.strip())
+    if not match or (int(match.group(1)), int(match.group(2))) < MINIMUM:
+        return None
+    try:
+        proc = subprocess.run(
+            [uv, "python", "find", "--no-project", wanted.strip()],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"},
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
+    version = _version_of(path) if path is not None else None
+    if path is None or version is None or version[:2] != (int(match.group(1)), int(match.group(2))):
+        return None
+    return Interpreter(version, path)
+
+
 def select(wanted: str, available: Sequence[Interpreter]) -> tuple[Interpreter, str | None]:
     """The interpreter for ``wanted`` (``3.11`` or ``3.11.7``), plus a warning when only the minor matched."""
     match = _VERSION.match(wanted.strip())
