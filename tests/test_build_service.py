@@ -210,3 +210,25 @@ async def test_examples_are_registered_on_start_once(settings: Settings) -> None
         assert await session.scalar(select(func.count()).select_from(Build)) == 1
         assert await session.scalar(select(func.count()).select_from(Version)) == 1
     await database.dispose()
+
+
+STREAMING_DECORATOR = """\
+from cog import BaseRunner, streaming
+
+
+class Runner(BaseRunner):
+    @streaming
+    def run(self, text: str) -> str:
+        return text
+"""
+
+
+async def test_the_streaming_decorator_marks_the_stored_schema(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    await _create_model(client)
+    cog_yaml = 'build:\n  python_version: "3.11"\npredict: "predict.py:Runner"\n'
+    directory = write_model(tmp_path / "m", {"cog.yaml": cog_yaml, "predict.py": STREAMING_DECORATOR})
+    build = await push_dir(client, directory, "admin/m")
+    assert build["status"] == "succeeded", build["logs"]
+    version = (await client.get(f"/v1/models/admin/m/versions/{build['version']}")).json()
+    assert version["openapi_schema"]["paths"]["/predictions"]["post"]["x-cog-streaming"] is True
+    assert version["openapi_schema"]["components"]["schemas"]["Output"] == {"title": "Output", "type": "string"}
