@@ -129,6 +129,40 @@ async def test_repeated_setup_failure_fails_the_work_and_refuses_the_version(
     await eventually(lambda: backend.instances() == [])
 
 
+async def test_a_failed_start_is_retried_with_backoff(make_backend: Callable[..., Any], tmp_path: Path) -> None:
+    backend: LocalBackend = await make_backend(setup_attempts=3, start_backoff_initial=0.05)
+    counter = tmp_path / "attempts"
+    version = spec("flaky_setup", environment={"FLAKY_COUNTER": str(counter), "FLAKY_FAILURES": "2"})
+
+    final = await predict(backend, version)
+
+    assert final["status"] == "succeeded" and final["output"] == "ok"
+    assert counter.read_text() == "3"  # two failed starts, then one that worked
+    assert backend.has_capacity(version)
+
+
+async def test_failed_scale_out_does_not_refuse_a_serving_version(
+    make_backend: Callable[..., Any], tmp_path: Path
+) -> None:
+    backend: LocalBackend = await make_backend(setup_attempts=1, start_backoff_initial=30, start_backoff_max=60)
+    broken = tmp_path / "broken"
+    env = {"FLAKY_COUNTER": str(tmp_path / "attempts"), "FLAKY_BREAK": str(broken)}
+    version = spec("flaky_setup", environment=env)
+    first, second = Events(), Events()
+    first_job = job(version, seconds=120)
+    await backend.submit(first_job, first)
+    await first.wait_until(lambda e: "started" in e.names)
+    broken.touch()  # every further start of the version fails
+
+    await backend.submit(job(version), second)  # needs a second instance, which fails to start
+    await eventually(lambda: (tmp_path / "attempts").read_text() == "2")
+    assert backend.has_capacity(version) is False  # backing off, but not refused (no SetupFailed)
+
+    await backend.cancel(first_job.prediction_id)
+    assert (await first.finish())["status"] == "canceled"
+    assert (await second.finish())["status"] == "succeeded"  # served by the instance that was up
+
+
 async def test_setup_hang_fails_after_the_timeout(make_backend: Callable[..., Any]) -> None:
     backend: LocalBackend = await make_backend(setup_timeout=1, setup_attempts=1)
     version = spec("setup_hang")

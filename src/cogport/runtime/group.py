@@ -93,13 +93,20 @@ class VersionGroup:
             return False
         return len(self.waiting) > self.free_slots() or (self.replace and not self.live())
 
+    def serving(self) -> bool:
+        """Whether an instance of the version is up (READY or BUSY)."""
+        return any(i.state in (InstanceState.READY, InstanceState.BUSY) for i in self.instances)
+
     def start_failed(self, error: SetupFailed, settings: RuntimeSettings, now: float) -> bool:
-        """Record a failed start; True when the version is now refused (its waiting jobs must fail)."""
+        """Record a failed start; True when the version is now refused (its waiting jobs must fail).
+
+        A version with an instance up is never refused: only its scale-out backs off.
+        """
         self.failures += 1
         self.last_error = error
         delay = settings.start_backoff_initial * 2 ** (self.failures - 1)
         self.retry_at = now + min(delay, settings.start_backoff_max)
-        if self.failures < settings.setup_attempts:
+        if self.failures < settings.setup_attempts or self.serving():
             return False
         self.failures = 0
         self.retry_at = 0.0

@@ -365,17 +365,25 @@ class Pool:
         next_sample = 0.0
         while True:
             await asyncio.sleep(tick)
-            await self.sweeper.sweep()
-            now = time.monotonic()
-            for instance in list(self._holders()):
-                if instance.idle and now - instance.last_used >= self.settings.idle_timeout:
-                    log.info("stopping %s: idle for %.0fs", instance.name, now - instance.last_used)
-                    instance.begin_stop("stopped after being idle")
-            if now >= next_sample:
-                next_sample = now + MEMORY_SAMPLE_INTERVAL
-                for instance in list(self._holders()):
-                    if instance.state.is_live:
-                        await self._measure(instance)
+            try:
+                next_sample = await self._reap_once(next_sample)
+            except Exception:
+                log.exception("the runtime's housekeeping failed; retrying")
+
+    async def _reap_once(self, next_sample: float) -> float:
+        """Sweep prediction dirs, stop idle instances, sample memory; returns the next sample time."""
+        await self.sweeper.sweep()
+        now = time.monotonic()
+        for instance in list(self._holders()):
+            if instance.idle and now - instance.last_used >= self.settings.idle_timeout:
+                log.info("stopping %s: idle for %.0fs", instance.name, now - instance.last_used)
+                instance.begin_stop("stopped after being idle")
+        if now < next_sample:
+            return next_sample
+        for instance in list(self._holders()):
+            if instance.state.is_live:
+                await self._measure(instance)
+        return now + MEMORY_SAMPLE_INTERVAL
 
     async def _measure(self, instance: Instance) -> None:
         process = instance.process
