@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,22 @@ async def test_a_crash_fails_the_prediction_and_the_instance_is_replaced(make_ba
     [replacement] = live(backend)
     assert replacement.pid != first.pid
     assert (await predict(backend, version, crash=False))["output"] == "survived"
+
+
+@pytest.mark.parametrize("victim", ["worker", "server"])
+async def test_an_instance_that_dies_while_idle_is_noticed(make_backend: Callable[..., Any], victim: str) -> None:
+    backend: LocalBackend = await make_backend()
+    version = spec("hello")
+    await predict(backend, version, text="a")
+    [before] = backend.instances()
+    assert before.pid is not None
+    worker = next(p for p in group_alive(before.pid) if p != before.pid)
+    os.kill(worker if victim == "worker" else before.pid, signal.SIGKILL)
+
+    # A dead server is noticed at once; a dead worker leaves coglet UNHEALTHY, seen by the next health check.
+    await eventually(lambda: backend.instances() == [])
+    assert group_alive(before.pid) == []
+    assert (await predict(backend, version, text="b"))["output"] == "hello b"
 
 
 async def test_repeated_setup_failure_fails_the_work_and_refuses_the_version(
@@ -273,6 +291,24 @@ async def test_busy_instances_are_not_evicted(make_backend: Callable[..., Any]) 
     assert (await events.finish())["status"] == "canceled"
     assert (await waiting.finish())["status"] == "succeeded"  # the now idle instance made room
     assert [i.key for i in backend.instances()] == [other.key]
+
+
+async def test_max_instances_per_version(make_backend: Callable[..., Any]) -> None:
+    backend: LocalBackend = await make_backend(max_instances_per_version=1)
+    version = spec("slow")
+    first, second = Events(), Events()
+    first_job = job(version, seconds=120)
+    await backend.submit(first_job, first)
+    await first.wait_until(lambda e: "started" in e.names)
+    assert not backend.has_capacity(version)
+    assert backend.has_capacity(spec("noop", pk=2))
+
+    await backend.submit(job(version, seconds=0), second)
+    assert len(backend.instances()) == 1  # it waits for the one instance instead of starting another
+
+    await backend.cancel(first_job.prediction_id)
+    assert (await second.finish())["output"] == "awake"
+    assert len(backend.instances()) == 1
 
 
 async def test_memory_bound_keeps_one_instance(make_backend: Callable[..., Any]) -> None:

@@ -87,9 +87,16 @@ class VersionGroup:
             return SetupFailed(self.last_error.detail, logs=self.last_error.logs)
         return None
 
-    def needs_start(self, now: float) -> bool:
-        """Whether one more instance should be started now (one start at a time per version)."""
+    def can_grow(self, now: float, limit: int) -> bool:
+        """Whether another instance may be started now: one start at a time, none while backing off or
+        refused, and at most ``limit`` live instances (0: no limit)."""
         if self.starting() or self.in_backoff(now) or self.refusal(now) is not None:
+            return False
+        return not limit or len(self.live()) < limit
+
+    def needs_start(self, now: float, limit: int) -> bool:
+        """Whether one more instance should be started now."""
+        if not self.can_grow(now, limit):
             return False
         return len(self.waiting) > self.free_slots() or (self.replace and not self.live())
 

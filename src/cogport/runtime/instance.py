@@ -5,7 +5,7 @@ Lifecycle (states in :mod:`cogport.runtime.state`)::
     inst = Instance(spec, options, client=client, name="v1-1")
     await inst.start()          # spawn, poll /health-check until READY; raises SetupFailed
     inst.reserve()              # take a prediction slot (READY only)
-    await inst.predict(job, events)   # SSE prediction in that slot; always ends in events.finished
+    await inst.predict(job, events)   # prediction in that slot; always ends in events.finished
     await inst.cancel(prediction_id)  # POST /predictions/{id}/cancel; finished(canceled) follows
     await inst.stop()           # POST /shutdown, then SIGTERM, then SIGKILL of the process group
 
@@ -16,9 +16,9 @@ The coglet traps it handles:
 * **No worker restart**: after a worker crash coglet stays up but UNHEALTHY (409 forever). The
   instance turns FAILED at the first sign (``"Worker crashed"``, UNHEALTHY/DEFUNCT, an exit, a broken
   stream); in-flight predictions fail with the exit code and the tail of the log; the pool replaces it.
-* **Nagle on SSE**: coglet writes SSE events in small TCP segments without ``TCP_NODELAY``; on a
-  reused keep-alive connection the body then waits ~40 ms for a delayed ACK. A new connection per
-  prediction (the client keeps none alive) costs ~0.1 ms and avoids it.
+* **Nagle on SSE** and **no SSE for trainings**: see :mod:`cogport.runtime.coglet_api`.
+* **Crashed worker's exit code**: coglet leaves the dead worker a zombie, so its wait status is read
+  from ``/proc`` (:mod:`cogport.runtime.procfs`): "The model crashed (exit code -9)".
 * **Setup never killed**: coglet reports a setup timeout but leaves the worker running; stopping
   kills the whole process group.
 * **Leaked prediction dirs**: ``/tmp/coglet/predictions/<id>`` (hard-coded, TMPDIR is ignored) is

@@ -8,7 +8,8 @@
 * **Crashes.** A FAILED instance is stopped at once; its in-flight jobs fail (see
   :mod:`cogport.runtime.instance`); when it crashed mid-prediction a replacement is started.
 * **Idle stops.** An instance with no work for ``idle_timeout`` seconds is stopped.
-* **Capacity.** At most ``max_instances`` instances hold resources (stopping ones included), and,
+* **Capacity.** At most ``max_instances`` instances hold resources (stopping ones included), at most
+  ``max_instances_per_version`` of one version when set, and,
   when ``max_memory_mb`` is set, their resident memory (from ``/proc``, whole process groups) plus
   the expected size of the next one stays under it; one instance may always run. When full, the
   least recently used idle instance of another version is stopped to make room.
@@ -147,7 +148,7 @@ class Pool:
             raise refusal
         if group.slack() > 0:
             return True
-        if group.starting() or group.in_backoff(now):
+        if not group.can_grow(now, self.settings.max_instances_per_version):
             return False
         return self._room(group) != "no"
 
@@ -265,7 +266,7 @@ class Pool:
         for group in self._groups.values():
             self._bind(group)
         for group in list(self._groups.values()):
-            if group.needs_start(now):
+            if group.needs_start(now, self.settings.max_instances_per_version):
                 room = self._room(group)
                 if room == "now":
                     self._start_instance(group)
