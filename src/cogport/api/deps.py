@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.api.principal_cache import PrincipalCache
 from cogport.db.engine import Database
 from cogport.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from cogport.ops import accounts
@@ -57,16 +58,28 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-async def get_principal(request: Request, session: SessionDep) -> Principal:
+async def _authenticate(request: Request, token: str) -> Principal:
+    """The caller behind ``token``, from the cache or a short transaction of its own (not the
+    request's: a request that waits, e.g. ``Prefer: wait``, must not hold a connection)."""
+    cache: PrincipalCache = request.app.state.principals
+    principal = cache.get(token)
+    if principal is None:
+        async with get_database(request).session() as session:
+            principal = await accounts.authenticate(session, token)
+        cache.put(token, principal)
+    return principal
+
+
+async def get_principal(request: Request) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise Unauthenticated("You did not pass an authentication token")
-    return await accounts.authenticate(session, token)
+    return await _authenticate(request, token)
 
 
-async def get_optional_principal(request: Request, session: SessionDep) -> Principal | None:
+async def get_optional_principal(request: Request) -> Principal | None:
     token = bearer_token(request)
-    return None if token is None else await accounts.authenticate(session, token)
+    return None if token is None else await _authenticate(request, token)
 
 
 async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

@@ -31,6 +31,8 @@ class Database:
         self.settings = settings
         url = settings.sqlalchemy_url
         kwargs: dict[str, Any] = {}
+        kwargs["pool_size"] = 20
+        kwargs["max_overflow"] = 20
         if settings.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         else:
@@ -38,8 +40,6 @@ class Database:
             if settings.database_schema:
                 server_settings["search_path"] = settings.database_schema
             kwargs["connect_args"] = {"server_settings": server_settings}
-            kwargs["pool_size"] = 10
-            kwargs["max_overflow"] = 20
         self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not settings.is_sqlite, **kwargs)
         if settings.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -58,7 +58,9 @@ class Dispatcher(Service):
         self.node = node
         self.lease = lease
         self._specs: dict[tuple[int, str], VersionSpec] = {}
+        self._versions: dict[int, Version] = {}
         self._next_housekeeping = 0.0
+        self._backlog = False
 
     async def run_once(self) -> bool:
         now = time.monotonic()
@@ -69,22 +71,41 @@ class Dispatcher(Service):
 
     # --- dispatching ---------------------------------------------------------------------------
 
+    def capacity_changed(self) -> None:
+        """A slot may have freed up: worth a look only if work was left waiting last time."""
+        if self._backlog:
+            self.wake()
+
     async def dispatch(self) -> bool:
         submitted = 0
         async with self.database.session() as session:
             heads = await prediction_ops.queued_heads(session)
+        self._backlog = False
         for head in heads:
             submitted += await self._dispatch_version(head.version_pk, head.kind)
         return submitted > 0
 
+    def can_start_now(self, version: Version, kind: str) -> bool:
+        """Whether a new run of ``version`` would get a slot at once (the sync fast path)."""
+        try:
+            return self.backend.has_capacity(self._spec(version, "train" if kind == "training" else "predict"))
+        except SetupFailed:
+            return False
+
+    async def start_claimed(self, prediction: Prediction, version: Version) -> None:
+        """Start a run created already claimed by this node (``can_start_now`` said yes)."""
+        spec = self._spec(version, "train" if prediction.kind == "training" else "predict")
+        await self._submit(prediction, spec, version)
+
     async def _dispatch_version(self, version_pk: int, kind: str) -> int:
         async with self.database.session() as session:
             queued = await prediction_ops.queued_for(session, version_pk, kind, BATCH)
-            version = await session.get(Version, version_pk)
-        if not queued:
+            version = self._versions.get(version_pk) if queued else None
+            if queued and version is None:
+                version = await session.get(Version, version_pk)
+        if not queued or version is None:
             return 0
-        if version is None:
-            return 0
+        self._versions[version_pk] = version  # versions are immutable: keep them
         spec = self._spec(version, "train" if kind == "training" else "predict")
         submitted = 0
         for prediction in queued:
@@ -94,16 +115,24 @@ class Dispatcher(Service):
             except SetupFailed as exc:
                 await self._fail_queued(version_pk, kind, exc.detail)
                 break
-            if await self._start(prediction, spec):
+            if await self._start(prediction, spec, version):
                 submitted += 1
+        else:
+            return submitted
+        if len(queued) > submitted:
+            self._backlog = True
         return submitted
 
-    async def _start(self, prediction: Prediction, spec: VersionSpec) -> bool:
+    async def _start(self, prediction: Prediction, spec: VersionSpec, version: Version) -> bool:
         async with self.database.session() as session:
             if not await prediction_ops.claim(session, prediction.id, self.node, self.lease):
                 return False
+        await self._submit(prediction, spec, version)
+        return True
+
+    async def _submit(self, prediction: Prediction, spec: VersionSpec, version: Version | None = None) -> None:
         try:
-            job = Job(prediction_id=prediction.id, spec=spec, input=await self._model_input(prediction))
+            job = Job(prediction_id=prediction.id, spec=spec, input=await self._model_input(prediction, version))
             await self.backend.submit(job, self.recorder)
         except ValidationFailed as exc:
             await self._finish(prediction.id, Status.FAILED, f"Invalid input: {exc.detail.strip()}")
@@ -112,15 +141,18 @@ class Dispatcher(Service):
         except Exception as exc:
             log.exception("submitting %s failed", prediction.id)
             await self._finish(prediction.id, Status.FAILED, f"The model could not be started: {exc}")
-        return True
 
-    async def _model_input(self, prediction: Prediction) -> dict[str, Any]:
+    async def _model_input(self, prediction: Prediction, version: Version | None = None) -> dict[str, Any]:
         """The input as the model gets it: this server's own file URLs resolved (at dispatch time, so
         signed URLs are fresh however long the prediction waited)."""
+        name = "TrainingInput" if prediction.kind == "training" else "Input"
+        if version is not None:
+            checked = inputs.validate(version.openapi_schema or {}, prediction.input, component_name=name)
+            if not checked.file_fields and inputs.component(version.openapi_schema or {}, name) is not None:
+                return checked.value
         async with self.database.session() as session:
             version = await session.get(Version, prediction.version_pk)
             schema = (version.openapi_schema if version else None) or {}
-            name = "TrainingInput" if prediction.kind == "training" else "Input"
             checked = inputs.validate(schema, prediction.input, component_name=name)
             if not checked.file_fields and inputs.component(schema, name) is not None:
                 return checked.value

@@ -24,14 +24,15 @@ class Change:
 class Hub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[asyncio.Queue[Change]]] = defaultdict(set)
-        self._done: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._done: dict[str, set[asyncio.Future[Any]]] = defaultdict(set)
 
     def publish(self, change: Change) -> None:
         for queue in self._subscribers.get(change.prediction_id, ()):
             queue.put_nowait(change)
         if change.kind == "completed":
-            for event in self._done.pop(change.prediction_id, ()):
-                event.set()
+            for future in self._done.pop(change.prediction_id, ()):
+                if not future.done():
+                    future.set_result(change.data)
 
     def subscribe(self, prediction_id: str) -> asyncio.Queue[Change]:
         queue: asyncio.Queue[Change] = asyncio.Queue()
@@ -45,14 +46,15 @@ class Hub:
             if not queues:
                 del self._subscribers[prediction_id]
 
-    def completion(self, prediction_id: str) -> asyncio.Event:
-        event = asyncio.Event()
-        self._done[prediction_id].add(event)
-        return event
+    def completion(self, prediction_id: str) -> asyncio.Future[Any]:
+        """A future set to the ``completed`` change's data (the final row) when the prediction ends here."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._done[prediction_id].add(future)
+        return future
 
-    def forget(self, prediction_id: str, event: asyncio.Event) -> None:
-        events = self._done.get(prediction_id)
-        if events is not None:
-            events.discard(event)
-            if not events:
+    def forget(self, prediction_id: str, future: asyncio.Future[Any]) -> None:
+        futures = self._done.get(prediction_id)
+        if futures is not None:
+            futures.discard(future)
+            if not futures:
                 del self._done[prediction_id]

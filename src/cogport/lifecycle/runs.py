@@ -7,7 +7,6 @@ the app's lifespan. Routes call this; it calls ``ops`` for rows and ``status`` f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from datetime import timedelta
@@ -118,8 +117,18 @@ class Runs:
         self.dispatcher = dispatcher
         self.backend = backend
 
+    @property
+    def node(self) -> str:
+        return self.dispatcher.node
+
     def submitted(self) -> None:
         self.dispatcher.wake()
+
+    def can_start_now(self, version: Version, kind: str) -> bool:
+        return self.dispatcher.can_start_now(version, kind)
+
+    async def start_claimed(self, prediction: Prediction, version: Version) -> None:
+        await self.dispatcher.start_claimed(prediction, version)
 
     async def reload(self, prediction_id: str) -> Prediction:
         async with self.database.session() as session:
@@ -127,18 +136,29 @@ class Runs:
         assert prediction is not None
         return prediction
 
-    async def wait(self, prediction_id: str, seconds: float) -> Prediction:
-        """Wait up to ``seconds`` for the prediction to end; returns its latest state either way."""
+    async def wait(self, prediction_id: str, seconds: float, *, current: Prediction | None = None) -> Prediction:
+        """Wait up to ``seconds`` for the prediction to end; returns its latest state either way.
+
+        The end is announced by the hub (with the final row) when this process runs it; otherwise
+        the database is polled. ``current`` spares the first read when the caller has the row.
+        """
         deadline = time.monotonic() + seconds
         done = self.hub.completion(prediction_id)
         try:
-            while True:
-                prediction = await self.reload(prediction_id)
+            prediction = current if current is not None else await self.reload(prediction_id)
+            while prediction.status not in TERMINAL:
                 remaining = deadline - time.monotonic()
-                if prediction.status in TERMINAL or remaining <= 0:
-                    return prediction
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), timeout=min(remaining, POLL_INTERVAL * 4))
+                if remaining <= 0:
+                    return await self.reload(prediction_id)
+                try:
+                    final = await asyncio.wait_for(asyncio.shield(done), timeout=min(remaining, POLL_INTERVAL * 4))
+                except TimeoutError:
+                    prediction = await self.reload(prediction_id)
+                    continue
+                if isinstance(final, Prediction):
+                    return final
+                prediction = await self.reload(prediction_id)
+            return prediction
         finally:
             self.hub.forget(prediction_id, done)
 

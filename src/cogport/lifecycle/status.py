@@ -17,6 +17,7 @@ events) are emitted by the caller from the returned row.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -82,12 +83,15 @@ async def transition(
     logs: str | None = None,
     error: str | None = None,
     metrics: dict[str, Any] | None = None,
+    started_at: datetime | None = None,
     strict: bool = False,
 ) -> tuple[Prediction, bool]:
     """Move a prediction to ``to``. Returns ``(row, changed)``.
 
     A transition that is not allowed (e.g. a late ``succeeded`` after ``canceled``) leaves the row as
     it is and returns ``changed=False``, or raises :class:`InvalidTransition` when ``strict``.
+    ``started_at`` is when the model really started (the recorder writes ``processing`` a moment
+    late, so that a fast prediction costs one write, not two).
     """
     prediction = await lock(session, prediction_id)
     current = Status(prediction.status)
@@ -101,6 +105,8 @@ async def transition(
         changed = True
     now = utcnow()
     prediction.status = to.value
+    if started_at is not None and prediction.started_at is None and to != Status.ABORTED:
+        prediction.started_at = started_at
     if to == Status.PROCESSING and prediction.started_at is None:
         prediction.started_at = now
     if logs is not None:

@@ -30,7 +30,10 @@ async def create(
     deployment: str | None = None,
     streamable: bool = False,
     destination_model_id: int | None = None,
+    claimed_by: str | None = None,
+    lease: float = 0.0,
 ) -> Prediction:
+    """Add a run. ``claimed_by`` creates it already claimed by that node (to start it at once)."""
     prediction = Prediction(
         id=new_object_id(),
         kind=kind,
@@ -52,10 +55,11 @@ async def create(
         deployment=deployment,
         stream_token=new_capability() if streamable else None,
         destination_model_id=destination_model_id,
+        claimed_by=claimed_by,
+        lease_expires_at=utcnow() + timedelta(seconds=lease) if claimed_by else None,
+        attempts=1 if claimed_by else 0,
     )
     session.add(prediction)
-    if kind == "prediction":
-        await session.execute(update(Model).where(Model.id == model.id).values(run_count=Model.run_count + 1))
     await session.flush()
     return prediction
 
@@ -225,3 +229,11 @@ async def cancel_requests(session: AsyncSession, node: str) -> list[str]:
         )
     )
     return list(result.scalars())
+
+
+async def count_run(session: AsyncSession, prediction: Prediction) -> None:
+    """Add a finished prediction to its model's ``run_count`` (in the transaction that ends it)."""
+    if prediction.kind == "prediction":
+        await session.execute(
+            update(Model).where(Model.id == prediction.model_id).values(run_count=Model.run_count + 1)
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request, Response
 
 from cogport.api import presenters
 from cogport.api.deps import AdminPrincipal, BaseUrl, NoNul, SessionDep
@@ -18,7 +20,17 @@ from cogport.schemas.actions import (
 )
 from cogport.schemas.responses import AdminAccount, Collection, Token
 
-router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[NoNul])
+
+async def _forget_principals(request: Request) -> AsyncIterator[None]:
+    """Account, member and token changes take effect at once in this process (see PrincipalCache)."""
+    yield
+    if request.method != "GET":
+        request.app.state.principals.clear()
+
+
+router = APIRouter(
+    prefix="/admin/v1", tags=["admin"], dependencies=[NoNul, Depends(_forget_principals, scope="function")]
+)
 
 
 async def _present(session: SessionDep, account: Account) -> AdminAccount:

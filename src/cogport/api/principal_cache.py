@@ -1,0 +1,37 @@
+"""A short-lived cache of authenticated callers, so a request costs no token lookup most of the time.
+
+Entries live ``ttl`` seconds (default 5). Admin changes to accounts, members or tokens clear the cache
+of the process that made them; other processes see such changes within ``ttl``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from cogport.identifiers import hash_token
+from cogport.ops.principals import Principal
+
+
+class PrincipalCache:
+    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token: str) -> Principal | None:
+        entry = self._entries.get(hash_token(token))
+        if entry is None:
+            return None
+        expires, principal = entry
+        if expires < time.monotonic():
+            self._entries.pop(hash_token(token), None)
+            return None
+        return principal
+
+    def put(self, token: str, principal: Principal) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[hash_token(token)] = (time.monotonic() + self.ttl, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
