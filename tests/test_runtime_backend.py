@@ -162,7 +162,9 @@ async def test_a_failed_start_is_retried_with_backoff(make_backend: Callable[...
 async def test_failed_scale_out_does_not_refuse_a_serving_version(
     make_backend: Callable[..., Any], tmp_path: Path
 ) -> None:
-    backend: LocalBackend = await make_backend(setup_attempts=1, start_backoff_initial=30, start_backoff_max=60)
+    backend: LocalBackend = await make_backend(
+        setup_attempts=1, start_backoff_initial=30, start_backoff_max=60, max_instances_per_version=2
+    )
     broken = tmp_path / "broken"
     env = {"FLAKY_COUNTER": str(tmp_path / "attempts"), "FLAKY_BREAK": str(broken)}
     version = spec("flaky_setup", environment=env)
@@ -309,6 +311,18 @@ async def test_max_instances_per_version(make_backend: Callable[..., Any]) -> No
     await backend.cancel(first_job.prediction_id)
     assert (await second.finish())["output"] == "awake"
     assert len(backend.instances()) == 1
+
+
+async def test_a_backlog_scales_out_when_allowed(make_backend: Callable[..., Any], tmp_path: Path) -> None:
+    backend: LocalBackend = await make_backend(max_instances_per_version=2)
+    version = spec("concurrent", concurrency=1)
+    eventses = [Events(), Events()]
+    for n, events in enumerate(eventses):
+        await backend.submit(job(version, name=f"p{n}", rendezvous=str(tmp_path), parties=2), events)
+    # One slot per instance: the two can only meet if a second instance was started for the backlog.
+    finals = [await events.finish() for events in eventses]
+    assert sorted(f["output"] for f in finals) == ["p0 met 1 others", "p1 met 1 others"]
+    assert len(backend.instances()) == 2
 
 
 async def test_memory_bound_keeps_one_instance(make_backend: Callable[..., Any]) -> None:

@@ -51,8 +51,9 @@ class RuntimeSettings(BaseModel):
     idle_timeout: float = 300.0
     """Seconds an instance stays warm without work before it is stopped."""
     max_instances: int = 8
-    max_instances_per_version: int = 0
-    """Instances of one version (and mode) at once; 0 means only ``max_instances`` bounds them."""
+    max_instances_per_version: int = 1
+    """Instances of one version (and mode) at once; later jobs of the version wait for a slot.
+    0 means only ``max_instances`` bounds them. 1 by default: two copies of a GPU model rarely fit."""
     max_memory_mb: int = 0
     """Total resident memory of all instances; 0 means no bound."""
     setup_timeout: float = 600.0
