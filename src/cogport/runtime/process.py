@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Mapping
 
@@ -31,6 +33,7 @@ from cogport.runtime.logs import LogTail
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1
 STREAM_LIMIT = 1 << 20
 """Longest log line read as one line; longer ones are dropped."""
 
@@ -64,6 +67,13 @@ def coglet_command(spec: VersionSpec, *, upload_url: str | None) -> list[str]:
     return command
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: have the kernel SIGKILL the coglet server if cogport dies (even by
+    ``kill -9``), so no orphan keeps its port and memory. Its worker dies with the server."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class CogletProcess:
     """A running coglet server and its process group. Create with :meth:`spawn`."""
 
@@ -91,6 +101,7 @@ class CogletProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 limit=STREAM_LIMIT,
             )
         except BaseException:
