@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from cogport import bootstrap, hardware
 from cogport.api import presenters, problems
+from cogport.api.deps import reject_nul
 from cogport.api.routes import (
     account,
     admin,
@@ -24,6 +25,7 @@ from cogport.api.routes import (
     predictions,
     search,
     streams,
+    trainings,
     versions,
     webhooks,
 )
@@ -125,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        dependencies=[Depends(reject_nul)],  # NUL in a path or query: 404/400, never a PostgreSQL 500
     )
     app.state.settings = settings
     problems.install(app)
@@ -140,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         files,
         file_outputs,
         predictions,
+        trainings,
         streams,
     )
     for module in routers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,9 @@ def validate(schema: dict[str, Any], payload: Any, *, component_name: str = "Inp
         payload = {}
     if not isinstance(payload, dict):
         raise ValidationFailed([("type", "input", "Invalid type. Expected: object, given: " + _json_type(payload))])
+    nul = [("format", field, "must not contain NUL characters") for field in _nul_fields(payload, "input")]
+    if nul:
+        raise ValidationFailed(nul)  # PostgreSQL cannot store them (text or JSONB): a 422, not a 500
     spec = component(schema, component_name)
     if spec is None:
         # A version without a schema: nothing to check against (coglet validates nothing either).
@@ -166,6 +169,23 @@ def validate(schema: dict[str, Any], payload: Any, *, component_name: str = "Inp
     if checker.problems:
         raise ValidationFailed(checker.problems)
     return CheckedInput(value=cleaned, file_fields=files)
+
+
+def _nul_fields(value: Any, path: str) -> Iterator[str]:
+    """Where ``value`` holds a NUL character, in strings or object keys, at any depth."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_fields(item, f"{path}.{index}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            text = str(key)
+            name = path + "." + text.replace("\x00", "\\u0000")
+            if "\x00" in text:
+                yield name
+            yield from _nul_fields(item, name)
 
 
 def _holds_files(schema: dict[str, Any], prop: dict[str, Any]) -> bool:

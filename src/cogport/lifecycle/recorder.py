@@ -17,6 +17,7 @@ from sqlalchemy import update
 from cogport.backends.base import Job
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction
+from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
 from cogport.lifecycle.status import Status, transition
 from cogport.ops import files as file_ops
@@ -92,6 +93,11 @@ class Recorder:
         final_logs = logs if logs and len(logs) >= len(seen) else seen
         try:
             async with self.database.session() as session:
+                if status == "succeeded" and job.spec.mode == "train":
+                    # The trained version is made in this transaction, or the training fails saying why.
+                    status, output, error = await trainings.publish(
+                        session, self.storage, self.database.settings, job.prediction_id, output
+                    )
                 prediction, changed = await transition(
                     session,
                     job.prediction_id,

@@ -1,0 +1,91 @@
+"""Trainings: ``train()`` of a base version on the caller's input, published as a version of a destination.
+
+A training is a prediction row with ``kind="training"``: creation goes through the predictions'
+:func:`~cogport.api.routes.predictions.create_run` (validation against ``TrainingInput``, file inputs,
+webhooks, ``Prefer: wait``), and the dispatcher, recorder, cancel and crash recovery are the predictions'.
+What is particular to trainings happens when one succeeds: see :mod:`cogport.lifecycle.trainings`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
+from cogport.api.routes.predictions import (
+    NO_STORE,
+    CancelAfterHeader,
+    PreferHeader,
+    cancel_run,
+    create_run,
+    list_runs,
+    present,
+)
+from cogport.db.tables import Account, Model, Version
+from cogport.ops import models as model_ops
+from cogport.ops import predictions as prediction_ops
+from cogport.ops import trainings as training_ops
+from cogport.ops import versions as version_ops
+from cogport.schemas.actions import TrainingCreate
+from cogport.schemas.responses import Page
+
+router = APIRouter(tags=["trainings"])
+
+
+@router.post("/v1/models/{owner}/{name}/versions/{version_id}/trainings", status_code=201)
+async def create_training(
+    owner: str,
+    name: str,
+    version_id: str,
+    body: TrainingCreate,
+    request: Request,
+    principal: CurrentPrincipal,
+    base_url: BaseUrl,
+    prefer: PreferHeader = None,
+    cancel_after: CancelAfterHeader = None,
+) -> JSONResponse:
+    async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
+        model, owner_account = await model_ops.find(session, principal, owner, name)
+        version = await version_ops.get(session, model, version_id)
+        training_ops.require_trainable(f"{owner_account.username}/{model.name}", version)
+        return model, owner_account, version
+
+    async def destination(session: AsyncSession) -> Model:
+        model, _ = await training_ops.find_destination(session, principal, body.destination)
+        return model
+
+    return await create_run(request, principal, base_url, body, resolve, prefer, cancel_after, destination=destination)
+
+
+@router.get("/v1/trainings")
+async def list_trainings(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    base_url: BaseUrl,
+    cursor: str | None = Query(None),
+    created_after: datetime | None = Query(None),
+    created_before: datetime | None = Query(None),
+) -> Page[dict[str, Any]]:
+    return await list_runs(
+        request, session, principal, base_url, cursor, created_after, created_before, kind=training_ops.KIND
+    )
+
+
+@router.get("/v1/trainings/{training_id}")
+async def get_training(
+    training_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal, base_url: BaseUrl
+) -> JSONResponse:
+    training = await prediction_ops.get(session, principal, training_id, kind=training_ops.KIND)
+    return JSONResponse(present(request, training, base_url), headers=NO_STORE)
+
+
+@router.post("/v1/trainings/{training_id}/cancel")
+async def cancel_training(
+    training_id: str, request: Request, principal: CurrentPrincipal, base_url: BaseUrl
+) -> JSONResponse:
+    return await cancel_run(request, principal, base_url, training_id, kind=training_ops.KIND)

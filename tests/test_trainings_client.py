@@ -1,0 +1,164 @@
+"""Trainings end to end: a real build of ``examples/trainable``, real coglet processes (a train-mode instance
+for ``train()``, a predict-mode one with ``COG_WEIGHTS`` for the trained version), the official client."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.support.models import push
+from tests.support.openapi import validate
+from tests.support.pushing import EXAMPLES, create_model, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
+from tests.support.webhooks import Receiver
+
+pytestmark = pytest.mark.usefixtures("shared_build_dirs")
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+TOPICS = """text,label
+the team won the match in the last minute,sports
+a great goal from the striker,sports
+the goalkeeper saved a penalty,sports
+our coach trained the players hard,sports
+the referee showed a red card,sports
+fans cheered in the stadium,sports
+the runner finished the marathon,sports
+a tennis player served an ace,sports
+simmer the sauce with garlic and onions,cooking
+bake the bread in a hot oven,cooking
+whisk the eggs with sugar and butter,cooking
+season the soup with salt and pepper,cooking
+fry the onions until golden,cooking
+knead the dough and let it rise,cooking
+roast the chicken with lemon and herbs,cooking
+chop the tomatoes for the salad,cooking
+"""
+"""A different task from the base's (sentiment): the trained version must answer with these labels."""
+
+
+def finish(training: Any, timeout: float = 120) -> Any:
+    """Poll with ``reload()`` until the training ends (the 1.0.x client's Training has no ``wait()``)."""
+    deadline = time.monotonic() + timeout
+    while training.status not in ("succeeded", "failed", "canceled"):
+        assert time.monotonic() < deadline, f"training {training.id} still {training.status}"
+        time.sleep(0.05)
+        training.reload()
+    return training
+
+
+@pytest.fixture
+def trainable(live_server: LiveServer) -> str:
+    version = push(live_server, EXAMPLES / "trainable", "trainable")
+    create_model(live_server.url, ADMIN_TOKEN, "admin", "topics")
+    return version
+
+
+def write_csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    return path
+
+
+def test_train_publish_and_run_the_trained_version(
+    replicate_env: Any, live_server: LiveServer, trainable: str, tmp_path: Path
+) -> None:
+    replicate = replicate_env
+    sentence = "the striker scored a goal in the stadium"
+    base_answer = replicate.run(f"admin/trainable:{trainable}", input={"text": sentence})
+    assert base_answer["label"] in ("positive", "negative")
+
+    started = time.monotonic()
+    with write_csv(tmp_path, TOPICS).open("rb") as data:
+        training = replicate.trainings.create(
+            model="admin/trainable",
+            version=trainable,
+            input={"data": data, "smoothing": 0.5},
+            destination="admin/topics",
+        )
+    assert training.status == "starting"
+    assert training.urls["get"] == f"{live_server.url}/v1/trainings/{training.id}"
+    assert training.model == "admin/trainable" and training.version == trainable
+    finish(training)
+    trained_s = time.monotonic() - started
+    assert training.status == "succeeded", (training.error, training.logs, training.output)
+    assert "trained on 16 examples" in training.logs
+    owner_name, _, version_id = training.output["version"].partition(":")
+    assert owner_name == "admin/topics" and len(version_id) == 64
+    assert training.destination == "admin/topics"  # the client derives it from output.version
+
+    weights = httpx.get(training.output["weights"], headers=AUTH)
+    assert weights.status_code == 200
+    assert sorted(weights.json()["labels"]) == ["cooking", "sports"]
+
+    started = time.monotonic()
+    trained_answer = replicate.run(training.output["version"], input={"text": sentence})
+    first_run_s = time.monotonic() - started
+    assert trained_answer["label"] == "sports" and trained_answer["confidence"] > 0.9
+    assert replicate.run("admin/topics", input={"text": "stir the garlic into the soup"})["label"] == "cooking"
+    # The base is unchanged: its own weights, its own instance.
+    assert replicate.run(f"admin/trainable:{trainable}", input={"text": sentence}) == base_answer
+    print(f"\ntraining: {trained_s:.2f}s end to end; first prediction of the trained version: {first_run_s:.2f}s")
+
+    assert replicate.trainings.get(training.id).output == training.output
+    assert [t.id for t in replicate.trainings.list().results] == [training.id]
+    body = httpx.get(f"{live_server.url}/v1/trainings/{training.id}", headers=AUTH).json()
+    validate("/trainings/{training_id}", "get", 200, body)
+    assert body["metrics"]["predict_time"] > 0 and body["metrics"]["total_time"] >= body["metrics"]["predict_time"]
+    validate("/trainings", "get", 200, httpx.get(f"{live_server.url}/v1/trainings", headers=AUTH).json())
+
+    version = replicate.models.get("admin/topics").versions.get(version_id)
+    assert "TrainingInput" not in version.openapi_schema["components"]["schemas"]
+    assert "/trainings" not in version.openapi_schema["paths"]
+    # A trained version predicts; it is not trained again. Its base cannot be deleted while it exists.
+    again = httpx.post(
+        f"{live_server.url}/v1/models/admin/topics/versions/{version_id}/trainings",
+        json={"destination": "admin/topics", "input": {"data": "https://example.com/x.csv"}},
+        headers=AUTH,
+    )
+    assert again.status_code == 422 and "cannot be trained" in again.json()["detail"]
+    gone = httpx.delete(f"{live_server.url}/v1/models/admin/trainable/versions/{trainable}", headers=AUTH)
+    assert gone.status_code == 409 and "base of a training" in gone.json()["detail"]
+
+
+def test_failing_train_fails_the_training_and_publishes_nothing(
+    replicate_env: Any, live_server: LiveServer, trainable: str, tmp_path: Path
+) -> None:
+    replicate = replicate_env
+    with write_csv(tmp_path, "text,label\nonly one label here,a\nand again,a\n").open("rb") as data:
+        training = replicate.trainings.create(
+            model="admin/trainable", version=trainable, input={"data": data}, destination="admin/topics"
+        )
+    finish(training)
+    assert training.status == "failed"
+    assert "at least two labels" in training.error
+    assert replicate.models.get("admin/topics").latest_version is None
+
+
+def test_webhooks_with_events_filter(replicate_env: Any, live_server: LiveServer, trainable: str) -> None:
+    replicate = replicate_env
+    receiver = Receiver()
+    receiver.start()
+    try:
+        csv = "data:text/csv;base64," + __import__("base64").b64encode(TOPICS.encode()).decode()
+        training = replicate.trainings.create(
+            model="admin/trainable",
+            version=trainable,
+            input={"data": csv},
+            destination="admin/topics",
+            webhook=receiver.url,
+            webhook_events_filter=["completed"],
+        )
+        finish(training)
+        assert training.status == "succeeded"
+        deliveries = receiver.wait_terminal(1, timeout=30)
+    finally:
+        receiver.stop()
+    assert [d.status for d in deliveries] == ["succeeded"]
+    body = deliveries[0].json
+    assert body["id"] == training.id and body["output"]["version"] == training.output["version"]
+    assert body["urls"]["get"].endswith(f"/v1/trainings/{training.id}")
+    assert body["webhook_events_filter"] == ["completed"]
