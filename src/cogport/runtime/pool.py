@@ -337,6 +337,8 @@ class Pool:
         elif instance.state is InstanceState.STOPPED and group is not None:
             with contextlib.suppress(ValueError):
                 group.instances.remove(instance)
+            if not group.instances and not group.waiting and group.last_error is None and not group.replace:
+                del self._groups[group.key]  # nothing to remember about it
         self._pump()
         if instance.state in (InstanceState.READY, InstanceState.STOPPED):
             self._notify()
