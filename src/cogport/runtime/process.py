@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Mapping
+from typing import Any
 
 from cogport.backends.base import VersionSpec
 from cogport.runtime import procfs
@@ -67,11 +69,23 @@ def coglet_command(spec: VersionSpec, *, upload_url: str | None) -> list[str]:
     return command
 
 
+@functools.cache
+def _prctl() -> Any:
+    """libc's ``prctl``, looked up in the parent: between fork and exec (where the runtime's worker
+    threads may hold the loader's lock) ``_die_with_parent`` must not ``dlopen`` anything."""
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: have the kernel SIGKILL the coglet server if cogport dies (even by
-    ``kill -9``), so no orphan keeps its port and memory. Its worker dies with the server."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    ``kill -9``), so no orphan keeps its port and memory. Its worker dies with the server.
+
+    The signal follows the death of the *thread* that forked, so instances must be spawned from the
+    thread running the event loop for the pool's whole life (they are)."""
+    _prctl()(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_LINUX = sys.platform == "linux"
 
 
 class CogletProcess:
@@ -90,6 +104,8 @@ class CogletProcess:
     async def spawn(
         cls, spec: VersionSpec, *, name: str, port: int, setup_timeout: float, upload_url: str | None = None
     ) -> CogletProcess:
+        if _LINUX:
+            _prctl()  # resolved here, in the parent (see _die_with_parent)
         tmpdir = tempfile.mkdtemp(prefix=f"cogport-{name}-")
         env = coglet_environment(spec, port=port, tmpdir=tmpdir, setup_timeout=setup_timeout, base=os.environ)
         try:
@@ -101,7 +117,7 @@ class CogletProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_die_with_parent if _LINUX else None,
                 limit=STREAM_LIMIT,
             )
         except BaseException:
