@@ -13,7 +13,13 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support.models import push
 from tests.support.openapi import validate
-from tests.support.pushing import EXAMPLES, create_model, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
+from tests.support.pushing import (  # noqa: F401 - fixtures
+    EXAMPLES,
+    create_model,
+    shared_build_dirs,
+    shared_venvs,
+    write_model,
+)
 from tests.support.webhooks import Receiver
 
 pytestmark = pytest.mark.usefixtures("shared_build_dirs")
@@ -162,3 +168,111 @@ def test_webhooks_with_events_filter(replicate_env: Any, live_server: LiveServer
     assert body["id"] == training.id and body["output"]["version"] == training.output["version"]
     assert body["urls"]["get"].endswith(f"/v1/trainings/{training.id}")
     assert body["webhook_events_filter"] == ["completed"]
+
+
+STEPPER = {
+    "cog.yaml": 'build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\ntrain: "train.py:train"\n',
+    "predict.py": """from typing import Optional
+
+from cog import BasePredictor, Path
+
+
+class Predictor(BasePredictor):
+    def setup(self, weights: Optional[Path] = None) -> None:
+        self.steps = int(Path(weights).read_text()) if weights else 0
+
+    def predict(self) -> int:
+        return self.steps
+""",
+    "train.py": """import os
+import signal
+import tempfile
+import time
+
+from cog import Input, Path
+
+
+def train(
+    steps: int = Input(default=1, ge=1),
+    pause: float = Input(default=0.0, ge=0),
+    crash: bool = Input(default=False),
+) -> Path:
+    for step in range(steps):
+        print(f"step {step}", flush=True)
+        if crash:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(pause)
+    out = Path(tempfile.mkdtemp()) / "steps.txt"
+    out.write_text(str(steps))
+    return out
+""",
+}
+"""A trainer that takes its time (``pause`` per step), or kills its own worker; returns a Path (uploaded)."""
+
+
+@pytest.fixture
+def stepper(live_server: LiveServer, tmp_path: Path) -> str:
+    version = push(live_server, write_model(tmp_path / "stepper", STEPPER), "stepper")
+    create_model(live_server.url, ADMIN_TOKEN, "admin", "stepped")
+    return version
+
+
+def test_cancel_mid_training_then_train_again(replicate_env: Any, live_server: LiveServer, stepper: str) -> None:
+    replicate = replicate_env
+    training = replicate.trainings.create(
+        model="admin/stepper", version=stepper, input={"steps": 600, "pause": 0.1}, destination="admin/stepped"
+    )
+    deadline = time.monotonic() + 60
+    while "step 2" not in (training.logs or ""):
+        assert time.monotonic() < deadline, training
+        time.sleep(0.05)
+        training.reload()
+    assert training.status == "processing"
+    training.cancel()
+    finish(training, timeout=30)
+    assert training.status == "canceled"
+    assert replicate.models.get("admin/stepped").latest_version is None
+
+    # The train-mode instance took the cancel in its stride: the next training runs and publishes.
+    again = finish(
+        replicate.trainings.create(
+            model="admin/stepper", version=stepper, input={"steps": 3}, destination="admin/stepped"
+        )
+    )
+    assert again.status == "succeeded", again.error
+    assert again.output["weights"].endswith("/steps.txt")  # train() -> Path: coglet uploaded it
+    assert replicate.run(again.output["version"]) == 3  # setup(weights) read the trained file
+    assert replicate.run(f"admin/stepper:{stepper}") == 0  # the base has no weights
+
+
+def test_a_crashing_train_fails_clearly_and_the_next_runs(
+    replicate_env: Any, live_server: LiveServer, stepper: str
+) -> None:
+    replicate = replicate_env
+    crashed = finish(
+        replicate.trainings.create(
+            model="admin/stepper", version=stepper, input={"crash": True}, destination="admin/stepped"
+        )
+    )
+    assert crashed.status == "failed"
+    assert "crash" in crashed.error.lower()
+    ok = finish(
+        replicate.trainings.create(
+            model="admin/stepper", version=stepper, input={"steps": 2}, destination="admin/stepped"
+        )
+    )
+    assert ok.status == "succeeded", ok.error
+
+
+def test_destination_errors_through_the_client(replicate_env: Any, live_server: LiveServer, stepper: str) -> None:
+    replicate = replicate_env
+    for destination in ("admin/missing", "someone/else"):
+        with pytest.raises(replicate.exceptions.ReplicateError) as info:
+            replicate.trainings.create(model="admin/stepper", version=stepper, input={}, destination=destination)
+        assert info.value.status == 404
+        assert info.value.detail == "The specified training destination does not exist"
+    with pytest.raises(replicate.exceptions.ReplicateError) as info:
+        replicate.trainings.create(
+            model="admin/stepper", version=stepper, input={"steps": 0}, destination="admin/stepped"
+        )
+    assert info.value.status == 422

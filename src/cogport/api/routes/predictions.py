@@ -42,6 +42,8 @@ def present(request: Request, row: Prediction, base_url: str) -> dict[str, Any]:
     settings = request.app.state.settings
     body = presenters.prediction(row, base_url, aborted_as=settings.aborted_status, stream_path=STREAM_PATH)
     body["output"] = file_urls.rebase_outputs(body["output"], settings, base_url)
+    if row.kind == "training" and not isinstance(body["output"], dict):
+        del body["output"]  # the spec types a training's output as an object: none until there is one
     return body
 
 
