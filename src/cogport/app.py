@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI
 from cogport import bootstrap, hardware
 from cogport.api import presenters, problems
 from cogport.api.deps import reject_nul
+from cogport.api.principal_cache import PrincipalCache
 from cogport.api.routes import (
     account,
     admin,
@@ -80,9 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend = LocalBackend(
             settings,
             upload_url=file_urls.upload_url(settings, upload_tokens.issue("local")),
-            on_capacity=lambda: services.wake("dispatcher"),
+            on_capacity=lambda: dispatcher.capacity_changed(),
         )
-        recorder = Recorder(database, hub, storage, on_finished=lambda: services.wake("dispatcher"))
+        recorder = Recorder(database, hub, storage, on_finished=lambda: dispatcher.capacity_changed())
         dispatcher = Dispatcher(
             database, backend, recorder, storage, settings, node=node_name(settings), lease=settings.lease_seconds
         )
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(reject_nul)],  # NUL in a path or query: 404/400, never a PostgreSQL 500
     )
     app.state.settings = settings
+    app.state.principals = PrincipalCache()
     problems.install(app)
     routers = (
         account,

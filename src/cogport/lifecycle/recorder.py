@@ -8,22 +8,29 @@ change is announced to the in-process hub (sync waiters, streams) and to the ``A
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.backends.base import Job
 from cogport.db.engine import Database
-from cogport.db.tables import Prediction
+from cogport.db.tables import Prediction, utcnow
 from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
 from cogport.lifecycle.status import Status, transition
 from cogport.ops import files as file_ops
+from cogport.ops import predictions as prediction_ops
 from cogport.storage.base import Storage
 
 log = logging.getLogger(__name__)
+
+PROCESSING_WRITE_DELAY = 0.05
+"""Seconds between a model starting and the row saying ``processing`` (fast predictions skip the write)."""
 
 Announcer = Callable[[Prediction, EventKind], Awaitable[None]]
 
@@ -36,10 +43,13 @@ class Recorder:
         self.on_finished = on_finished
         self.announcers: list[Announcer] = []
         self._logs: dict[str, str] = {}
+        self._started_at: dict[str, datetime] = {}
+        self._start_timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def announce(self, prediction: Prediction, kind: EventKind, data: Any = None, *, hub: bool = True) -> None:
         if hub:
-            self.hub.publish(Change(prediction.id, kind, data))
+            self.hub.publish(Change(prediction.id, kind, prediction if kind == "completed" and data is None else data))
         for announcer in self.announcers:
             try:
                 await announcer(prediction, kind)
@@ -47,36 +57,62 @@ class Recorder:
                 log.exception("announcing %s of %s failed", kind, prediction.id)
 
     async def started(self, job: Job) -> None:
+        """Streams hear at once; the row says ``processing`` after ``PROCESSING_WRITE_DELAY``, or with the
+        first logs or output, or together with the end (then a fast prediction costs one write)."""
+        prediction_id = job.prediction_id
+        self._started_at[prediction_id] = utcnow()
+        self.hub.publish(Change(prediction_id, "start"))
+        loop = asyncio.get_running_loop()
+        self._start_timers[prediction_id] = loop.call_later(PROCESSING_WRITE_DELAY, self._start_due, prediction_id)
+
+    def _start_due(self, prediction_id: str) -> None:
+        if self._start_timers.pop(prediction_id, None) is not None:
+            task = asyncio.create_task(self._record_start(prediction_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take_start(self, prediction_id: str) -> bool:
+        """Claim the pending ``processing`` write (the caller makes it); False if it is made already."""
+        timer = self._start_timers.pop(prediction_id, None)
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
+
+    async def _record_start(self, prediction_id: str) -> None:
         async with self.database.session() as session:
-            prediction, changed = await transition(session, job.prediction_id, Status.PROCESSING)
+            prediction, changed = await self._processing(session, prediction_id)
         if changed:
-            await self.announce(prediction, "start")
+            await self.announce(prediction, "start", hub=False)
+
+    async def _processing(self, session: AsyncSession, prediction_id: str) -> tuple[Prediction, bool]:
+        return await transition(
+            session, prediction_id, Status.PROCESSING, started_at=self._started_at.get(prediction_id)
+        )
+
+    async def _progress(self, job: Job, kind: EventKind, values: dict[str, Any]) -> None:
+        """Write logs or output while the model runs (after the ``processing`` write if it is still due)."""
+        if self._take_start(job.prediction_id):
+            await self._record_start(job.prediction_id)
+        async with self.database.session() as session:
+            await session.execute(
+                update(Prediction)
+                .where(Prediction.id == job.prediction_id, Prediction.status.in_(("starting", "processing")))
+                .values(**values)
+            )
+            prediction = await session.get(Prediction, job.prediction_id, populate_existing=True)
+        if prediction is not None:
+            await self.announce(prediction, kind, hub=False)
 
     async def logs(self, job: Job, text: str) -> None:
         logs = self._logs.get(job.prediction_id, "") + text
         self._logs[job.prediction_id] = logs
         self.hub.publish(Change(job.prediction_id, "logs", logs))  # streams first: latency matters
-        async with self.database.session() as session:
-            await session.execute(
-                update(Prediction)
-                .where(Prediction.id == job.prediction_id, Prediction.status.in_(("starting", "processing")))
-                .values(logs=logs)
-            )
-            prediction = await session.get(Prediction, job.prediction_id)
-        if prediction is not None:
-            await self.announce(prediction, "logs", hub=False)
+        await self._progress(job, "logs", {"logs": logs})
 
     async def output(self, job: Job, output: Any) -> None:
         self.hub.publish(Change(job.prediction_id, "output", output))
-        async with self.database.session() as session:
-            await session.execute(
-                update(Prediction)
-                .where(Prediction.id == job.prediction_id, Prediction.status.in_(("starting", "processing")))
-                .values(output=output)
-            )
-            prediction = await session.get(Prediction, job.prediction_id)
-        if prediction is not None:
-            await self.announce(prediction, "output", hub=False)
+        await self._progress(job, "output", {"output": output})
 
     async def finished(
         self,
@@ -89,6 +125,8 @@ class Recorder:
         metrics: dict[str, Any],
     ) -> None:
         seen = self._logs.pop(job.prediction_id, "")
+        start_pending = self._take_start(job.prediction_id)
+        started_at = self._started_at.pop(job.prediction_id, None)
         # coglet's final object carries no logs on failure or cancel: keep what streamed in.
         final_logs = logs if logs and len(logs) >= len(seen) else seen
         try:
@@ -107,10 +145,14 @@ class Recorder:
                     logs=final_logs,
                     error=error,
                     metrics=metrics,
+                    started_at=started_at,
                 )
                 if changed:
                     await file_ops.link_outputs(session, prediction.id, prediction.account_id, prediction.output)
+                    await prediction_ops.count_run(session, prediction)
         finally:
             self.on_finished()
         if changed:
+            if start_pending and started_at is not None:
+                await self.announce(prediction, "start", hub=False)  # webhooks: start is always sent
             await self.announce(prediction, "completed")

@@ -99,14 +99,20 @@ async def create_run(
             deadline=deadline,
             streamable=streamable,
             destination_model_id=None if target is None else target.id,
+            # Sync mode with a free slot: start it now rather than through the queue.
+            claimed_by=runs.node if wait is not None and runs.can_start_now(version, kind) else None,
+            lease=settings.lease_seconds,
         )
-    runs.submitted()
+    if prediction.claimed_by is not None:
+        await runs.start_claimed(prediction, version)
+    else:
+        runs.submitted()
     collection = "predictions" if target is None else "trainings"
     headers = {"Location": f"{base_url}/v1/{collection}/{prediction.id}", **NO_STORE}
     status_code = 201
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}" if prefer and "=" in prefer else "wait"
-        prediction = await runs.wait(prediction.id, wait)
+        prediction = await runs.wait(prediction.id, wait, current=prediction)
         body_out = present(request, prediction, base_url)
         if prediction.status not in ("succeeded", "failed", "canceled", "aborted"):
             # The clients treat anything but "starting" as final: say "starting" until it is.
