@@ -6,9 +6,11 @@ reported to the real :class:`~cogport.lifecycle.recorder.Recorder` as a backend 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -523,3 +525,34 @@ async def test_a_training_whose_server_died_fails_clearly(app: FastAPI, runs: Tr
         assert row is not None
     assert row.status == "failed" and row.error == RESTART_ERROR
     assert await runs.versions() == []
+
+
+async def test_deleting_the_trained_version_keeps_the_base_source(
+    client: httpx.AsyncClient, users: Users, runs: Trainings, tmp_path: Path
+) -> None:
+    """The trained version shares its base's source: the janitor removes it only with the last user."""
+    source = tmp_path / "source"
+    source.mkdir()
+    async with runs.database.session() as session:
+        await session.execute(update(Version).where(Version.id == runs.base).values(source_path=str(source)))
+    trained = out(await runs.finish(await runs.start(), {"weights": await runs.output_file(b"w")}))["version"]
+    trained_id = trained.split(":")[1]
+    response = await client.delete(f"/v1/models/alice/dest/versions/{trained_id}", headers=auth(users.alice))
+    assert response.status_code == 202, response.text
+    await until(lambda: runs.versions("dest"), [])
+    assert exists(source)
+    # With the trained version gone its base may go too, and the source with it.
+    response = await client.delete(f"/v1/models/alice/base/versions/{runs.base}", headers=auth(users.alice))
+    assert response.status_code == 202, response.text
+    await until(lambda: runs.versions("base"), [])
+    assert not exists(source)
+
+
+async def until(probe: Callable[[], Awaitable[Any]], expected: Any) -> None:
+    """Wait (up to 20 s) until ``await probe()`` gives ``expected`` (the janitor is woken by the DELETE)."""
+    for _ in range(1000):
+        value = await probe()
+        if value == expected:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"still {value!r}")
