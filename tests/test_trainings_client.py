@@ -276,3 +276,19 @@ def test_destination_errors_through_the_client(replicate_env: Any, live_server: 
             model="admin/stepper", version=stepper, input={"steps": 0}, destination="admin/stepped"
         )
     assert info.value.status == 422
+
+
+def test_sync_wait(live_server: LiveServer, stepper: str) -> None:
+    """``Prefer: wait`` works for trainings as for predictions: the answer is the finished training."""
+    response = httpx.post(
+        f"{live_server.url}/v1/models/admin/stepper/versions/{stepper}/trainings",
+        json={"destination": "admin/stepped", "input": {"steps": 2}},
+        headers={**AUTH, "Prefer": "wait=30"},
+        timeout=40,
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    validate("/models/{model_owner}/{model_name}/versions/{version_id}/trainings", "post", 201, body)
+    assert body["status"] == "succeeded" and body["output"]["version"].startswith("admin/stepped:")
+    assert response.headers["location"] == body["urls"]["get"]
+    assert "step 1" in body["logs"]

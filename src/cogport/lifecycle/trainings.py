@@ -4,6 +4,11 @@ The recorder calls :func:`publish` when a ``kind="training"`` row reports ``succ
 transaction that records the terminal state, before it commits: the version exists exactly when the
 training says ``succeeded``, and a training whose version cannot be made ends ``failed`` with the reason.
 
+The weights are ``output["weights"]`` when it is a file, else the one file in the output: an output-file
+URL of this server (coglet's ``--upload-url`` upload of a ``Path`` returned directly), or a ``data:`` URL
+(coglet 0.23 sends the ``Path`` fields of an object output such as ``TrainingOutput`` inline), which is
+then stored as an output file of the training first.
+
 The trained version is the base version's code and environment plus the weights:
 
 * ``source_path``, ``venv_path``, ``predict_ref``, ``environment``, ``concurrency``: the base's (the
