@@ -32,7 +32,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def reject_nul(request: Request) -> None:
+async def reject_nul(request: Request) -> None:
     """NUL characters cannot be stored or compared in PostgreSQL text: no resource has one in its name."""
     if any("\x00" in value for value in request.path_params.values() if isinstance(value, str)):
         raise NotFound()
@@ -43,8 +43,18 @@ def reject_nul(request: Request) -> None:
 NoNul = Depends(reject_nul)
 """A router dependency: ``APIRouter(dependencies=[NoNul])``."""
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-DatabaseDep = Annotated[Database, Depends(get_database)]
+
+async def _settings(request: Request) -> Settings:
+    return get_settings(request)
+
+
+async def _database(request: Request) -> Database:
+    return get_database(request)
+
+
+# Dependencies are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool (slow).
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DatabaseDep = Annotated[Database, Depends(_database)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
@@ -93,7 +103,7 @@ OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
 AdminPrincipal = Annotated[Principal, Depends(get_admin)]
 
 
-def get_base_url(request: Request) -> str:
+async def get_base_url(request: Request) -> str:
     """The absolute base URL (scheme://host[:port]) that clients reach this server at."""
     settings = get_settings(request)
     if settings.public_url:

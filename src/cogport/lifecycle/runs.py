@@ -107,6 +107,34 @@ async def latest_version(session: AsyncSession, model: Model) -> Version:
     return version
 
 
+class VersionRefs:
+    """Recently resolved version references, per caller, for ``ttl`` seconds.
+
+    Versions never change, but a model's visibility can: a change reaches this process's create calls
+    within ``ttl`` (default 2 s). Saves the lookup on every create of a busy model.
+    """
+
+    def __init__(self, ttl: float = 2.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, frozenset[int]], tuple[float, tuple[Model, Account, Version]]] = {}
+
+    async def resolve(self, session: AsyncSession, principal: Principal, ref: str) -> tuple[Model, Account, Version]:
+        key = (ref, principal.acting_ids)
+        entry = self._entries.get(key)
+        now = time.monotonic()
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        found = await resolve_version(session, principal, ref)
+        for row in found:
+            # Detached now, so a rollback of this session cannot expire what the cache hands out later.
+            session.expunge(row)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (now + self.ttl, found)
+        return found
+
+
 class Runs:
     def __init__(
         self, database: Database, hub: Hub, recorder: Recorder, dispatcher: Dispatcher, backend: Backend
@@ -116,6 +144,7 @@ class Runs:
         self.recorder = recorder
         self.dispatcher = dispatcher
         self.backend = backend
+        self.refs = VersionRefs()
 
     @property
     def node(self) -> str:

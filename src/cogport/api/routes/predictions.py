@@ -21,7 +21,6 @@ from cogport.lifecycle.runs import (
     latest_version,
     parse_cancel_after,
     parse_prefer,
-    resolve_version,
 )
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
@@ -132,7 +131,8 @@ async def create_prediction(
     cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
     async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
-        return await resolve_version(session, principal, body.version)
+        runs: Runs = request.app.state.runs
+        return await runs.refs.resolve(session, principal, body.version)
 
     return await create_run(request, principal, base_url, body, resolve, prefer, cancel_after)
 
