@@ -7,6 +7,7 @@ import logging
 import shutil
 
 from cogport.db.engine import Database
+from cogport.lifecycle import trainings
 from cogport.ops import files as file_ops
 from cogport.ops import versions
 from cogport.services.base import Service
@@ -33,6 +34,7 @@ class Janitor(Service):
                 )
                 source = version.source_path
                 await versions.purge(session, version)
+                await trainings.release_weights(session, self.storage, version)
                 log.info("deleted version %s", version.id)
                 if source and not await versions.source_in_use(session, source):
                     await asyncio.to_thread(shutil.rmtree, source, True)
