@@ -92,7 +92,6 @@ class Settings(BaseSettings):
     hardware: list[HardwareSku] = Field(default_factory=list)
     detect_gpus: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    max_request_body_mb: int = 100
     aborted_status: Literal["aborted", "canceled"] = "canceled"
     """How predictions aborted by a ``Cancel-After`` deadline are reported. Replicate says ``aborted``,
     which the official Python client 1.0.7 cannot parse and its polling loops never stop on, so the
