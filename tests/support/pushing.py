@@ -52,14 +52,9 @@ class PushResult:
 def cli_push(base_url: str, token: str, directory: Path, model: str, *extra: str, timeout: float = 240) -> PushResult:
     """Run ``cogport push`` as a user would."""
     env = {**os.environ, "COGPORT_BASE_URL": base_url, "COGPORT_API_TOKEN": token, "NO_COLOR": "1", "COLUMNS": "200"}
-    proc = subprocess.run(
-        [CLI, "push", str(directory), "--model", model, *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+    # The CLI gives up (printing the log so far) before the subprocess timeout would hide what happened.
+    argv = [CLI, "push", str(directory), "--model", model, "--timeout", str(timeout - 30), *extra]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     return PushResult(proc.returncode, proc.stdout, proc.stderr)
 
 
