@@ -232,3 +232,17 @@ async def test_the_streaming_decorator_marks_the_stored_schema(client: httpx.Asy
     version = (await client.get(f"/v1/models/admin/m/versions/{build['version']}")).json()
     assert version["openapi_schema"]["paths"]["/predictions"]["post"]["x-cog-streaming"] is True
     assert version["openapi_schema"]["components"]["schemas"]["Output"] == {"title": "Output", "type": "string"}
+
+
+async def test_a_new_venv_installs_offline_from_a_warm_cache(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    await _create_model(client)
+    hello = (HELLO_DIR / "predict.py").read_text()
+    cog_yaml = 'build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\n'
+    first = await push_dir(client, write_model(tmp_path / "a", {"cog.yaml": cog_yaml, "predict.py": hello}), "admin/m")
+    assert first["status"] == "succeeded", first["logs"]
+    # A PIP_* variable is part of the venv key: same packages, new venv, and the cache now holds them all.
+    other = cog_yaml.replace("build:\n", "build:\n  environment:\n    - PIP_NOTE=1\n")
+    second = await push_dir(client, write_model(tmp_path / "b", {"cog.yaml": other, "predict.py": hello}), "admin/m")
+    assert second["status"] == "succeeded", second["logs"]
+    assert "Creating environment" in second["logs"]
+    assert "(installed from the uv cache, offline)" in second["logs"]

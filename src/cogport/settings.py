@@ -35,6 +35,9 @@ class BuildSettings(BaseModel):
     Unset: ``<data_dir>/venvs``."""
     uv_cache_dir: Path | None = None
     """uv's package cache, shared by every build. Unset: ``$UV_CACHE_DIR`` when set, else ``<data_dir>/cache/uv``."""
+    prefer_offline: bool = True
+    """Install a new venv from the uv cache alone when it holds every package (fast, and immune to index
+    outages; unpinned dependencies then get the cached release), else resolve against the index."""
     concurrency: int = Field(default=2, ge=1)
     """Builds one server process runs at the same time."""
     max_source_mb: int = 2048

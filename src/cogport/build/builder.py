@@ -83,6 +83,7 @@ class ModelBuilder:
             cache_dir=settings.build.uv_cache_dir,
             default_cache_dir=settings.data_dir / "cache" / "uv",
             timeout=settings.build.timeout,
+            prefer_offline=settings.build.prefer_offline,
         )
 
     async def build(self, source: Path, log: BuildLog) -> dict[str, Any]:

@@ -82,8 +82,18 @@ def _requirements_digest(source: Path, requirements: str) -> str:
 class Environments:
     """The venvs under ``root`` (``<data_dir>/venvs``), built with uv."""
 
-    def __init__(self, root: Path, *, uv: str, cache_dir: Path | None, default_cache_dir: Path, timeout: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        uv: str,
+        cache_dir: Path | None,
+        default_cache_dir: Path,
+        timeout: float,
+        prefer_offline: bool = True,
+    ) -> None:
         self.root = root
+        self.prefer_offline = prefer_offline
         self.uv = uv
         self.timeout = timeout
         # An operator's UV_CACHE_DIR counts as configuration too; the data dir is the fallback.
@@ -145,11 +155,26 @@ class Environments:
             argv += ["-r", spec.requirements]
         extra = " and the model's Python packages" if spec.packages or spec.requirements else ""
         log.step(f"Installing cog {spec.sdk_version}{extra}")
-        await process.run(
-            argv, cwd=source, env=env, log=log, time_limit=self.timeout, what="installing Python packages"
-        )
+        if not (self.prefer_offline and await self._install_offline(argv, source, env, log)):
+            await process.run(
+                argv, cwd=source, env=env, log=log, time_limit=self.timeout, what="installing Python packages"
+            )
         if spec.run:
             await self._commands(spec.run, "build.run", source, command_env, log, allow_commands)
+
+    async def _install_offline(self, argv: list[str], source: Path, env: dict[str, str], log: BuildLog) -> bool:
+        """Install from the uv cache alone; False (saying so) when the cache does not hold everything."""
+        attempt = BuildLog()
+        try:
+            await process.run(
+                [*argv, "--offline"], cwd=source, env=env, log=attempt, time_limit=self.timeout, what="offline"
+            )
+        except process.CommandFailed:
+            log.line("  (the uv cache does not hold every package: resolving against the index)")
+            return False
+        log.line(attempt.text.rstrip("\n"))
+        log.line("  (installed from the uv cache, offline)")
+        return True
 
     async def _commands(
         self,
