@@ -1,7 +1,8 @@
 """Records what a backend reports about a job: the ``JobEvents`` implementation.
 
 Every status change goes through :func:`cogport.lifecycle.status.transition`; logs and partial
-output are written as they arrive (so GET shows them while the model runs). After each commit the
+output are written as they arrive (so GET shows them while the model runs), off the event's path
+(streams hear of each event before its write; see ``_progress``). After each commit the
 change is announced to the in-process hub (sync waiters, streams) and to the ``Announcer`` hooks
 (webhooks).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -35,6 +37,16 @@ PROCESSING_WRITE_DELAY = 0.05
 Announcer = Callable[[Prediction, EventKind], Awaitable[None]]
 
 
+@dataclass
+class _Pending:
+    """Logs/output of a running job not written yet, and the task writing them."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    kinds: dict[EventKind, None] = field(default_factory=dict)
+    """The kinds of event to announce once written, in order."""
+    task: asyncio.Task[None] | None = None
+
+
 class Recorder:
     def __init__(self, database: Database, hub: Hub, storage: Storage, on_finished: Callable[[], None]) -> None:
         self.database = database
@@ -46,6 +58,7 @@ class Recorder:
         self._started_at: dict[str, datetime] = {}
         self._start_timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._progress_writes: dict[str, _Pending] = {}
 
     async def announce(self, prediction: Prediction, kind: EventKind, data: Any = None, *, hub: bool = True) -> None:
         if hub:
@@ -90,29 +103,50 @@ class Recorder:
             session, prediction_id, Status.PROCESSING, started_at=self._started_at.get(prediction_id)
         )
 
-    async def _progress(self, job: Job, kind: EventKind, values: dict[str, Any]) -> None:
-        """Write logs or output while the model runs (after the ``processing`` write if it is still due)."""
-        if self._take_start(job.prediction_id):
-            await self._record_start(job.prediction_id)
-        async with self.database.session() as session:
-            await session.execute(
-                update(Prediction)
-                .where(Prediction.id == job.prediction_id, Prediction.status.in_(("starting", "processing")))
-                .values(**values)
-            )
-            prediction = await session.get(Prediction, job.prediction_id, populate_existing=True)
-        if prediction is not None:
-            await self.announce(prediction, kind, hub=False)
+    def _progress(self, job: Job, kind: EventKind, values: dict[str, Any]) -> None:
+        """Write logs or output while the model runs (after the ``processing`` write if it is still due).
+
+        The write happens in a task of its own, so the model's next event (streams hear of it first) is
+        not held up by the database; events that come while a write is under way are coalesced into the
+        next one (the latest values win). ``finished`` waits for the last write before its own.
+        """
+        pending = self._progress_writes.setdefault(job.prediction_id, _Pending())
+        pending.values.update(values)
+        pending.kinds[kind] = None
+        if pending.task is None:
+            pending.task = asyncio.create_task(self._write_progress(job.prediction_id, pending))
+
+    async def _write_progress(self, prediction_id: str, pending: _Pending) -> None:
+        try:
+            while pending.values:
+                values, kinds = pending.values, pending.kinds
+                pending.values, pending.kinds = {}, {}
+                if self._take_start(prediction_id):
+                    await self._record_start(prediction_id)
+                async with self.database.session() as session:
+                    await session.execute(
+                        update(Prediction)
+                        .where(Prediction.id == prediction_id, Prediction.status.in_(("starting", "processing")))
+                        .values(**values)
+                    )
+                    prediction = await session.get(Prediction, prediction_id, populate_existing=True)
+                if prediction is not None:
+                    for kind in kinds:
+                        await self.announce(prediction, kind, hub=False)
+        except Exception:
+            log.exception("recording progress of %s failed", prediction_id)
+        finally:
+            pending.task = None
 
     async def logs(self, job: Job, text: str) -> None:
         logs = self._logs.get(job.prediction_id, "") + text
         self._logs[job.prediction_id] = logs
         self.hub.publish(Change(job.prediction_id, "logs", logs))  # streams first: latency matters
-        await self._progress(job, "logs", {"logs": logs})
+        self._progress(job, "logs", {"logs": logs})
 
     async def output(self, job: Job, output: Any) -> None:
         self.hub.publish(Change(job.prediction_id, "output", output))
-        await self._progress(job, "output", {"output": output})
+        self._progress(job, "output", {"output": output})
 
     async def finished(
         self,
@@ -124,6 +158,9 @@ class Recorder:
         logs: str | None,
         metrics: dict[str, Any],
     ) -> None:
+        pending = self._progress_writes.pop(job.prediction_id, None)
+        if pending is not None and pending.task is not None:
+            await asyncio.shield(pending.task)  # the last logs/output write lands before the end's
         seen = self._logs.pop(job.prediction_id, "")
         start_pending = self._take_start(job.prediction_id)
         started_at = self._started_at.pop(job.prediction_id, None)
