@@ -46,10 +46,6 @@ def secret(server: LiveServer) -> str:
     return key
 
 
-def is_start(delivery: Delivery) -> bool:
-    return delivery.status == "processing" and not delivery.json.get("output") and not delivery.json.get("logs")
-
-
 def assert_signed(delivery: Delivery, key: str) -> None:
     """Both verifiers accept it: the reference implementation and the official client's helper."""
     assert standardwebhooks.Webhook(key).verify(delivery.body, delivery.headers) == delivery.json
@@ -79,9 +75,9 @@ def test_bodies_are_the_prediction_as_get_shows_it(live_server: LiveServer, toke
     final = wait_for(live_server, created["id"], {"succeeded"})
     terminal = [d for d in deliveries if d.status == "succeeded"]
     assert len(terminal) == 1 and terminal[0].json == final
-    starts = [d for d in deliveries if is_start(d)]
-    assert len(starts) == 1
-    assert starts[0].json["id"] == created["id"] and starts[0].json["started_at"] == final["started_at"]
+    running = [d for d in deliveries if d.status == "processing"]
+    assert running and deliveries[0] in running  # start, then output/logs, all before the end
+    assert all(d.json["id"] == created["id"] and d.json["started_at"] == final["started_at"] for d in running)
     for delivery in deliveries:
         assert_signed(delivery, key)
         assert delivery.path == "/hook"
@@ -117,8 +113,6 @@ def test_events_filter_is_respected(
     statuses = [d.status for d in deliveries]
     assert statuses.count("succeeded") == 1
     assert statuses == (["processing", "succeeded"] if expect_start else ["succeeded"])
-    if expect_start:
-        assert deliveries[0].json.get("output") is None  # the start, not an output
     assert deliveries[-1].json == final
 
 
@@ -142,17 +136,17 @@ def test_output_and_logs_are_throttled(live_server: LiveServer, tokens: str, rec
     )
     deliveries = receiver.wait_terminal()
     final = wait_for(live_server, created["id"], {"succeeded"})
-    assert deliveries[-1].json == final
-    start = [d for d in deliveries if is_start(d)]
-    assert len(start) == 1
-    throttled = [d for d in deliveries if d not in start and d.status == "processing"]
-    assert 1 <= len(throttled) <= 6, [d.json.get(kind) for d in throttled]
-    arrivals = sorted(d.received for d in throttled)
+    assert deliveries[-1].json == final and [d.status for d in deliveries].count("succeeded") == 1
+    # The start and the throttled ones; which is the start a receiver cannot tell (it comes with the first
+    # token, so at most one pair of them may be close together).
+    running = [d for d in deliveries if d.status == "processing"]
+    assert 2 <= len(running) <= 7, [d.json.get(kind) for d in running]
+    arrivals = sorted(d.received for d in running)
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert all(gap >= THROTTLE * 0.6 for gap in gaps), gaps  # generous: only a broken throttle fails this
+    assert sum(gap < THROTTLE * 0.6 for gap in gaps) <= 1, gaps  # generous: only a broken throttle fails this
     field = "output" if kind == "output" else "logs"
-    progress = [len(d.json[field]) for d in throttled]
-    assert all(0 < n <= len(final[field]) for n in progress)
+    assert all(len(d.json[field] or "") <= len(final[field]) for d in running)
+    assert any(d.json[field] for d in running)
 
 
 def test_redirects_are_not_followed(live_server: LiveServer, tokens: str) -> None:

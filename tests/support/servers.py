@@ -3,10 +3,11 @@ to restart a server on the same data directory and database, or to serve over TL
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,17 @@ def _socket() -> socket.socket:
 
 
 @contextmanager
-def _serve(app: FastAPI, sock: socket.socket, **config: Any) -> Iterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+def _serve(*servers: tuple[uvicorn.Server, socket.socket]) -> Iterator[None]:
+    """Run uvicorn servers in one thread and one event loop (the app's database pool is bound to it)."""
+
+    async def serve_all() -> None:
+        await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+
+    thread = threading.Thread(target=asyncio.run, args=(serve_all(),), daemon=True)
     thread.start()
     try:
         for _ in range(1000):
-            if server.started:
+            if all(server.started for server, _ in servers):
                 break
             if not thread.is_alive():
                 raise RuntimeError("the server failed to start")
@@ -41,9 +46,15 @@ def _serve(app: FastAPI, sock: socket.socket, **config: Any) -> Iterator[None]:
             raise RuntimeError("the server did not start in time")
         yield
     finally:
-        server.should_exit = True
+        for server, _ in servers:
+            server.should_exit = True
         thread.join(timeout=30)
-        sock.close()
+        for _, sock in servers:
+            sock.close()
+
+
+def _server(app: FastAPI, **config: Any) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
 
 
 @contextmanager
@@ -63,12 +74,12 @@ def running(settings: Settings, *, tls: tuple[Path, Path] | None = None) -> Iter
         settings.public_url = f"https://localhost:{port}"
         settings.internal_url = f"http://127.0.0.1:{plain.getsockname()[1]}"
     application = create_app(settings)
-    with ExitStack() as stack:
-        if tls is None:
-            stack.enter_context(_serve(application, sock, lifespan="on"))
+    if tls is None:
+        with _serve((_server(application, lifespan="on"), sock)):
             yield LiveServer(url=f"http://127.0.0.1:{port}", app=application, settings=settings)
-            return
-        assert plain is not None
-        stack.enter_context(_serve(application, sock, lifespan="on", ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1])))
-        stack.enter_context(_serve(application, plain, lifespan="off"))  # the same app, started once
+        return
+    assert plain is not None
+    secure = _server(application, lifespan="on", ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1]))
+    # The same app on the plain socket, started once (by the TLS server's lifespan).
+    with _serve((secure, sock), (_server(application, lifespan="off"), plain)):
         yield LiveServer(url=f"https://localhost:{port}", app=application, settings=settings)
