@@ -19,8 +19,10 @@ from typing import Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
+from cogport.api.deps import BaseUrl
 from cogport.db.tables import Prediction
 from cogport.errors import NotFound
+from cogport.files import urls as file_urls
 from cogport.lifecycle.hub import Hub
 from cogport.lifecycle.status import TERMINAL
 from cogport.ops import predictions as prediction_ops
@@ -65,10 +67,12 @@ class Cursor:
 
 
 class PredictionStream:
-    def __init__(self, request: Request, prediction: Prediction, cursor: Cursor) -> None:
+    def __init__(self, request: Request, prediction: Prediction, cursor: Cursor, base_url: str) -> None:
         self.request = request
         self.prediction_id = prediction.id
         self.cursor = cursor
+        self.base_url = base_url
+        self.settings = request.app.state.settings
         self.hub: Hub = request.app.state.hub
         self.database = request.app.state.database
 
@@ -77,7 +81,9 @@ class PredictionStream:
         chunks = _chunks(output)
         for chunk in chunks[self.cursor.outputs :]:
             self.cursor.outputs += 1
-            events.append(sse("output", _text(chunk), self.cursor.id))
+            # Output file URLs on the base this client used, as GET shows them.
+            text = _text(file_urls.rebase_outputs(chunk, self.settings, self.base_url))
+            events.append(sse("output", text, self.cursor.id))
         new_logs = logs[self.cursor.log_chars :]
         # Send whole lines only, unless the prediction is over (then the rest).
         cut = new_logs.rfind("\n") + 1
@@ -145,13 +151,13 @@ class PredictionStream:
 
 @router.get("/v1/streams/{token}")
 async def stream(
-    token: str, request: Request, last_event_id: str | None = Header(None, alias="Last-Event-ID")
+    token: str, request: Request, base_url: BaseUrl, last_event_id: str | None = Header(None, alias="Last-Event-ID")
 ) -> StreamingResponse:
     async with request.app.state.database.session() as session:
         prediction = await prediction_ops.by_stream_token(session, token)
     if prediction is None:
         raise NotFound("This stream does not exist (or its prediction was deleted)")
-    events = PredictionStream(request, prediction, Cursor.parse(last_event_id)).events()
+    events = PredictionStream(request, prediction, Cursor.parse(last_event_id), base_url).events()
     return StreamingResponse(
         events,
         media_type="text/event-stream",
