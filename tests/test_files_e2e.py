@@ -26,7 +26,7 @@ from replicate.helpers import FileOutput
 
 from cogport.settings import Settings
 from tests.conftest import ADMIN_TOKEN, LiveServer
-from tests.support.models import push
+from tests.support.models import push, push_fixture
 from tests.support.pushing import EXAMPLES, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
 from tests.support.servers import running
 from tests.test_files_js import _installed
@@ -132,6 +132,17 @@ def test_python_client_uploads_input_and_reads_file_output(
     assert uploaded["name"] == "in.png" and uploaded["size"] == source.stat().st_size
     inverted = httpx.get(prediction.output).content
     assert png_size(inverted) == (8, 6) and inverted != data
+
+
+def test_python_client_streams_file_outputs_as_file_output(
+    https_server: LiveServer, client: Any, tmp_path: Path
+) -> None:
+    version = push_fixture(https_server, tmp_path, "file_tokens")
+    events = list(client.stream(f"admin/file-tokens:{version}", input={"count": 2}))
+    files = [e.data for e in events if e.event.value == "output"]
+    assert all(isinstance(f, FileOutput) for f in files)
+    assert sorted(f.read() for f in files) == [b"file 0", b"file 1"]  # order: see test_stream_files.py
+    assert all(urlsplit(f.url).path.startswith("/v1/files/outputs/") for f in files)
 
 
 JS_RUN = r"""
