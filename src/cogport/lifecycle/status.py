@@ -21,11 +21,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport.db.tables import Prediction, utcnow
 from cogport.errors import InvalidTransition, PredictionNotFound
+
+CAS_ATTEMPTS = 5
 
 
 class Status(StrEnum):
@@ -93,40 +96,77 @@ async def transition(
     ``started_at`` is when the model really started (the recorder writes ``processing`` a moment
     late, so that a fast prediction costs one write, not two).
     """
-    prediction = await lock(session, prediction_id)
-    current = Status(prediction.status)
-    if to == current and not current.is_terminal:
-        changed = False
-    elif to not in ALLOWED[current]:
-        if strict:
-            raise InvalidTransition(f"A prediction cannot go from {current} to {to}")
-        return prediction, False
-    else:
-        changed = True
+    for _ in range(CAS_ATTEMPTS):
+        prediction = await lock(session, prediction_id)
+        current = Status(prediction.status)
+        if to == current and not current.is_terminal:
+            changed = False
+        elif to not in ALLOWED[current]:
+            if strict:
+                raise InvalidTransition(f"A prediction cannot go from {current} to {to}")
+            return prediction, False
+        else:
+            changed = True
+        values = _changes(
+            prediction,
+            to,
+            output=output,
+            set_output=set_output,
+            logs=logs,
+            error=error,
+            metrics=metrics,
+            started_at=started_at,
+        )
+        # Compare-and-set on the status read above: SQLite has no row locks, so a concurrent writer
+        # (e.g. a late ``processing`` racing the terminal write) must not be overwritten.
+        result = await session.execute(
+            update(Prediction)
+            .where(Prediction.id == prediction_id, Prediction.status == current.value)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            for key, value in values.items():
+                set_committed_value(prediction, key, value)
+            return prediction, changed
+    raise InvalidTransition("The prediction kept changing while its status was being set; try again")
+
+
+def _changes(
+    prediction: Prediction,
+    to: Status,
+    *,
+    output: Any,
+    set_output: bool,
+    logs: str | None,
+    error: str | None,
+    metrics: dict[str, Any] | None,
+    started_at: datetime | None,
+) -> dict[str, Any]:
+    """The column values of ``prediction`` after moving to ``to`` (timestamps and metrics stamped)."""
     now = utcnow()
-    prediction.status = to.value
-    if started_at is not None and prediction.started_at is None and to != Status.ABORTED:
-        prediction.started_at = started_at
-    if to == Status.PROCESSING and prediction.started_at is None:
-        prediction.started_at = now
+    values: dict[str, Any] = {"status": to.value}
+    began = prediction.started_at
+    if began is None and started_at is not None and to != Status.ABORTED:
+        began = values["started_at"] = started_at
+    if to == Status.PROCESSING and began is None:
+        began = values["started_at"] = now
     if logs is not None:
-        prediction.logs = logs
+        values["logs"] = logs
     if set_output:
-        prediction.output = output
+        values["output"] = output
     if to.is_terminal:
-        prediction.completed_at = now
-        prediction.error = clean_error(error) if to == Status.FAILED else None
-        if to == Status.FAILED and prediction.error is None:
-            prediction.error = "Prediction failed"
+        values["completed_at"] = now
+        failure = (clean_error(error) or "Prediction failed") if to == Status.FAILED else None
+        values["error"] = failure
         merged = dict(prediction.metrics or {})
         merged.update(metrics or {})
-        if prediction.started_at is not None and "predict_time" not in merged:
-            merged["predict_time"] = round((now - prediction.started_at).total_seconds(), 6)
+        if began is not None and "predict_time" not in merged:
+            merged["predict_time"] = round((now - began).total_seconds(), 6)
         merged["total_time"] = round((now - prediction.created_at).total_seconds(), 6)
-        prediction.metrics = merged
-        prediction.claimed_by = None
-        prediction.lease_expires_at = None
+        values["metrics"] = merged
+        values["claimed_by"] = None
+        values["lease_expires_at"] = None
     elif metrics:
-        prediction.metrics = {**(prediction.metrics or {}), **metrics}
-    await session.flush()
-    return prediction, changed
+        values["metrics"] = {**(prediction.metrics or {}), **metrics}
+    return values
