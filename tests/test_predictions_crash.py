@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from cogport.settings import Settings
 from tests.conftest import ADMIN_TOKEN, PG_URL
 from tests.support.models import fixture_dir, push
+from tests.support.predictions import create, wait_for
 from tests.support.pushing import UV_CACHE
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -93,42 +93,20 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     srv.stop()
 
 
-def create(url: str, version: str, input: dict[str, Any]) -> dict[str, Any]:
-    response = httpx.post(f"{url}/v1/predictions", json={"version": version, "input": input}, headers=AUTH)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def status_of(url: str, prediction_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(f"{url}/v1/predictions/{prediction_id}", headers=AUTH).json()
-    return body
-
-
-def wait_until(url: str, prediction_id: str, statuses: set[str], timeout: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = status_of(url, prediction_id)
-        if body["status"] in statuses:
-            return body
-        assert time.monotonic() < deadline, f"{prediction_id} stayed {body['status']}"
-        time.sleep(0.1)
-
-
 def test_kill_9_and_restart_loses_nothing(server: Server, tmp_path: Path) -> None:
     server.start()
     version = push(server.url, fixture_dir(tmp_path, "slow"), "slow")
     running = create(server.url, version, {"seconds": 120})
-    wait_until(server.url, running["id"], {"processing"})
+    wait_for(server.url, running["id"], {"processing"})
     queued = [create(server.url, version, {"seconds": 0.01}) for _ in range(3)]
 
     server.kill()
     server.start()
 
-    failed = wait_until(server.url, running["id"], {"failed", "succeeded", "canceled"})
+    failed = wait_for(server.url, running["id"], {"failed", "succeeded", "canceled"})
     assert failed["status"] == "failed"
     assert "server running it stopped" in failed["error"]
     for prediction in queued:
-        done = wait_until(server.url, prediction["id"], {"succeeded", "failed", "canceled"})
+        done = wait_for(server.url, prediction["id"], {"succeeded", "failed", "canceled"})
         assert done["status"] == "succeeded", done
         assert done["output"] == "awake"

@@ -4,53 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support.models import push_fixture
+from tests.support.predictions import cancel, create, get, wait_for
 from tests.support.pushing import shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.usefixtures("shared_build_dirs")
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def create(server: LiveServer, version: str, input: dict[str, Any], **headers: str) -> dict[str, Any]:
-    response = httpx.post(
-        f"{server.url}/v1/predictions",
-        json={"version": version, "input": input},
-        headers={**AUTH, **headers},
-        timeout=70,
-    )
-    assert response.status_code in (201, 202), response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def get(server: LiveServer, prediction_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{server.url}/v1/predictions/{prediction_id}", headers=AUTH)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def wait_for(server: LiveServer, prediction_id: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = get(server, prediction_id)
-        if body["status"] in statuses:
-            return body
-        assert time.monotonic() < deadline, f"{prediction_id} stayed {body['status']}"
-        time.sleep(0.05)
-
-
-def cancel(server: LiveServer, prediction_id: str) -> dict[str, Any]:
-    response = httpx.post(f"{server.url}/v1/predictions/{prediction_id}/cancel", headers=AUTH, timeout=30)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def test_cancel_running_queued_and_terminal(live_server: LiveServer, tmp_path: Path) -> None:
@@ -73,17 +36,17 @@ def test_cancel_running_queued_and_terminal(live_server: LiveServer, tmp_path: P
     again = cancel(live_server, running["id"])
     assert again["status"] == "canceled" and again["completed_at"] == canceled["completed_at"]
     # The instance is still good for work.
-    done = create(live_server, slow, {"seconds": 0.01}, Prefer="wait=60")
+    done = create(live_server, slow, {"seconds": 0.01}, headers={"Prefer": "wait=60"})
     assert done["status"] == "succeeded" and done["output"] == "awake"
 
 
 def test_crashing_model_fails_clearly_and_recovers(live_server: LiveServer, tmp_path: Path) -> None:
     crash = push_fixture(live_server, tmp_path, "crash")
-    failed = create(live_server, crash, {"crash": True}, Prefer="wait=60")
+    failed = create(live_server, crash, {"crash": True}, headers={"Prefer": "wait=60"})
     assert failed["status"] == "failed"
     assert "crash" in failed["error"].lower()
     assert not failed["error"].lower().startswith("prediction failed")
-    survived = create(live_server, crash, {"crash": False}, Prefer="wait=60")
+    survived = create(live_server, crash, {"crash": False}, headers={"Prefer": "wait=60"})
     assert survived["status"] == "succeeded" and survived["output"] == "survived"
 
 
@@ -96,7 +59,7 @@ def test_setup_failure_fails_predictions_with_the_setup_error(live_server: LiveS
 
 def test_deadline_passing_while_running_cancels(live_server: LiveServer, tmp_path: Path) -> None:
     slow = push_fixture(live_server, tmp_path, "slow")
-    started = create(live_server, slow, {"seconds": 60}, **{"Cancel-After": "5s"})
+    started = create(live_server, slow, {"seconds": 60}, headers={"Cancel-After": "5s"})
     assert "deadline" in started
     ended = wait_for(live_server, started["id"], {"canceled", "failed", "succeeded"}, timeout=30)
     assert ended["status"] == "canceled"
@@ -106,7 +69,7 @@ def test_deadline_passing_while_queued_aborts(live_server: LiveServer, tmp_path:
     slow = push_fixture(live_server, tmp_path, "slow")
     blocker = create(live_server, slow, {"seconds": 60})
     wait_for(live_server, blocker["id"], {"processing"})
-    queued = create(live_server, slow, {"seconds": 1}, **{"Cancel-After": "5s"})
+    queued = create(live_server, slow, {"seconds": 1}, headers={"Cancel-After": "5s"})
     ended = wait_for(live_server, queued["id"], {"canceled", "aborted", "failed", "succeeded"}, timeout=30)
     # Reported as "canceled" by default (replicate-python 1.0.7 cannot parse "aborted"); never started.
     assert ended["status"] == "canceled"
@@ -117,7 +80,7 @@ def test_deadline_passing_while_queued_aborts(live_server: LiveServer, tmp_path:
 def test_sync_wait_runs_out_with_starting(live_server: LiveServer, tmp_path: Path) -> None:
     slow = push_fixture(live_server, tmp_path, "slow")
     began = time.monotonic()
-    body = create(live_server, slow, {"seconds": 30}, Prefer="wait=1")
+    body = create(live_server, slow, {"seconds": 30}, headers={"Prefer": "wait=1"})
     assert time.monotonic() - began < 5
     assert body["status"] == "starting"  # what the official clients expect when the wait runs out
     assert get(live_server, body["id"])["status"] in ("starting", "processing")

@@ -16,12 +16,23 @@ def _url(server: LiveServer | str) -> str:
     return server if isinstance(server, str) else server.url
 
 
-def create(server: LiveServer | str, version: str, input: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """``POST /v1/predictions`` with extra body ``fields`` (webhook, ...); asserts 201."""
+def create(
+    server: LiveServer | str,
+    version: str,
+    input: dict[str, Any],
+    *,
+    headers: dict[str, str] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """``POST /v1/predictions`` with extra body ``fields`` (webhook, ...) and ``headers`` (Prefer,
+    Cancel-After); asserts 201 (or 202 when a sync wait ran out)."""
     response = httpx.post(
-        f"{_url(server)}/v1/predictions", json={"version": version, "input": input, **fields}, headers=AUTH
+        f"{_url(server)}/v1/predictions",
+        json={"version": version, "input": input, **fields},
+        headers={**AUTH, **(headers or {})},
+        timeout=70,
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code in (201, 202), response.text
     body: dict[str, Any] = response.json()
     return body
 
