@@ -14,12 +14,30 @@ Why SSE for every prediction, and a fresh connection each time (measured, see do
 * The plain POST is the fallback where coglet refuses SSE (406): trainings ("Training endpoints do
   not support streaming responses") and schemas without ``x-cog-streaming``. The model's output
   is then relayed from coglet's own log, whose lines carry the prediction id.
+
+Why a cancel is sent more than once (coglet 0.23.1, read in its source and reproduced):
+
+* ``POST /<endpoint>/<id>/cancel`` answers 404 until coglet has registered the id (a plain POST
+  still on its way) and once it is finished.
+* A 200 only means coglet passed the cancel on. Its worker drops a cancel that reaches a slot
+  that has not yet begun the prediction ("Cancel called on idle slot"), and coglet emits ``start``
+  *before* it hands the prediction to the worker: a cancel sent right after ``start`` is lost
+  now and then (1 to 3 in 100 tight submit+cancel rounds here, more under load), and the model
+  runs to its end.
+* A cancel that does reach the running model must not be repeated needlessly: each one raises
+  ``CancelationException`` in the model again, possibly inside its ``finally`` clean-up.
+
+So :meth:`CogletApi.cancel` repeats the cancel (0.1 s, doubling to 1 s) until coglet accepted one
+that was sent after the model had shown it was running (it printed, yielded or recorded a metric)
+or at least ``CANCEL_TRUSTED_AFTER`` seconds after coglet first knew the id; the caller stops it
+as soon as the prediction ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,10 +49,17 @@ from cogport.runtime.logs import LogTail
 from cogport.runtime.prediction import Outcome, PredictionRun
 from cogport.runtime.sse import iter_events
 
+log = logging.getLogger(__name__)
+
 SSE_HEADERS = {"Accept": "text/event-stream"}
 NO_READ_TIMEOUT = httpx.Timeout(5.0, read=None)
 LOG_DRAIN = 0.1
 """Seconds to let coglet's log catch up with an HTTP response (they travel separately)."""
+CANCEL_RETRY_FIRST = 0.1
+CANCEL_RETRY_MAX = 1.0
+CANCEL_TRUSTED_AFTER = 2.0
+"""Seconds after coglet first knew a prediction id from which its worker has surely begun it,
+so that a cancel coglet accepts then reaches the model even if the model never printed anything."""
 
 ConflictCheck = Callable[[float], Awaitable[bool]]
 """Called with the time 409s began; True means give up (the server is broken)."""
@@ -68,14 +93,17 @@ class CogletApi:
             return None
         return data if isinstance(data, dict) else None
 
-    async def stream(
-        self, run: PredictionRun, *, send_cancel: Callable[[], Awaitable[None]]
-    ) -> Outcome | Lost | NotStreamable:
-        """Run ``run`` with ``Accept: text/event-stream``, feeding each event to it."""
+    async def stream(self, run: PredictionRun, *, cancel_due: Callable[[], None]) -> Outcome | Lost | NotStreamable:
+        """Run ``run`` with ``Accept: text/event-stream``, feeding each event to it.
+
+        ``cancel_due`` is called after each event once coglet has announced the prediction (``start``)
+        and it is canceled (it must be idempotent: it starts :meth:`cancel` once)."""
         url = f"{self.base_url}/{self.endpoint}"
         retry = _ConflictRetry(self._on_conflict)
         try:
             while True:
+                if run.wants_cancel:  # canceled before coglet took it (e.g. between 409 retries)
+                    return Outcome("canceled")
                 async with self._client.stream("POST", url, json=_body(run), headers=SSE_HEADERS) as response:
                     if response.status_code == 409:
                         await response.aread()
@@ -91,8 +119,8 @@ class CogletApi:
                         outcome = await run.handle(event)
                         if outcome is not None:
                             return outcome
-                        if run.started and run.cancel_requested and not run.cancel_sent:
-                            await send_cancel()
+                        if run.started and run.wants_cancel:
+                            cancel_due()
                     return Lost("the event stream ended before the prediction completed")
         except httpx.TransportError as exc:
             return Lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
@@ -120,6 +148,8 @@ class CogletApi:
         retry = _ConflictRetry(self._on_conflict)
         try:
             while True:
+                if run.wants_cancel:  # canceled before coglet took it (e.g. between 409 retries)
+                    return Outcome("canceled")
                 response = await self._client.post(url, json=_body(run), timeout=NO_READ_TIMEOUT)
                 if response.status_code != 409:
                     break
@@ -134,9 +164,33 @@ class CogletApi:
         except ValueError:
             return rejected(response.status_code, response.content)
 
-    async def cancel(self, prediction_id: str) -> None:
-        """``POST /<endpoint>/<id>/cancel`` (a 404 means it already finished)."""
-        await self._client.post(f"{self.base_url}/{self.endpoint}/{prediction_id}/cancel", timeout=5.0)
+    async def cancel(self, run: PredictionRun) -> None:
+        """Cancel ``run`` in coglet; returns once a cancel surely reached the model (see the module
+        docstring). It does not wait for the prediction to end: the caller cancels this call then."""
+        prediction_id = run.job.prediction_id
+        url = f"{self.base_url}/{self.endpoint}/{prediction_id}/cancel"
+        known_at = run.announced_at
+        delay = CANCEL_RETRY_FIRST
+        failures = 0
+        while True:
+            sent_at = time.monotonic()
+            # Judged before sending: the model showed it was running *before* coglet got this cancel.
+            trusted = run.model_active or (known_at is not None and sent_at - known_at >= CANCEL_TRUSTED_AFTER)
+            try:
+                response = await self._client.post(url, timeout=5.0)
+            except httpx.HTTPError as exc:
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(level, "%s: cancel of %s failed (retrying): %s", self.base_url, prediction_id, exc)
+            else:
+                log.debug("cancel of %s: HTTP %d (trusted: %s)", prediction_id, response.status_code, trusted)
+                if response.status_code == 200:
+                    if trusted:
+                        return
+                    known_at = known_at or sent_at
+            # 404: not registered yet (a plain POST on its way) or finished (its end is on its way).
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, CANCEL_RETRY_MAX)
 
     async def shutdown(self) -> None:
         await self._client.post(f"{self.base_url}/shutdown", timeout=2.0)

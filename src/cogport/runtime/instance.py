@@ -6,7 +6,7 @@ Lifecycle (states in :mod:`cogport.runtime.state`)::
     await inst.start()          # spawn, poll /health-check until READY; raises SetupFailed
     inst.reserve()              # take a prediction slot (READY only)
     await inst.predict(job, events)   # prediction in that slot; always ends in events.finished
-    await inst.cancel(prediction_id)  # POST /predictions/{id}/cancel; finished(canceled) follows
+    await inst.cancel(prediction_id)  # POST /predictions/{id}/cancel (repeated); finished(canceled) follows
     await inst.stop()           # POST /shutdown, then SIGTERM, then SIGKILL of the process group
 
 The coglet traps it handles:
@@ -44,7 +44,14 @@ import httpx
 
 from cogport.backends.base import Job, JobEvents, VersionSpec
 from cogport.errors import InstanceUnavailable, SetupFailed
-from cogport.runtime.coglet_api import LOG_DRAIN, CogletApi, Lost, NotStreamable
+from cogport.runtime.coglet_api import (
+    CANCEL_RETRY_MAX,
+    CANCEL_TRUSTED_AFTER,
+    LOG_DRAIN,
+    CogletApi,
+    Lost,
+    NotStreamable,
+)
 from cogport.runtime.ports import free_port
 from cogport.runtime.prediction import Outcome, PredictionRun
 from cogport.runtime.process import CogletProcess
@@ -284,6 +291,8 @@ class Instance:
             outcome = await self._run(run)
         finally:
             self._runs.pop(job.prediction_id, None)
+            if run.cancel_task is not None:
+                run.cancel_task.cancel()  # the prediction is over: nothing left to cancel
             self._release()
         self.sweeper.add(job.prediction_id)
         await run.finish(outcome)
@@ -293,7 +302,7 @@ class Instance:
             return Outcome("canceled")
         if self.state not in (InstanceState.READY, InstanceState.BUSY) or self.process is None:
             return Outcome("failed", error=self.failure or f"The model is {self.state}")
-        result = await self._api.stream(run, send_cancel=lambda: self._send_cancel(run))
+        result = await self._api.stream(run, cancel_due=lambda: self._cancel_in_coglet(run))
         if isinstance(result, NotStreamable):
             result = await self._api.post(run, self.process.logs)
         if isinstance(result, Lost):
@@ -343,21 +352,31 @@ class Instance:
     # --- cancel -------------------------------------------------------------------------------
 
     async def cancel(self, prediction_id: str) -> bool:
-        """Ask coglet to stop a prediction; False if it is not running here."""
+        """Ask coglet to stop a prediction; False if it is not running here.
+
+        The cancel is sent once coglet knows the prediction (``start``; until then it is remembered,
+        and a prediction not yet posted is not posted at all) and repeated until it surely reached
+        the model (see :meth:`CogletApi.cancel`); ``finished(canceled)`` follows when the model stopped.
+        """
         run = self._runs.get(prediction_id)
         if run is None:
             return False
         run.cancel_requested = True
-        if run.started and not run.cancel_sent:
-            await self._send_cancel(run)
+        self._cancel_in_coglet(run)
         return True
 
-    async def _send_cancel(self, run: PredictionRun) -> None:
-        run.cancel_sent = True
+    def _cancel_in_coglet(self, run: PredictionRun) -> None:
+        """Start canceling ``run`` in coglet once coglet can know it; idempotent."""
+        if run.started and run.cancel_task is None and not run.finished:
+            run.cancel_task = asyncio.create_task(
+                self._cancel_task(run), name=f"cogport-cancel-{run.job.prediction_id}"
+            )
+
+    async def _cancel_task(self, run: PredictionRun) -> None:
         try:
-            await self._api.cancel(run.job.prediction_id)
-        except httpx.HTTPError as exc:
-            log.warning("%s: cancel of %s failed: %s", self.name, run.job.prediction_id, exc)
+            await self._api.cancel(run)
+        except Exception:  # never left unretrieved; the prediction still ends (stop kills it at worst)
+            log.exception("%s: canceling %s failed", self.name, run.job.prediction_id)
 
     # --- stop ---------------------------------------------------------------------------------
 
@@ -396,9 +415,14 @@ class Instance:
             return
         timeout = self.options.stop_timeout
         if graceful and process.returncode is None:
+            cancels: list[asyncio.Task[None]] = []
             for run in list(self._runs.values()):
-                if run.started:
-                    await self._send_cancel(run)
+                run.abort_requested = True  # one not yet announced is canceled at its start
+                self._cancel_in_coglet(run)
+                if run.cancel_task is not None:
+                    cancels.append(run.cancel_task)
+            if cancels:  # /shutdown closes coglet's listener: the cancels must get through first
+                await asyncio.wait(cancels, timeout=min(timeout, CANCEL_TRUSTED_AFTER + CANCEL_RETRY_MAX))
             with contextlib.suppress(httpx.HTTPError):
                 await self._api.shutdown()
             assert self._exit is not None

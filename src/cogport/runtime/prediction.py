@@ -15,7 +15,9 @@ Callbacks are awaited in order; an exception in one is logged and does not stop 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -60,8 +62,16 @@ class PredictionRun:
         self.events = events
         self.iterator_output = iterator_output
         self.started = False
+        self.announced_at: float | None = None
+        """When coglet's ``start`` event arrived (monotonic): from then on coglet knows the id."""
+        self.model_active = False
+        """The model has shown it is running: it printed, yielded or recorded a metric."""
         self.cancel_requested = False
-        self.cancel_sent = False
+        """Canceled by the user."""
+        self.abort_requested = False
+        """Canceled by us: the instance is stopping (reported as a failure, not as canceled)."""
+        self.cancel_task: asyncio.Task[None] | None = None
+        """Sends the cancel to coglet until it surely took effect (see :meth:`CogletApi.cancel`)."""
         self.finished = False
         self.logs: list[str] = []
         self.chunks: list[Any] = []
@@ -70,10 +80,14 @@ class PredictionRun:
         """Apply one event; the outcome once ``completed`` arrives."""
         data = event.json()
         if event.event == "start":
+            self.announced_at = self.announced_at or time.monotonic()
             await self.mark_started()
         elif event.event == "log" and isinstance(data, dict):
             await self.add_logs(str(data.get("data", "")))
+        elif event.event == "metric":
+            self.model_active = True
         elif event.event == "output" and isinstance(data, dict):
+            self.model_active = True
             self.chunks.append(data.get("chunk"))
             if self.iterator_output:
                 await self._call("output", self.events.output(self.job, list(self.chunks)))
@@ -81,8 +95,14 @@ class PredictionRun:
             return self.outcome_from(data)
         return None
 
+    @property
+    def wants_cancel(self) -> bool:
+        """Canceled, by the user or because the instance is stopping."""
+        return self.cancel_requested or self.abort_requested
+
     async def add_logs(self, text: str) -> None:
         if text:
+            self.model_active = True
             self.logs.append(text)
             await self._call("logs", self.events.logs(self.job, text))
 
