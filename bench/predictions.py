@@ -187,6 +187,7 @@ def wait_all(data_dir: Path, ids: list[str], limit_s: float) -> dict[str, int]:
     with contextlib.closing(sqlite3.connect(data_dir / "cogport.db", timeout=30)) as db:
         db.execute("create temp table wanted (id text primary key)")
         db.executemany("insert into wanted values (?)", [(i,) for i in ids])
+        db.commit()  # end the implicit transaction, or every read below sees the same snapshot
         while True:
             rows = db.execute(
                 "select p.status, count(*) from predictions p join wanted w on w.id = p.id group by p.status"
