@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from cogport.backends.base import Backend, Job, Mode, VersionSpec
@@ -30,7 +31,7 @@ from cogport.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
-BATCH = 16
+BATCH = 64
 RESTART_ERROR = "The prediction was interrupted because the server running it stopped; please run it again."
 
 
@@ -61,12 +62,15 @@ class Dispatcher(Service):
         self._versions: dict[int, Version] = {}
         self._next_housekeeping = 0.0
         self._backlog = False
+        self._fresh = True
+        self._waiting: dict[tuple[int, str], deque[Prediction]] = {}
 
     async def run_once(self) -> bool:
         now = time.monotonic()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + max(self.lease / 3, 0.2)
             await self.housekeeping()
+            self._fresh = True  # also picks up work queued by other processes
         return await self.dispatch()
 
     # --- dispatching ---------------------------------------------------------------------------
@@ -76,13 +80,27 @@ class Dispatcher(Service):
         if self._backlog:
             self.wake()
 
+    def new_work(self) -> None:
+        """A run was queued (by this process): look at the queue again."""
+        self._fresh = True
+        self.wake()
+
     async def dispatch(self) -> bool:
+        """Start what can start. The queue is read again after new work or when the runs read last time
+        have all started; in between, freed slots are filled from what was read (no scan per run)."""
         submitted = 0
-        async with self.database.session() as session:
-            heads = await prediction_ops.queued_heads(session)
+        refresh = self._fresh or not any(self._waiting.values())
+        if refresh:
+            self._fresh = False
+            async with self.database.session() as session:
+                heads = await prediction_ops.queued_heads(session)
+            keys = [(head.version_pk, head.kind) for head in heads]
+            self._waiting = {key: self._waiting.get(key, deque()) for key in keys}
+        else:
+            keys = [key for key, runs in self._waiting.items() if runs]
         self._backlog = False
-        for head in heads:
-            submitted += await self._dispatch_version(head.version_pk, head.kind)
+        for version_pk, kind in keys:
+            submitted += await self._dispatch_version(version_pk, kind, refresh=refresh)
         return submitted > 0
 
     def can_start_now(self, version: Version, kind: str) -> bool:
@@ -97,30 +115,34 @@ class Dispatcher(Service):
         spec = self._spec(version, "train" if prediction.kind == "training" else "predict")
         await self._submit(prediction, spec, version)
 
-    async def _dispatch_version(self, version_pk: int, kind: str) -> int:
-        async with self.database.session() as session:
-            queued = await prediction_ops.queued_for(session, version_pk, kind, BATCH)
-            version = self._versions.get(version_pk) if queued else None
-            if queued and version is None:
-                version = await session.get(Version, version_pk)
-        if not queued or version is None:
-            return 0
-        self._versions[version_pk] = version  # versions are immutable: keep them
+    async def _dispatch_version(self, version_pk: int, kind: str, *, refresh: bool) -> int:
+        waiting = self._waiting.setdefault((version_pk, kind), deque())
+        if refresh or not waiting:
+            async with self.database.session() as session:
+                waiting.clear()
+                waiting.extend(await prediction_ops.queued_for(session, version_pk, kind, BATCH))
+                version = self._versions.get(version_pk) if waiting else None
+                if waiting and version is None:
+                    version = await session.get(Version, version_pk)
+            if version is None:
+                waiting.clear()
+                return 0
+            self._versions[version_pk] = version  # versions are immutable: keep them
+        version = self._versions[version_pk]
         spec = self._spec(version, "train" if kind == "training" else "predict")
         submitted = 0
-        for prediction in queued:
+        while waiting:
             try:
                 if not self.backend.has_capacity(spec):
+                    self._backlog = True
                     break
             except SetupFailed as exc:
+                waiting.clear()
                 await self._fail_queued(version_pk, kind, exc.detail)
                 break
-            if await self._start(prediction, spec, version):
+            # A run read earlier may have been canceled or taken by another process since: the claim says.
+            if await self._start(waiting.popleft(), spec, version):
                 submitted += 1
-        else:
-            return submitted
-        if len(queued) > submitted:
-            self._backlog = True
         return submitted
 
     async def _start(self, prediction: Prediction, spec: VersionSpec, version: Version) -> bool:

@@ -151,7 +151,7 @@ class Runs:
         return self.dispatcher.node
 
     def submitted(self) -> None:
-        self.dispatcher.wake()
+        self.dispatcher.new_work()
 
     def can_start_now(self, version: Version, kind: str) -> bool:
         return self.dispatcher.can_start_now(version, kind)
