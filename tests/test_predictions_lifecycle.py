@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,18 @@ def test_sync_wait_runs_out_with_starting(live_server: LiveServer, tmp_path: Pat
     assert body["status"] == "starting"  # what the official clients expect when the wait runs out
     assert get(live_server, body["id"])["status"] in ("starting", "processing")
     cancel(live_server, body["id"])
+
+
+def test_cancel_with_the_official_client(replicate_env: Any, live_server: LiveServer, tmp_path: Path) -> None:
+    replicate = replicate_env
+    slow = push_fixture(live_server, tmp_path, "slow")
+    running = replicate.predictions.create(version=slow, input={"seconds": 60})
+    while running.status != "processing":
+        time.sleep(0.05)
+        running.reload()
+    queued = replicate.predictions.create(version=slow, input={"seconds": 60})
+    assert replicate.predictions.cancel(queued.id).status == "canceled"
+    running.cancel()  # the Prediction method: POST urls.cancel
+    running.wait()
+    assert running.status == "canceled"
+    assert running.completed_at is not None
