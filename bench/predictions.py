@@ -59,7 +59,8 @@ def wait_http(url: str, headers: dict[str, str] | None = None, timeout: float = 
 
 
 @contextlib.contextmanager
-def cogport_server(data_dir: Path) -> Iterator[str]:
+def cogport_server(data_dir: Path, uv_cache: Path = UV_CACHE) -> Iterator[str]:
+    """A real ``cogport serve`` (SQLite in ``data_dir``) on a free port; its log goes next to ``data_dir``."""
     port = free_port()
     env = {
         **os.environ,
@@ -68,7 +69,7 @@ def cogport_server(data_dir: Path) -> Iterator[str]:
         "COGPORT_REGISTER_EXAMPLES": "false",
         "COGPORT_DETECT_GPUS": "false",
         "COGPORT_LOG_LEVEL": "warning",
-        "COGPORT_BUILD__UV_CACHE_DIR": str(UV_CACHE),
+        "COGPORT_BUILD__UV_CACHE_DIR": str(uv_cache),
     }
     log = open(data_dir.parent / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=log)

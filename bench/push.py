@@ -20,10 +20,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,54 +30,24 @@ from pathlib import Path
 
 import httpx
 
+from bench.predictions import AUTH, CLI, TOKEN, cogport_server
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "hello-world"
-TOKEN = "r8_benchtoken000000000000000000000000000"
-CLI = str(Path(sys.executable).with_name("cogport"))
 TARGET_S = 3.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
 def server(data_dir: Path, uv_cache: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "COGPORT_DATA_DIR": str(data_dir),
-        "COGPORT_ADMIN_TOKEN": TOKEN,
-        "COGPORT_REGISTER_EXAMPLES": "false",
-        "COGPORT_DETECT_GPUS": "false",
-        "COGPORT_LOG_LEVEL": "warning",
-        "COGPORT_BUILD__UV_CACHE_DIR": str(uv_cache),
-    }
-    proc = subprocess.Popen(
-        [CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/account", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200:
-                    break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("the server did not start")
+    """A fresh server with an empty ``admin/hello`` model to push into."""
+    with cogport_server(data_dir, uv_cache) as url:
         response = httpx.post(
             f"{url}/v1/models",
             json={"owner": "admin", "name": "hello", "visibility": "private", "hardware": "cpu"},
-            headers={"Authorization": f"Bearer {TOKEN}"},
+            headers=AUTH,
         )
         response.raise_for_status()
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def push(url: str, directory: Path) -> tuple[float, float | None]:
@@ -95,7 +63,7 @@ def push(url: str, directory: Path) -> tuple[float, float | None]:
     match = re.search(r"Build (\w+): starting", proc.stderr)
     if match is None:
         return total, None  # already existed: no build ran
-    build = httpx.get(f"{url}/v1/builds/{match.group(1)}", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    build = httpx.get(f"{url}/v1/builds/{match.group(1)}", headers=AUTH).json()
     created = datetime.fromisoformat(build["created_at"].replace("Z", "+00:00"))
     completed = datetime.fromisoformat(build["completed_at"].replace("Z", "+00:00"))
     return total, (completed - created).total_seconds()

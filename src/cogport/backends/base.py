@@ -13,6 +13,17 @@ from typing import Any, Literal, Protocol
 Mode = Literal["predict", "train"]
 
 
+def clean_error(message: str | None) -> str | None:
+    """A user-facing error: coglet doubles ``Prediction failed: `` in front of the model's exception,
+    Replicate shows it bare. Backends report errors this way; the lifecycle applies it to any error."""
+    if message is None:
+        return None
+    text = message.strip()
+    while text.lower().startswith("prediction failed:"):
+        text = text[len("prediction failed:") :].strip()
+    return text or "Prediction failed"
+
+
 @dataclass(frozen=True)
 class VersionSpec:
     """Everything needed to start an instance of a version (its identity is ``key``)."""

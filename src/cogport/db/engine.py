@@ -6,7 +6,6 @@ The data layer (:mod:`cogport.ops`) flushes and never commits; whoever opens the
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -82,8 +81,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
-
-
-def run_sync(coro: Any) -> Any:
-    """Run a coroutine from synchronous code (CLI helpers)."""
-    return asyncio.run(coro)

@@ -25,8 +25,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
+from cogport.backends.base import clean_error
 from cogport.db.tables import Prediction, utcnow
 from cogport.errors import InvalidTransition, PredictionNotFound
+
+__all__ = ["ALLOWED", "TERMINAL", "Status", "clean_error", "transition"]
 
 CAS_ATTEMPTS = 5
 
@@ -54,16 +57,6 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.CANCELED: frozenset(),
     Status.ABORTED: frozenset(),
 }
-
-
-def clean_error(message: str | None) -> str | None:
-    """Strip coglet's doubled ``Prediction failed: `` prefixes."""
-    if message is None:
-        return None
-    text = message.strip()
-    while text.lower().startswith("prediction failed:"):
-        text = text[len("prediction failed:") :].strip()
-    return text or "Prediction failed"
 
 
 async def lock(session: AsyncSession, prediction_id: str) -> Prediction:

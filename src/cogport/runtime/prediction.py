@@ -22,7 +22,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cogport.backends.base import Job, JobEvents
+from cogport.backends.base import Job, JobEvents, clean_error
 from cogport.runtime.sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -44,14 +44,6 @@ class Outcome:
     @property
     def worker_crashed(self) -> bool:
         return self.status == "failed" and self.error == WORKER_CRASHED
-
-
-def strip_failure_prefix(message: str) -> str:
-    """coglet doubles ``Prediction failed: `` in front of the model's exception; Replicate shows it bare."""
-    text = message.strip()
-    while text.lower().startswith("prediction failed:"):
-        text = text[len("prediction failed:") :].strip()
-    return text or "Prediction failed"
 
 
 class PredictionRun:
@@ -117,7 +109,7 @@ class PredictionRun:
         if status not in ("succeeded", "failed", "canceled"):
             return Outcome("failed", error=f"The model server reported an unexpected status {status!r}")
         error = data.get("error")
-        error = strip_failure_prefix(str(error)) if error is not None else None
+        error = clean_error(str(error)) if error is not None else None
         metrics = data.get("metrics") or {}
         return Outcome(
             status=status,

@@ -67,9 +67,3 @@ def group_processes(pgid: int) -> list[ProcessInfo]:
 def group_rss_bytes(pgid: int) -> int:
     """Resident memory of the whole group (shared pages counted once per process)."""
     return sum(p.rss_bytes for p in group_processes(pgid))
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
-    info = read_process(pid)
-    return info is not None and info.state != "Z"

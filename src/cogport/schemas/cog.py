@@ -17,16 +17,3 @@ def can_stream(schema: dict[str, Any]) -> bool:
         return True
     output = _component(schema, "Output")
     return output.get("type") == "array" and output.get("x-cog-array-type") == "iterator"
-
-
-def output_is_file(schema: dict[str, Any]) -> bool:
-    """Whether the output is a file (or a list/iterator of files)."""
-    output = _component(schema, "Output")
-    if output.get("format") == "uri":
-        return True
-    items = output.get("items")
-    return isinstance(items, dict) and items.get("format") == "uri"
-
-
-def has_training(schema: dict[str, Any]) -> bool:
-    return bool(_component(schema, "TrainingInput"))
