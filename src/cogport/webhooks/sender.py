@@ -82,7 +82,7 @@ class WebhookAnnouncer:
         if kind in ("output", "logs"):
             self._throttled(prediction, kind)
         else:
-            await self._send_now(prediction)
+            self._send_now(prediction)
 
     async def secret_for(self, account_id: int) -> str:
         secret = self._secrets.get(account_id)
@@ -93,7 +93,8 @@ class WebhookAnnouncer:
             self._secrets[account_id] = secret
         return secret
 
-    async def _send_now(self, prediction: Prediction) -> None:
+    def _send_now(self, prediction: Prediction) -> None:
+        """Send the row as it is now (rendered at once, posted from a task)."""
         body = json.dumps(self.render(prediction))
         url, account_id = prediction.webhook or "", prediction.account_id
         self._spawn(self._deliver_once(url, account_id, body))
@@ -104,7 +105,7 @@ class WebhookAnnouncer:
         wait = self._last_sent.get(key, 0.0) + THROTTLE - now
         if wait <= 0:
             self._last_sent[key] = now
-            self._spawn(self._deliver_latest(prediction.id))
+            self._send_now(prediction)  # the row in hand is the state now: no need to read it again
         elif key not in self._trailing:
             # A trailing send carries the state at the end of the window.
             loop = asyncio.get_running_loop()
