@@ -10,7 +10,7 @@ import sys
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "push": ("bench.push", "cogport push → version ready, for the hello-world example"),
-    "predictions": ("bench.predictions", "sync predictions vs coglet direct, async creates/s, a 10,000 burst"),
+    "predictions": ("bench.predictions", "noop + realistic models: sync vs coglet direct, creates/s, a 10,000 burst"),
     "stream": ("bench.stream", "streamed token latency through cogport's SSE vs coglet's own, same instance"),
 }
 

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import subprocess
 import tempfile
 import time
 import traceback
@@ -31,24 +30,10 @@ from typing import Any
 
 import httpx
 
-from bench.predictions import AUTH, CLI, TOKEN, cogport_server, pct
+from bench.predictions import AUTH, cogport_server, pct, push
 
 STAMPS = Path(__file__).resolve().parent / "models" / "stamps"
 TARGET_MS = 5.0
-
-
-def push(url: str, directory: Path, name: str) -> str:
-    created = httpx.post(
-        f"{url}/v1/models",
-        json={"owner": "admin", "name": name, "visibility": "private", "hardware": "cpu"},
-        headers=AUTH,
-    )
-    created.raise_for_status()
-    env = {**os.environ, "COGPORT_BASE_URL": url, "COGPORT_API_TOKEN": TOKEN}
-    out = subprocess.run(
-        [CLI, "push", str(directory), "--model", f"admin/{name}"], env=env, capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().splitlines()[-1]
 
 
 def instance_url(data_dir: Path, version: str) -> str:
