@@ -67,7 +67,7 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
         check=False,
     )  # fmt: skip
     if result.returncode != 0:
-        pytest.skip(f"openssl could not make a certificate: {result.stderr[-300:]}")
+        pytest.fail(f"openssl could not make a certificate: {result.stderr[-300:]}")
     return cert, key
 
 

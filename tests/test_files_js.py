@@ -43,7 +43,7 @@ const replicate = new Replicate({ auth, baseUrl });
 
 def _installed() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the JS client test")
+        pytest.fail("node and npm are needed for the JS client test (install Node.js 20 and npm)")
     CACHE.mkdir(parents=True, exist_ok=True)
     with (CACHE / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -56,7 +56,7 @@ def _installed() -> Path:
                 timeout=180,
             )
             if result.returncode != 0:
-                pytest.skip(f"npm install {PACKAGE} failed: {result.stderr[-300:]}")
+                pytest.fail(f"npm install {PACKAGE} failed: {result.stderr[-300:]}")
     return CACHE
 
 

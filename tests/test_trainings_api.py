@@ -29,7 +29,7 @@ from cogport.files.streams import Digest
 from cogport.identifiers import new_object_id
 from cogport.lifecycle import trainings
 from cogport.lifecycle.dispatcher import RESTART_ERROR, Dispatcher
-from cogport.lifecycle.status import Status, transition
+from cogport.lifecycle.status import Status
 from cogport.ops import accounts
 from cogport.ops import files as file_ops
 from cogport.ops import predictions as prediction_ops
@@ -250,8 +250,7 @@ class Trainings:
             base_model = (await session.execute(select(Model).where(Model.name == "base"))).scalar_one()
             version = await version_ops.get(session, base_model, self.base)
             target = await model_named(session, destination)
-            training = await prediction_ops.create(
-                session,
+            training = prediction_ops.new(
                 principal,
                 model=base_model,
                 model_ref="alice/base",
@@ -262,7 +261,8 @@ class Trainings:
                 claimed_by="elsewhere",
                 lease=3600,
             )
-            await transition(session, training.id, Status.PROCESSING)
+            await prediction_ops.insert_row(session, training)
+            await self.app.state.transitions.transition(session, training.id, Status.PROCESSING)
         return training.id
 
     async def output_file(self, data: bytes, name: str = "weights.json") -> str:
@@ -300,7 +300,9 @@ class Trainings:
                 ref="",
             )
         job = Job(prediction_id=training_id, spec=spec, input={})
-        await self.app.state.runs.recorder.finished(
+        recorder = self.app.state.recorder
+        recorder.hold(row)
+        await recorder.finished(
             job,
             status,
             output=output,
@@ -463,7 +465,7 @@ async def test_destination_or_base_gone_fails(client: httpx.AsyncClient, users: 
 async def test_a_training_that_already_ended_publishes_nothing(runs: Trainings) -> None:
     training_id = await runs.start()
     async with runs.database.session() as session:
-        await transition(session, training_id, Status.CANCELED)
+        await runs.app.state.transitions.transition(session, training_id, Status.CANCELED)
     row = await runs.finish(training_id, {"weights": await runs.output_file(b"w")})
     assert row.status == "canceled" and row.output is None
     assert await runs.versions() == []

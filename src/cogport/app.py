@@ -32,16 +32,17 @@ from cogport.api.routes import (
 )
 from cogport.api.routes import builds as build_routes
 from cogport.api.routes import hardware as hardware_routes
-from cogport.api.routes.predictions import STREAM_PATH
 from cogport.backends.local import LocalBackend
 from cogport.db.engine import Database
+from cogport.db.writer import GroupWriter
 from cogport.files import urls as file_urls
 from cogport.files.signing import signing_key
 from cogport.files.tokens import UploadTokens
 from cogport.lifecycle.dispatcher import Dispatcher
 from cogport.lifecycle.hub import Hub
 from cogport.lifecycle.recorder import Recorder
-from cogport.lifecycle.runs import Runs
+from cogport.lifecycle.runs import Runs, hub_hook
+from cogport.lifecycle.status import Transitions
 from cogport.services.base import Services
 from cogport.services.builder import Builder
 from cogport.services.examples import ExampleRegistrar
@@ -78,45 +79,60 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.add(RetentionService(database, storage, settings))
         upload_tokens = UploadTokens(signing_key(settings))
         hub = Hub()
+        writer = GroupWriter(database)
+        transitions = Transitions()
         backend = LocalBackend(
             settings,
             upload_url=file_urls.upload_url(settings, upload_tokens.issue("local")),
             on_capacity=lambda: dispatcher.capacity_changed(),
         )
-        recorder = Recorder(database, hub, storage, on_finished=lambda: dispatcher.capacity_changed())
+        recorder = Recorder(
+            writer, transitions, hub, storage, settings, on_finished=lambda: dispatcher.capacity_changed()
+        )
         dispatcher = Dispatcher(
-            database, backend, recorder, storage, settings, node=node_name(settings), lease=settings.lease_seconds
+            database,
+            writer,
+            transitions,
+            backend,
+            recorder,
+            storage,
+            settings,
+            node=node_name(settings),
+            lease=settings.lease_seconds,
         )
         webhook_client = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(10.0, connect=5.0))
         announcer = WebhookAnnouncer(
             database,
             webhook_client,
-            render=lambda row: presenters.prediction(
-                row,
-                file_urls.public_base_url(settings),
-                aborted_as=settings.aborted_status,
-                stream_path=STREAM_PATH,
-            ),
+            render=lambda row: presenters.run(row, file_urls.public_base_url(settings), settings),
             wake=lambda: services.wake("webhooks"),
         )
-        recorder.announcers.append(announcer)
+        # Every announcement of a change goes through these, registered once (see lifecycle/status.py).
+        transitions.within(announcer.within)
+        transitions.after_commit(hub_hook(hub))
+        transitions.after_commit(announcer.after_commit)
         services.add(dispatcher)
-        services.add(DeliveryService(database, webhook_client, announcer))
+        services.add(DeliveryService(database, webhook_client, announcer, settings.webhooks))
         app.state.database = database
         app.state.storage = storage
         app.state.upload_tokens = upload_tokens
         app.state.hub = hub
         app.state.backend = backend
-        app.state.runs = Runs(database, hub, recorder, dispatcher, backend)
+        app.state.writer = writer
+        app.state.transitions = transitions
+        app.state.recorder = recorder
+        app.state.runs = Runs(database, writer, transitions, hub, dispatcher, backend, storage, settings)
         app.state.services = services
         app.state.hardware = hardware.available(settings)
+        writer.start()
         await backend.start()
         services.start()
         try:
             yield
         finally:
             await services.stop()
-            await backend.stop()
+            await backend.stop()  # running jobs end (failed: interrupted) through the writer
+            await writer.stop()
             await announcer.close()
             await webhook_client.aclose()
             await database.dispose()

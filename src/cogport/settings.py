@@ -71,6 +71,17 @@ class RuntimeSettings(BaseModel):
     """Seconds a stopping instance gets (``POST /shutdown``, then SIGTERM) before its process group is killed."""
 
 
+class WebhookSettings(BaseModel):
+    """Delivery of terminal webhooks (``completed``), which are retried until one is answered 2xx."""
+
+    retry_for: float = Field(default=3600.0, ge=0)
+    """Seconds after a prediction ends during which its terminal webhook is retried (then given up)."""
+    retry_initial: float = Field(default=1.0, gt=0)
+    """Seconds before the first retry; each next one waits twice as long, up to ``retry_max_delay``."""
+    retry_max_delay: float = Field(default=300.0, gt=0)
+    """The longest wait between two attempts."""
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure."""
 
@@ -123,6 +134,7 @@ class Settings(BaseSettings):
     (``data_removed: true``). Unset or 0: keep them (Replicate itself uses 1 hour for API predictions)."""
     build: BuildSettings = Field(default_factory=BuildSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("admin_token")
     @classmethod

@@ -3,8 +3,9 @@
 The venv (``cog==0.23.1 coglet==0.23.1`` on this interpreter's Python) is built once with uv and
 reused across runs and xdist workers: ``$COGPORT_TEST_CACHE`` (default ``~/.cache/cogport-test``)
 ``/venv-cog-0.23.1``, built under a file lock and marked complete only once the install succeeded.
-Runtime tests are skipped when it cannot be built (no uv, no PyPI). ``$COGPORT_TEST_COG_VENV`` names a
-ready venv to use instead.
+uv is found as the server finds it (the ``uv`` package's binary, a dependency of cogport), and a runtime
+test whose venv cannot be built fails: it never skips. ``$COGPORT_TEST_COG_VENV`` names a ready venv to use
+instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from uv import find_uv_bin
 
 from cogport.backends.base import Job, Mode, VersionSpec
 from cogport.runtime import procfs
@@ -39,7 +41,7 @@ def cache_dir() -> Path:
 
 
 def cog_venv() -> Path:
-    """The shared venv with cog and coglet (built on first use); skips the test if it cannot be built."""
+    """The shared venv with cog and coglet (built on first use); fails the test if it cannot be built."""
     global _venv
     if _venv is not None:
         return _venv
@@ -62,9 +64,7 @@ def cog_venv() -> Path:
 
 def _build_venv(venv: Path) -> None:
     """Build in place (under the lock); the marker file is written only once it is complete."""
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed: cannot build the cog venv for runtime tests")
+    uv = find_uv_bin()  # as the server's builder finds it: never a PATH lookup
     shutil.rmtree(venv, ignore_errors=True)
     try:
         subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
@@ -76,7 +76,7 @@ def _build_venv(venv: Path) -> None:
         )  # fmt: skip
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(venv, ignore_errors=True)
-        pytest.skip(f"cannot build the cog venv for runtime tests: {exc}")
+        pytest.fail(f"cannot build the cog venv for runtime tests: {exc}")
 
 
 def spec(

@@ -8,8 +8,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.tables import Account, Collection, Model, Prediction, Version
+from cogport.files import urls as file_urls
 from cogport.ops import models as model_ops
 from cogport.schemas import responses as r
+from cogport.settings import Settings
+
+STREAM_PATH = "/v1/streams"
 
 
 def timestamp(value: datetime | None) -> str | None:
@@ -127,4 +131,16 @@ def prediction(
     if row.webhook:
         body["webhook"] = row.webhook
         body["webhook_events_filter"] = row.webhook_events_filter or ["start", "output", "logs", "completed"]
+    return body
+
+
+def run(row: Prediction, base_url: str, settings: Settings) -> dict[str, Any]:
+    """A prediction or training as every view shows it: GET, lists, sync answers, streams and webhooks.
+
+    Output file URLs are on ``base_url`` (the caller's; webhooks use the public base), and a training
+    without an object output has none (the spec types a training's output as an object)."""
+    body = prediction(row, base_url, aborted_as=settings.aborted_status, stream_path=STREAM_PATH)
+    body["output"] = file_urls.rebase_outputs(body["output"], settings, base_url)
+    if row.kind == "training" and not isinstance(body["output"], dict):
+        del body["output"]
     return body

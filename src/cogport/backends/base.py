@@ -83,6 +83,12 @@ class Backend(Protocol):
     def has_capacity(self, spec: VersionSpec) -> bool:
         """Whether a job for ``spec`` could start now (a free slot, or room to start an instance)."""
 
+    def capacity(self, spec: VersionSpec) -> int:
+        """How many more jobs for ``spec`` could start now without waiting behind others."""
+
+    def waiting(self, spec: VersionSpec) -> int:
+        """Jobs for ``spec`` submitted and still waiting for a slot (taken ahead, so no slot idles)."""
+
     async def submit(self, job: Job, events: JobEvents) -> None:
         """Start ``job``; returns once it is handed over (not when it finishes)."""
 

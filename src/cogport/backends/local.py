@@ -72,6 +72,15 @@ class LocalBackend:
         """
         return self.pool.has_capacity(spec)
 
+    def capacity(self, spec: VersionSpec) -> int:
+        """How many more jobs for ``spec`` would start without waiting behind others (raises like
+        :meth:`has_capacity`)."""
+        return self.pool.capacity(spec)
+
+    def waiting(self, spec: VersionSpec) -> int:
+        """Jobs for ``spec`` submitted and still waiting for a slot."""
+        return self.pool.waiting(spec)
+
     async def submit(self, job: Job, events: JobEvents) -> None:
         """Queue ``job`` for a slot of its version and return; it runs in a task of its own.
 

@@ -1,12 +1,15 @@
 """The database engine, sessions and migrations.
 
 The data layer (:mod:`cogport.ops`) flushes and never commits; whoever opens the transaction
-(a request, a background job step) commits it, via :func:`session_scope`.
+(a request, a background job step, the group writer) commits it, via :meth:`Database.session`.
+Code inside a transaction that must act once it is durable (announce a status change) registers a
+callback with :func:`on_commit`: it runs right after the commit, and never after a rollback.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,27 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from cogport.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+AFTER_COMMIT = "cogport.after_commit"
+
+log = logging.getLogger(__name__)
+
+
+def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` (synchronous, must not block) once the session's transaction has committed."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+
+
+def run_after_commit(session: AsyncSession) -> None:
+    """Run (and forget) the callbacks registered with :func:`on_commit`; each error is logged."""
+    for callback in session.info.pop(AFTER_COMMIT, ()):
+        try:
+            callback()
+        except Exception:
+            log.exception("an after-commit callback failed")
+
+
+def discard_after_commit(session: AsyncSession) -> None:
+    session.info.pop(AFTER_COMMIT, None)
 
 
 class Database:
@@ -50,9 +74,16 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction, committed on success and rolled back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """A session inside one transaction, committed on success and rolled back on error.
+        Callbacks registered with :func:`on_commit` run after the commit."""
+        async with self.sessions() as session:
+            try:
+                async with session.begin():
+                    yield session
+            except BaseException:
+                discard_after_commit(session)
+                raise
+            run_after_commit(session)
 
     async def migrate(self) -> None:
         """Create the schema (if asked) and apply every Alembic migration."""

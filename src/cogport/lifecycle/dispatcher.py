@@ -2,9 +2,16 @@
 
 The queue is the ``predictions`` table. A prediction is *claimed* by this process (``claimed_by`` =
 its node id, with a lease that it renews while the job runs) before it is submitted, so several
-API processes can share one database without running anything twice. Claims whose lease ran out
-belong to a process that died: queued work is put back, work that had started is failed with a
-clear error. Deadlines (``Cancel-After``) are enforced here too.
+API processes can share one database without running anything twice. Claims are taken in batches
+(one statement, through the group writer): as many as the backend can start at once plus
+``PREFETCH`` rounds of each version's slots, so that a slot that frees up takes the next job at once
+instead of waiting for the dispatcher. Claims whose lease ran out belong to a process that died:
+queued work is put back, work that had started is failed with a clear error. Deadlines
+(``Cancel-After``) are enforced here too.
+
+Inputs are validated once, when the run is created; here only this server's own file URLs in them are
+resolved (signed now, so that they are fresh however long the run waited), and only for versions
+with file inputs.
 """
 
 from __future__ import annotations
@@ -12,17 +19,21 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from functools import partial
 from typing import Any
+
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport.backends.base import Backend, Job, Mode, VersionSpec
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Prediction, Version
+from cogport.db.writer import GroupWriter
 from cogport.errors import SetupFailed, ValidationFailed
 from cogport.files import urls as file_urls
 from cogport.lifecycle import inputs
 from cogport.lifecycle.files_in import resolve_inputs
 from cogport.lifecycle.recorder import Recorder
-from cogport.lifecycle.status import Status, transition
+from cogport.lifecycle.status import Status, Transitions
 from cogport.ops import predictions as prediction_ops
 from cogport.ops.principals import Principal
 from cogport.services.base import Service
@@ -32,6 +43,8 @@ from cogport.storage.base import Storage
 log = logging.getLogger(__name__)
 
 BATCH = 64
+PREFETCH = 2
+"""Rounds of a version's slots claimed ahead of its free slots (they wait in the backend)."""
 RESTART_ERROR = "The prediction was interrupted because the server running it stopped; please run it again."
 
 
@@ -42,6 +55,8 @@ class Dispatcher(Service):
     def __init__(
         self,
         database: Database,
+        writer: GroupWriter,
+        transitions: Transitions,
         backend: Backend,
         recorder: Recorder,
         storage: Storage,
@@ -52,6 +67,8 @@ class Dispatcher(Service):
     ) -> None:
         super().__init__()
         self.database = database
+        self.writer = writer
+        self.transitions = transitions
         self.backend = backend
         self.recorder = recorder
         self.storage = storage
@@ -64,6 +81,8 @@ class Dispatcher(Service):
         self._backlog = False
         self._fresh = True
         self._waiting: dict[tuple[int, str], deque[Prediction]] = {}
+        self._handing_over: set[str] = set()
+        """Claimed by this process and not yet in ``backend.running()``."""
 
     async def run_once(self) -> bool:
         now = time.monotonic()
@@ -110,10 +129,15 @@ class Dispatcher(Service):
         except SetupFailed:
             return False
 
-    async def start_claimed(self, prediction: Prediction, version: Version) -> None:
-        """Start a run created already claimed by this node (``can_start_now`` said yes)."""
+    async def start_claimed(self, prediction: Prediction, version: Version, model_input: dict[str, Any]) -> None:
+        """Start a run created already claimed by this node (``can_start_now`` said yes), with the input
+        resolved at create time."""
         spec = self._spec(version, "train" if prediction.kind == "training" else "predict")
-        await self._submit(prediction, spec, version)
+        await self._submit(prediction, spec, model_input)
+
+    def forget_claimed(self, prediction_id: str) -> None:
+        """A run created claimed whose row could not be written after all: stop it."""
+        self.recorder.release(prediction_id)
 
     async def _dispatch_version(self, version_pk: int, kind: str, *, refresh: bool) -> int:
         waiting = self._waiting.setdefault((version_pk, kind), deque())
@@ -130,54 +154,68 @@ class Dispatcher(Service):
             self._versions[version_pk] = version  # versions are immutable: keep them
         version = self._versions[version_pk]
         spec = self._spec(version, "train" if kind == "training" else "predict")
-        submitted = 0
-        while waiting:
-            try:
-                if not self.backend.has_capacity(spec):
-                    self._backlog = True
-                    break
-            except SetupFailed as exc:
-                waiting.clear()
-                await self._fail_queued(version_pk, kind, exc.detail)
-                break
-            # A run read earlier may have been canceled or taken by another process since: the claim says.
-            if await self._start(waiting.popleft(), spec, version):
-                submitted += 1
-        return submitted
-
-    async def _start(self, prediction: Prediction, spec: VersionSpec, version: Version) -> bool:
-        async with self.database.session() as session:
-            if not await prediction_ops.claim(session, prediction.id, self.node, self.lease):
-                return False
-        await self._submit(prediction, spec, version)
-        return True
-
-    async def _submit(self, prediction: Prediction, spec: VersionSpec, version: Version | None = None) -> None:
         try:
-            job = Job(prediction_id=prediction.id, spec=spec, input=await self._model_input(prediction, version))
-            await self.backend.submit(job, self.recorder)
-        except ValidationFailed as exc:
-            await self._finish(prediction.id, Status.FAILED, f"Invalid input: {exc.detail.strip()}")
+            free = self.backend.capacity(spec)
         except SetupFailed as exc:
-            await self._finish(prediction.id, Status.FAILED, exc.detail)
+            waiting.clear()
+            await self._fail_queued(version_pk, kind, exc.detail)
+            return 0
+        ahead = max(0, PREFETCH * max(1, spec.concurrency) - self.backend.waiting(spec))
+        room = free + ahead
+        if room <= 0 or not waiting:
+            self._backlog = self._backlog or bool(waiting)
+            return 0
+        batch = [waiting.popleft() for _ in range(min(room, len(waiting)))]
+        if waiting:
+            self._backlog = True
+        ids = [p.id for p in batch]
+        self._handing_over.update(ids)
+        try:
+            claimed = set(await self.writer.run(lambda s: prediction_ops.claim_many(s, ids, self.node, self.lease)))
+            submitted = 0
+            # A run read earlier may have been canceled or taken by another process since: the claim says.
+            for prediction in batch:
+                if prediction.id in claimed:
+                    set_committed_value(prediction, "claimed_by", self.node)
+                    await self._submit(prediction, spec)
+                    submitted += 1
+            return submitted
+        finally:
+            self._handing_over.difference_update(ids)
+
+    async def _submit(
+        self, prediction: Prediction, spec: VersionSpec, model_input: dict[str, Any] | None = None
+    ) -> None:
+        self.recorder.hold(prediction)
+        try:
+            if model_input is None:
+                model_input = await self._model_input(prediction)
+            await self.backend.submit(Job(prediction_id=prediction.id, spec=spec, input=model_input), self.recorder)
+        except ValidationFailed as exc:
+            self.recorder.release(prediction.id)
+            await self._finish(prediction, Status.FAILED, f"Invalid input: {exc.detail.strip()}")
+        except SetupFailed as exc:
+            self.recorder.release(prediction.id)
+            await self._finish(prediction, Status.FAILED, exc.detail)
         except Exception as exc:
             log.exception("submitting %s failed", prediction.id)
-            await self._finish(prediction.id, Status.FAILED, f"The model could not be started: {exc}")
+            self.recorder.release(prediction.id)
+            await self._finish(prediction, Status.FAILED, f"The model could not be started: {exc}")
 
-    async def _model_input(self, prediction: Prediction, version: Version | None = None) -> dict[str, Any]:
+    async def _model_input(self, prediction: Prediction) -> dict[str, Any]:
         """The input as the model gets it: this server's own file URLs resolved (at dispatch time, so
-        signed URLs are fresh however long the prediction waited)."""
+        signed URLs are fresh however long the prediction waited). It was validated at create time."""
         name = "TrainingInput" if prediction.kind == "training" else "Input"
-        if version is not None:
-            checked = inputs.validate(version.openapi_schema or {}, prediction.input, component_name=name)
-            if not checked.file_fields and inputs.component(version.openapi_schema or {}, name) is not None:
-                return checked.value
+        version = self._versions.get(prediction.version_pk)
+        schema = (version.openapi_schema if version else None) or {}
+        checked = inputs.stored(schema, prediction.input, component_name=name)
+        if not checked.file_fields and inputs.component(schema, name) is not None:
+            return checked.value
         async with self.database.session() as session:
-            version = await session.get(Version, prediction.version_pk)
-            schema = (version.openapi_schema if version else None) or {}
-            checked = inputs.validate(schema, prediction.input, component_name=name)
-            if not checked.file_fields and inputs.component(schema, name) is not None:
-                return checked.value
+            if version is None:
+                version = await session.get(Version, prediction.version_pk)
+                schema = (version.openapi_schema if version else None) or {}
+                checked = inputs.stored(schema, prediction.input, component_name=name)
             account = await session.get(Account, prediction.account_id)
             if account is None:
                 raise ValidationFailed([("required", "input", "the prediction's account no longer exists")])
@@ -216,42 +254,44 @@ class Dispatcher(Service):
         async with self.database.session() as session:
             queued = await prediction_ops.queued_for(session, version_pk, kind, 1000)
         for prediction in queued:
-            await self._finish(prediction.id, Status.FAILED, message)
+            await self._finish(prediction, Status.FAILED, message)
 
-    async def _finish(self, prediction_id: str, to: Status, error: str | None = None, **extra: Any) -> None:
-        async with self.database.session() as session:
-            prediction, changed = await transition(session, prediction_id, to, error=error, **extra)
-        if changed:
-            await self.recorder.announce(prediction, "completed")
+    async def _finish(self, prediction: Prediction | str, to: Status, error: str | None = None) -> None:
+        await self.writer.run(lambda s: self.transitions.transition(s, prediction, to, error=error))
 
     # --- housekeeping: leases, lost work, deadlines ------------------------------------------
 
     async def housekeeping(self) -> None:
-        running = self.backend.running()
         async with self.database.session() as session:
-            await prediction_ops.renew_leases(session, self.node, running, self.lease)
-            lost = await prediction_ops.expired_claims(session, self.node, running)
+            candidates = await prediction_ops.expired_claims(session, self.node)
             overdue = await prediction_ops.past_deadline(session)
             cancels = await prediction_ops.cancel_requests(session, self.node)
+        # Read after the rows: a claim committed before that read is handed over or running by now.
+        running = self.backend.running() | self._handing_over
+        await self.writer.run(lambda s: prediction_ops.renew_leases(s, self.node, running, self.lease))
+        lost = [p for p in candidates if p.claimed_by != self.node or p.id not in running]
         for prediction_id in cancels:
             if prediction_id in running:
                 await self.backend.cancel(prediction_id)
         for prediction in lost:
             if prediction.status == Status.STARTING:
-                async with self.database.session() as session:
-                    await prediction_ops.unclaim(session, prediction.id)
+                await self.writer.run(
+                    partial(prediction_ops.unclaim, prediction_id=prediction.id, claimed_by=prediction.claimed_by)
+                )
                 log.info("requeued %s: its runner is gone", prediction.id)
             else:
-                await self._finish(prediction.id, Status.FAILED, RESTART_ERROR)
+                await self._finish(prediction, Status.FAILED, RESTART_ERROR)
         for prediction in overdue:
             await self._deadline(prediction)
         if lost:
+            self._fresh = True
             self.wake()
 
     async def _deadline(self, prediction: Prediction) -> None:
         if prediction.id in self.backend.running():
             await self.backend.cancel(prediction.id)
         elif prediction.status == Status.STARTING and prediction.claimed_by in (None, self.node):
-            await self._finish(prediction.id, Status.ABORTED)
+            if prediction.id not in self._handing_over:
+                await self._finish(prediction, Status.ABORTED)
         elif prediction.claimed_by is None:
-            await self._finish(prediction.id, Status.CANCELED)
+            await self._finish(prediction, Status.CANCELED)

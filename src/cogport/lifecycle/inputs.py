@@ -194,3 +194,14 @@ def _holds_files(schema: dict[str, Any], prop: dict[str, Any]) -> bool:
         return True
     items = spec.get("items")
     return isinstance(items, dict) and _resolve(schema, items).get("format") == "uri"
+
+
+def stored(schema: dict[str, Any], value: dict[str, Any], *, component_name: str = "Input") -> CheckedInput:
+    """An input validated when its run was created (as stored in the row), without checking it again:
+    only which of its fields hold files (to resolve them when the run starts)."""
+    spec = component(schema, component_name)
+    if spec is None:
+        return CheckedInput(value=value)
+    properties: dict[str, Any] = spec.get("properties", {}) or {}
+    files = [name for name in value if name in properties and _holds_files(schema, properties[name])]
+    return CheckedInput(value=value, file_fields=files)

@@ -1,32 +1,41 @@
 """Records what a backend reports about a job: the ``JobEvents`` implementation.
 
-Every status change goes through :func:`cogport.lifecycle.status.transition`; logs and partial
-output are written as they arrive (so GET shows them while the model runs), off the event's path
-(streams hear of each event before its write; see ``_progress``). After each commit the
-change is announced to the in-process hub (sync waiters, streams) and to the ``Announcer`` hooks
-(webhooks).
+Every write goes through the group writer (:mod:`cogport.db.writer`) and every status change through
+:class:`~cogport.lifecycle.status.Transitions`, which announces it (hub, webhooks, counters): the recorder
+announces nothing itself, except that streams hear of each event at once, before any write.
+
+What it writes, for one job (the row it holds since the dispatcher handed the job over: never read again):
+
+* ``processing`` ``PROCESSING_WRITE_DELAY`` after the model started, together with the logs and output so
+  far; a prediction that ends sooner costs one write, its end, with its logs folded in;
+* after that, logs and output as they arrive, from a task of their own (streams hear of each event first;
+  events that arrive while a write is under way are coalesced into the next one);
+* the end: the terminal status, output, logs and metrics, the output files linked to the prediction, the
+  model's run count, a training's new version, and (through the transition's hooks) the terminal webhook,
+  all in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.backends.base import Job
-from cogport.db.engine import Database
 from cogport.db.tables import Prediction, utcnow
+from cogport.db.writer import GroupWriter
 from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
-from cogport.lifecycle.status import Status, transition
+from cogport.lifecycle.status import Status, Transitions
 from cogport.ops import files as file_ops
 from cogport.ops import predictions as prediction_ops
+from cogport.settings import Settings
 from cogport.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -34,119 +43,125 @@ log = logging.getLogger(__name__)
 PROCESSING_WRITE_DELAY = 0.05
 """Seconds between a model starting and the row saying ``processing`` (fast predictions skip the write)."""
 
-Announcer = Callable[[Prediction, EventKind], Awaitable[None]]
-
 
 @dataclass
-class _Pending:
-    """Logs/output of a running job not written yet, and the task writing them."""
+class _Live:
+    """What the recorder keeps for one job it records."""
 
-    values: dict[str, Any] = field(default_factory=dict)
+    row: Prediction
+    logs: str = ""
+    started_at: datetime | None = None
+    start_timer: asyncio.TimerHandle | None = None
+    start_written: bool = False
+    pending: dict[str, Any] = field(default_factory=dict)
+    """Logs/output not written yet."""
     kinds: dict[EventKind, None] = field(default_factory=dict)
-    """The kinds of event to announce once written, in order."""
+    """The kinds of event to announce once they are written, in order."""
     task: asyncio.Task[None] | None = None
 
 
 class Recorder:
-    def __init__(self, database: Database, hub: Hub, storage: Storage, on_finished: Callable[[], None]) -> None:
-        self.database = database
-        self.storage = storage
+    def __init__(
+        self,
+        writer: GroupWriter,
+        transitions: Transitions,
+        hub: Hub,
+        storage: Storage,
+        settings: Settings,
+        on_finished: Callable[[], None],
+    ) -> None:
+        self.writer = writer
+        self.transitions = transitions
         self.hub = hub
+        self.storage = storage
+        self.settings = settings
         self.on_finished = on_finished
-        self.announcers: list[Announcer] = []
-        self._logs: dict[str, str] = {}
-        self._started_at: dict[str, datetime] = {}
-        self._start_timers: dict[str, asyncio.TimerHandle] = {}
+        self._live: dict[str, _Live] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._progress_writes: dict[str, _Pending] = {}
 
-    async def announce(self, prediction: Prediction, kind: EventKind, data: Any = None, *, hub: bool = True) -> None:
-        if hub:
-            self.hub.publish(Change(prediction.id, kind, prediction if kind == "completed" and data is None else data))
-        for announcer in self.announcers:
-            try:
-                await announcer(prediction, kind)
-            except Exception:
-                log.exception("announcing %s of %s failed", kind, prediction.id)
+    def hold(self, row: Prediction) -> None:
+        """The row of a job about to be submitted (the recorder writes it from now on, never reading it)."""
+        self._live[row.id] = _Live(row)
+
+    def release(self, prediction_id: str) -> None:
+        """Forget a job that was not submitted after all."""
+        live = self._live.pop(prediction_id, None)
+        if live is not None and live.start_timer is not None:
+            live.start_timer.cancel()
+
+    def _entry(self, job: Job) -> _Live | None:
+        live = self._live.get(job.prediction_id)
+        if live is None:
+            log.warning("an event for %s, which this process does not record", job.prediction_id)
+        return live
 
     async def started(self, job: Job) -> None:
-        """Streams hear at once; the row says ``processing`` after ``PROCESSING_WRITE_DELAY``, or with the
-        first logs or output, or together with the end (then a fast prediction costs one write)."""
-        prediction_id = job.prediction_id
-        self._started_at[prediction_id] = utcnow()
-        self.hub.publish(Change(prediction_id, "start"))
+        """Streams hear at once; the row says ``processing`` after ``PROCESSING_WRITE_DELAY``."""
+        live = self._entry(job)
+        if live is None:
+            return
+        live.started_at = utcnow()
+        self.hub.publish(Change(job.prediction_id, "start"))
         loop = asyncio.get_running_loop()
-        self._start_timers[prediction_id] = loop.call_later(PROCESSING_WRITE_DELAY, self._start_due, prediction_id)
+        live.start_timer = loop.call_later(PROCESSING_WRITE_DELAY, self._start_due, live)
 
-    def _start_due(self, prediction_id: str) -> None:
-        if self._start_timers.pop(prediction_id, None) is not None:
-            task = asyncio.create_task(self._record_start(prediction_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _start_due(self, live: _Live) -> None:
+        live.start_timer = None
+        if live.task is None:
+            live.task = asyncio.create_task(self._write_progress(live))
 
-    def _take_start(self, prediction_id: str) -> bool:
-        """Claim the pending ``processing`` write (the caller makes it); False if it is made already."""
-        timer = self._start_timers.pop(prediction_id, None)
-        if timer is None:
-            return False
-        timer.cancel()
-        return True
+    async def _write_progress(self, live: _Live) -> None:
+        """Write ``processing`` (once) and whatever logs/output are pending, until nothing is."""
+        try:
+            while not live.start_written or live.pending:
+                values, kinds = live.pending, live.kinds
+                live.pending, live.kinds = {}, {}
+                if not live.start_written:
+                    live.start_written = True
+                    await self.writer.run(partial(self._processing, live=live, values=values))
+                elif values:
+                    await self.writer.run(partial(self._write, live=live, values=values, kinds=list(kinds)))
+        except Exception:
+            log.exception("recording progress of %s failed", live.row.id)
+        finally:
+            live.task = None
 
-    async def _record_start(self, prediction_id: str) -> None:
-        async with self.database.session() as session:
-            prediction, changed = await self._processing(session, prediction_id)
-        if changed:
-            await self.announce(prediction, "start", hub=False)
+    async def _write(
+        self, session: AsyncSession, *, live: _Live, values: dict[str, Any], kinds: list[EventKind]
+    ) -> None:
+        await self.transitions.progress(session, live.row, values, kinds)
 
-    async def _processing(self, session: AsyncSession, prediction_id: str) -> tuple[Prediction, bool]:
-        return await transition(
-            session, prediction_id, Status.PROCESSING, started_at=self._started_at.get(prediction_id)
+    async def _processing(self, session: AsyncSession, *, live: _Live, values: dict[str, Any]) -> None:
+        await self.transitions.transition(
+            session,
+            live.row,
+            Status.PROCESSING,
+            logs=values.get("logs"),
+            output=values.get("output"),
+            set_output="output" in values,
+            started_at=live.started_at,
         )
 
-    def _progress(self, job: Job, kind: EventKind, values: dict[str, Any]) -> None:
-        """Write logs or output while the model runs (after the ``processing`` write if it is still due).
-
-        The write happens in a task of its own, so the model's next event (streams hear of it first) is
-        not held up by the database; events that come while a write is under way are coalesced into the
-        next one (the latest values win). ``finished`` waits for the last write before its own.
-        """
-        pending = self._progress_writes.setdefault(job.prediction_id, _Pending())
-        pending.values.update(values)
-        pending.kinds[kind] = None
-        if pending.task is None:
-            pending.task = asyncio.create_task(self._write_progress(job.prediction_id, pending))
-
-    async def _write_progress(self, prediction_id: str, pending: _Pending) -> None:
-        try:
-            while pending.values:
-                values, kinds = pending.values, pending.kinds
-                pending.values, pending.kinds = {}, {}
-                if self._take_start(prediction_id):
-                    await self._record_start(prediction_id)
-                async with self.database.session() as session:
-                    await session.execute(
-                        update(Prediction)
-                        .where(Prediction.id == prediction_id, Prediction.status.in_(("starting", "processing")))
-                        .values(**values)
-                    )
-                    prediction = await session.get(Prediction, prediction_id, populate_existing=True)
-                if prediction is not None:
-                    for kind in kinds:
-                        await self.announce(prediction, kind, hub=False)
-        except Exception:
-            log.exception("recording progress of %s failed", prediction_id)
-        finally:
-            pending.task = None
+    def _progress(self, live: _Live, kind: EventKind, values: dict[str, Any]) -> None:
+        live.pending.update(values)
+        live.kinds[kind] = None
+        if live.start_timer is None and live.task is None and live.started_at is not None:
+            live.task = asyncio.create_task(self._write_progress(live))
 
     async def logs(self, job: Job, text: str) -> None:
-        logs = self._logs.get(job.prediction_id, "") + text
-        self._logs[job.prediction_id] = logs
-        self.hub.publish(Change(job.prediction_id, "logs", logs))  # streams first: latency matters
-        self._progress(job, "logs", {"logs": logs})
+        live = self._entry(job)
+        if live is None:
+            return
+        live.logs += text
+        self.hub.publish(Change(job.prediction_id, "logs", live.logs))  # streams first: latency matters
+        self._progress(live, "logs", {"logs": live.logs})
 
     async def output(self, job: Job, output: Any) -> None:
+        live = self._entry(job)
+        if live is None:
+            return
         self.hub.publish(Change(job.prediction_id, "output", output))
-        self._progress(job, "output", {"output": output})
+        self._progress(live, "output", {"output": output})
 
     async def finished(
         self,
@@ -158,38 +173,55 @@ class Recorder:
         logs: str | None,
         metrics: dict[str, Any],
     ) -> None:
-        pending = self._progress_writes.pop(job.prediction_id, None)
-        if pending is not None and pending.task is not None:
-            await asyncio.shield(pending.task)  # the last logs/output write lands before the end's
-        seen = self._logs.pop(job.prediction_id, "")
-        start_pending = self._take_start(job.prediction_id)
-        started_at = self._started_at.pop(job.prediction_id, None)
-        # coglet's final object carries no logs on failure or cancel: keep what streamed in.
-        final_logs = logs if logs and len(logs) >= len(seen) else seen
+        live = self._live.pop(job.prediction_id, None)
         try:
-            async with self.database.session() as session:
-                if status == "succeeded" and job.spec.mode == "train":
-                    # The trained version is made in this transaction, or the training fails saying why.
-                    status, output, error = await trainings.publish(
-                        session, self.storage, self.database.settings, job.prediction_id, output
-                    )
-                prediction, changed = await transition(
-                    session,
-                    job.prediction_id,
-                    Status(status),
-                    output=output,
-                    set_output=status == "succeeded" or output is not None,
-                    logs=final_logs,
-                    error=error,
-                    metrics=metrics,
-                    started_at=started_at,
-                )
-                if changed:
-                    await file_ops.link_outputs(session, prediction.id, prediction.account_id, prediction.output)
-                    await prediction_ops.count_run(session, prediction)
+            if live is None:
+                log.warning("the end of %s, which this process does not record", job.prediction_id)
+                return
+            if live.start_timer is not None:
+                live.start_timer.cancel()  # the end is written instead
+                live.start_timer = None
+            live.start_written = True
+            live.pending.clear()  # folded into the end's write
+            if live.task is not None:
+                await asyncio.shield(live.task)  # a write under way lands before the end's
+            # coglet's final object carries no logs on failure or cancel: keep what streamed in.
+            final_logs = logs if logs and len(logs) >= len(live.logs) else live.logs
+
+            async def end(session: AsyncSession) -> None:
+                await self._end(session, live, job, status, output, error, final_logs, metrics)
+
+            await self.writer.run(end)
+        except Exception:
+            log.exception("recording the end of %s failed", job.prediction_id)
         finally:
             self.on_finished()
+
+    async def _end(
+        self,
+        session: AsyncSession,
+        live: _Live,
+        job: Job,
+        status: Literal["succeeded", "failed", "canceled"],
+        output: Any,
+        error: str | None,
+        logs: str,
+        metrics: dict[str, Any],
+    ) -> None:
+        if status == "succeeded" and job.spec.mode == "train":
+            # The trained version is made in this transaction, or the training fails saying why.
+            status, output, error = await trainings.publish(session, self.storage, self.settings, live.row.id, output)
+        prediction, changed = await self.transitions.transition(
+            session,
+            live.row,
+            Status(status),
+            output=output,
+            set_output=status == "succeeded" or output is not None,
+            logs=logs,
+            error=error,
+            metrics=metrics,
+            started_at=live.started_at,
+        )
         if changed:
-            if start_pending and started_at is not None:
-                await self.announce(prediction, "start", hub=False)  # webhooks: start is always sent
-            await self.announce(prediction, "completed")
+            await file_ops.link_outputs(session, prediction.id, prediction.account_id, prediction.output)
+            await prediction_ops.count_run(session, prediction)

@@ -1,7 +1,13 @@
 """Runs (predictions and trainings) as the API sees them: create, wait for, cancel.
 
-Owns nothing but references: the database, the hub, the dispatcher and the backend all belong to
-the app's lifespan. Routes call this; it calls ``ops`` for rows and ``status`` for transitions.
+:meth:`Runs.create` is the one place a run is made, for every create route (predictions, model
+predictions, trainings; deployments next): parse ``Prefer``/``Cancel-After``, find the version, validate
+and resolve the input once, write the row (through the group writer), claim and start it at once when
+the caller waits and a slot is free (the job starts while its row is being committed; the answer waits
+for both), else queue it, and wait if asked.
+
+Owns nothing but references: the database, the writer, the hub, the dispatcher and the backend all
+belong to the app's lifespan. Routes call this; it calls ``ops`` for rows and ``status`` for transitions.
 """
 
 from __future__ import annotations
@@ -9,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,15 +26,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.backends.base import Backend
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, Version, utcnow
-from cogport.errors import BadRequest, InvalidVersion, NotFound
+from cogport.db.writer import GroupWriter
+from cogport.errors import BadRequest, InvalidVersion, NotFound, Unprocessable
+from cogport.lifecycle import inputs
 from cogport.lifecycle.dispatcher import Dispatcher
-from cogport.lifecycle.hub import Hub
-from cogport.lifecycle.recorder import Recorder
-from cogport.lifecycle.status import TERMINAL, Status, transition
+from cogport.lifecycle.files_in import resolve_inputs
+from cogport.lifecycle.hub import Change, Hub
+from cogport.lifecycle.status import TERMINAL, Announcement, Status, Transitions, read
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.ops import versions as version_ops
 from cogport.ops.principals import Principal
+from cogport.schemas import cog
+from cogport.settings import Settings
+from cogport.storage.base import Storage
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
@@ -135,29 +148,130 @@ class VersionRefs:
         return found
 
 
+Resolver = Callable[[AsyncSession], Awaitable[tuple[Model, Account, Version]]]
+"""Finds the version to run (and its model and owner)."""
+DestinationResolver = Callable[[AsyncSession], Awaitable[Model]]
+"""For trainings: finds the model the trained version goes to."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a create route hands over: the body's fields and the headers that shape the call."""
+
+    input: Any
+    resolve: Resolver
+    webhook: str | None = None
+    webhook_completed: str | None = None
+    webhook_events_filter: list[str] | None = None
+    stream: bool = False
+    prefer: str | None = None
+    cancel_after: str | None = None
+    destination: DestinationResolver | None = None
+    """Set for a training: its input is checked against ``TrainingInput``; the row remembers the model."""
+    deployment: str | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    row: Prediction
+    waited: str | None
+    """``Preference-Applied`` when the caller waited (``wait`` or ``wait=N``), else None."""
+
+    @property
+    def final(self) -> bool:
+        return self.row.status in TERMINAL
+
+
+def hub_hook(hub: Hub) -> Callable[[Announcement], None]:
+    """The after-commit hook that tells this process's waiters and streams a run has ended."""
+
+    def announce(announcement: Announcement) -> None:
+        if announcement.kind == "completed":
+            hub.publish(Change(announcement.prediction.id, "completed", announcement.prediction))
+
+    return announce
+
+
 class Runs:
     def __init__(
-        self, database: Database, hub: Hub, recorder: Recorder, dispatcher: Dispatcher, backend: Backend
+        self,
+        database: Database,
+        writer: GroupWriter,
+        transitions: Transitions,
+        hub: Hub,
+        dispatcher: Dispatcher,
+        backend: Backend,
+        storage: Storage,
+        settings: Settings,
     ) -> None:
         self.database = database
+        self.writer = writer
+        self.transitions = transitions
         self.hub = hub
-        self.recorder = recorder
         self.dispatcher = dispatcher
         self.backend = backend
+        self.storage = storage
+        self.settings = settings
         self.refs = VersionRefs()
 
     @property
     def node(self) -> str:
         return self.dispatcher.node
 
-    def submitted(self) -> None:
-        self.dispatcher.new_work()
-
-    def can_start_now(self, version: Version, kind: str) -> bool:
-        return self.dispatcher.can_start_now(version, kind)
-
-    async def start_claimed(self, prediction: Prediction, version: Version) -> None:
-        await self.dispatcher.start_claimed(prediction, version)
+    async def create(self, principal: Principal, base_url: str, request: RunRequest) -> Created:
+        """Make a run (see the module docstring); returns it, waited for when ``Prefer: wait`` asked."""
+        settings = self.settings
+        wait = parse_prefer(request.prefer, settings.sync_wait_max)
+        deadline = deadline_after(parse_cancel_after(request.cancel_after))
+        training = request.destination is not None
+        async with self.database.session() as session:
+            model, owner, version = await request.resolve(session)
+            target = await request.destination(session) if request.destination is not None else None
+            schema = version.openapi_schema or {}
+            checked = inputs.validate(schema, request.input, component_name="TrainingInput" if training else "Input")
+            # Checks the caller may use every file it names; the sync fast path hands this to the model.
+            model_input = await resolve_inputs(session, self.storage, principal, schema, checked, base_url, settings)
+        streamable = not training and cog.can_stream(schema)
+        if request.stream and not streamable:
+            raise Unprocessable("Streaming not supported for the output type of the requested version.")
+        kind = "training" if training else "prediction"
+        fast = wait is not None and self.dispatcher.can_start_now(version, kind)
+        row = prediction_ops.new(
+            principal,
+            model=model,
+            model_ref=f"{owner.username}/{model.name}",
+            version=version,
+            input=checked.value,
+            kind=kind,
+            webhook=request.webhook or request.webhook_completed,
+            webhook_events_filter=list(request.webhook_events_filter)
+            if request.webhook_events_filter is not None
+            else (["completed"] if request.webhook_completed and not request.webhook else None),
+            deadline=deadline,
+            deployment=request.deployment,
+            streamable=streamable,
+            destination_model_id=None if target is None else target.id,
+            claimed_by=self.node if fast else None,
+            lease=settings.lease_seconds,
+        )
+        written = self.writer.submit(lambda s: prediction_ops.insert_row(s, row))
+        if fast:
+            # Started while its row is committed (the writer writes in order: the row lands before any
+            # write of the job's); the caller hears of it only once both are done.
+            await self.dispatcher.start_claimed(row, version, model_input)
+        try:
+            await asyncio.shield(written)
+        except BaseException:
+            if fast:
+                await self.backend.cancel(row.id)
+                self.dispatcher.forget_claimed(row.id)
+            raise
+        if not fast:
+            self.dispatcher.new_work()
+        if wait is None:
+            return Created(row, None)
+        applied = f"wait={wait}" if request.prefer and "=" in request.prefer else "wait"
+        return Created(await self.wait(row.id, wait, current=row), applied)
 
     async def reload(self, prediction_id: str) -> Prediction:
         async with self.database.session() as session:
@@ -199,18 +313,18 @@ class Runs:
         if prediction.id in self.backend.running():
             await self.backend.cancel(prediction.id)
             return await self.wait(prediction.id, wait)
-        async with self.database.session() as session:
-            current = await prediction_ops.by_id(session, prediction.id)
-            assert current is not None
+
+        async def cancel_queued(session: AsyncSession) -> tuple[Prediction, bool]:
+            current = await read(session, prediction.id)
             if current.status == Status.STARTING and current.claimed_by is None:
-                current, changed = await transition(session, prediction.id, Status.CANCELED)
-            else:
-                # Running in another process: it sees the flag and cancels (see Dispatcher.housekeeping).
-                changed = False
-                await session.execute(
-                    update(Prediction).where(Prediction.id == prediction.id).values(cancel_requested=True)
-                )
-        if changed:
-            await self.recorder.announce(current, "completed")
+                return await self.transitions.transition(session, current, Status.CANCELED)
+            # Running in another process: it sees the flag and cancels (see Dispatcher.housekeeping).
+            await session.execute(
+                update(Prediction).where(Prediction.id == prediction.id).values(cancel_requested=True)
+            )
+            return current, False
+
+        current, changed = await self.writer.run(cancel_queued)
+        if changed or current.status in TERMINAL:
             return current
         return await self.wait(prediction.id, wait)

@@ -9,29 +9,54 @@
        ├──► failed   (could not start: setup failed, version gone)
        └──► aborted  (Cancel-After deadline passed before it started)
 
-``transition()`` is the only code that writes ``Prediction.status``. It locks the row
-(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serialises writers), checks the table below,
-stamps the timestamps and metrics, and returns the updated row. Side effects (webhooks, stream
-events) are emitted by the caller from the returned row.
+:class:`Transitions` is the only code that writes ``Prediction.status`` (``transition``) and the
+logs/output of a running prediction (``progress``). A transition is a compare-and-set on the status it
+read (no lock needed on SQLite or PostgreSQL; a row the caller already holds is not read again), checks
+the table below, stamps the timestamps and metrics, and then announces the change through hooks
+registered once at start-up:
+
+* ``within`` hooks run inside the same transaction (the terminal webhook's durable row: written with the
+  terminal status or not at all); an error there rolls the whole change back and reaches the caller;
+* ``after_commit`` hooks run once the change is durable (the stream hub and sync waiters, best-effort
+  webhooks, counters); they must not block.
+
+Nothing else announces: the recorder, the dispatcher and cancel only call ``transition``/``progress``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport.backends.base import clean_error
+from cogport.db.engine import on_commit
 from cogport.db.tables import Prediction, utcnow
 from cogport.errors import InvalidTransition, PredictionNotFound
+from cogport.lifecycle.hub import EventKind
 
-__all__ = ["ALLOWED", "TERMINAL", "Status", "clean_error", "transition"]
+__all__ = [
+    "ALLOWED",
+    "TERMINAL",
+    "AfterCommitHook",
+    "Announcement",
+    "Status",
+    "Transitions",
+    "WithinHook",
+    "clean_error",
+]
+
+log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 5
+PREDICTIONS = cast(Table, Prediction.__table__)
 
 
 class Status(StrEnum):
@@ -59,7 +84,32 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 
+@dataclass(frozen=True)
+class Announcement:
+    """One change of a prediction, as the hooks hear of it."""
+
+    prediction: Prediction
+    """The row after the change."""
+    kind: EventKind
+    """``start`` (now processing), ``completed`` (terminal), or ``logs``/``output`` (progress)."""
+    previous: Status | None = None
+    """The status before a transition (None for progress)."""
+
+
+WithinHook = Callable[[AsyncSession, Announcement], Awaitable[None]]
+AfterCommitHook = Callable[[Announcement], None]
+
+
+async def read(session: AsyncSession, prediction_id: str) -> Prediction:
+    query = select(Prediction).where(Prediction.id == prediction_id).execution_options(populate_existing=True)
+    prediction = (await session.execute(query)).scalar_one_or_none()
+    if prediction is None:
+        raise PredictionNotFound()
+    return prediction
+
+
 async def lock(session: AsyncSession, prediction_id: str) -> Prediction:
+    """Read the row for an update that is not a status change (``SELECT ... FOR UPDATE`` on PostgreSQL)."""
     query = select(Prediction).where(Prediction.id == prediction_id)
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         query = query.with_for_update()
@@ -69,60 +119,115 @@ async def lock(session: AsyncSession, prediction_id: str) -> Prediction:
     return prediction
 
 
-async def transition(
-    session: AsyncSession,
-    prediction_id: str,
-    to: Status,
-    *,
-    output: Any = None,
-    set_output: bool = False,
-    logs: str | None = None,
-    error: str | None = None,
-    metrics: dict[str, Any] | None = None,
-    started_at: datetime | None = None,
-    strict: bool = False,
-) -> tuple[Prediction, bool]:
-    """Move a prediction to ``to``. Returns ``(row, changed)``.
+class Transitions:
+    """The status writer and its hooks (one per app; hooks are registered at start-up)."""
 
-    A transition that is not allowed (e.g. a late ``succeeded`` after ``canceled``) leaves the row as
-    it is and returns ``changed=False``, or raises :class:`InvalidTransition` when ``strict``.
-    ``started_at`` is when the model really started (the recorder writes ``processing`` a moment
-    late, so that a fast prediction costs one write, not two).
-    """
-    for _ in range(CAS_ATTEMPTS):
-        prediction = await lock(session, prediction_id)
-        current = Status(prediction.status)
-        if to == current and not current.is_terminal:
-            changed = False
-        elif to not in ALLOWED[current]:
-            if strict:
-                raise InvalidTransition(f"A prediction cannot go from {current} to {to}")
-            return prediction, False
-        else:
-            changed = True
-        values = _changes(
-            prediction,
-            to,
-            output=output,
-            set_output=set_output,
-            logs=logs,
-            error=error,
-            metrics=metrics,
-            started_at=started_at,
-        )
-        # Compare-and-set on the status read above: SQLite has no row locks, so a concurrent writer
-        # (e.g. a late ``processing`` racing the terminal write) must not be overwritten.
+    def __init__(self) -> None:
+        self._within: list[WithinHook] = []
+        self._after: list[AfterCommitHook] = []
+
+    def within(self, hook: WithinHook) -> None:
+        self._within.append(hook)
+
+    def after_commit(self, hook: AfterCommitHook) -> None:
+        self._after.append(hook)
+
+    async def transition(
+        self,
+        session: AsyncSession,
+        prediction: str | Prediction,
+        to: Status,
+        *,
+        output: Any = None,
+        set_output: bool = False,
+        logs: str | None = None,
+        error: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        started_at: datetime | None = None,
+        strict: bool = False,
+    ) -> tuple[Prediction, bool]:
+        """Move a prediction (an id, or a row the caller holds: then it is not read first) to ``to``.
+        Returns ``(row, changed)``.
+
+        A transition that is not allowed (e.g. a late ``succeeded`` after ``canceled``) leaves the row as
+        it is and returns ``changed=False``, or raises :class:`InvalidTransition` when ``strict``.
+        ``started_at`` is when the model really started (the recorder writes ``processing`` a moment
+        late, so that a fast prediction costs one write, not two).
+        """
+        row = prediction if isinstance(prediction, Prediction) else None
+        prediction_id = prediction.id if isinstance(prediction, Prediction) else prediction
+        for _ in range(CAS_ATTEMPTS):
+            if row is None:
+                row = await read(session, prediction_id)
+            current = Status(row.status)
+            if to == current and not current.is_terminal:
+                changed = False
+            elif to not in ALLOWED[current]:
+                if strict:
+                    raise InvalidTransition(f"A prediction cannot go from {current} to {to}")
+                return row, False
+            else:
+                changed = True
+            values = _changes(
+                row,
+                to,
+                output=output,
+                set_output=set_output,
+                logs=logs,
+                error=error,
+                metrics=metrics,
+                started_at=started_at,
+            )
+            # Compare-and-set on the status read (or held): a concurrent writer (a late ``processing``
+            # racing the terminal write, a cancel in another process) is never overwritten.
+            result = await session.execute(
+                update(PREDICTIONS)
+                .where(PREDICTIONS.c.id == prediction_id, PREDICTIONS.c.status == current.value)
+                .values(**values)
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                _apply(row, values)
+                if changed:
+                    kind: EventKind = "completed" if to.is_terminal else "start"
+                    await self._announce(session, Announcement(row, kind, current))
+                return row, changed
+            row = None  # it changed meanwhile: read it again
+        raise InvalidTransition("The prediction kept changing while its status was being set; try again")
+
+    async def progress(
+        self, session: AsyncSession, prediction: Prediction, values: dict[str, Any], kinds: Iterable[EventKind]
+    ) -> bool:
+        """Write the logs/output of a running prediction (the row the caller holds) and announce ``kinds``.
+        False (nothing written) once the prediction has ended."""
         result = await session.execute(
-            update(Prediction)
-            .where(Prediction.id == prediction_id, Prediction.status == current.value)
+            update(PREDICTIONS)
+            .where(PREDICTIONS.c.id == prediction.id, PREDICTIONS.c.status.in_(("starting", "processing")))
             .values(**values)
-            .execution_options(synchronize_session=False)
         )
-        if result.rowcount:  # type: ignore[attr-defined]
-            for key, value in values.items():
-                set_committed_value(prediction, key, value)
-            return prediction, changed
-    raise InvalidTransition("The prediction kept changing while its status was being set; try again")
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        _apply(prediction, values)
+        for kind in kinds:
+            await self._announce(session, Announcement(prediction, kind))
+        return True
+
+    async def _announce(self, session: AsyncSession, announcement: Announcement) -> None:
+        for hook in self._within:
+            await hook(session, announcement)
+        if self._after:
+            on_commit(session, lambda: self._after_commit(announcement))
+
+    def _after_commit(self, announcement: Announcement) -> None:
+        for hook in self._after:
+            try:
+                hook(announcement)
+            except Exception:
+                log.exception("announcing %s of %s failed", announcement.kind, announcement.prediction.id)
+
+
+def _apply(row: Prediction, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        set_committed_value(row, key, value)
 
 
 def _changes(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.keyset import Cursor, KeysetPage, paginate
@@ -14,9 +14,10 @@ from cogport.errors import PredictionNotFound
 from cogport.identifiers import new_capability, new_object_id
 from cogport.ops.principals import Principal
 
+PREDICTIONS = cast(Table, Prediction.__table__)
 
-async def create(
-    session: AsyncSession,
+
+def new(
     principal: Principal,
     *,
     model: Model,
@@ -33,8 +34,9 @@ async def create(
     claimed_by: str | None = None,
     lease: float = 0.0,
 ) -> Prediction:
-    """Add a run. ``claimed_by`` creates it already claimed by that node (to start it at once)."""
-    prediction = Prediction(
+    """A new run, not written yet (see :func:`insert_row`). ``claimed_by`` makes it already claimed by
+    that node (to start it at once)."""
+    return Prediction(
         id=new_object_id(),
         kind=kind,
         account_id=principal.id,
@@ -58,9 +60,22 @@ async def create(
         claimed_by=claimed_by,
         lease_expires_at=utcnow() + timedelta(seconds=lease) if claimed_by else None,
         attempts=1 if claimed_by else 0,
+        data_removed=False,
+        cancel_requested=False,
+        error=None,
+        started_at=None,
+        completed_at=None,
+        output_version_pk=None,
     )
-    session.add(prediction)
-    await session.flush()
+
+
+COLUMNS = tuple(column.key for column in PREDICTIONS.columns)
+
+
+async def insert_row(session: AsyncSession, prediction: Prediction) -> Prediction:
+    """Write a run made by :func:`new` (one Core INSERT; the object stays detached: it is the row
+    the process holds, never read again)."""
+    await session.execute(insert(PREDICTIONS).values({key: getattr(prediction, key) for key in COLUMNS}))
     return prediction
 
 
@@ -163,23 +178,38 @@ async def queued_for(session: AsyncSession, version_pk: int, kind: str, limit: i
     return list(result.scalars())
 
 
-async def claim(session: AsyncSession, prediction_id: str, node: str, lease: float) -> bool:
-    """Atomically take a queued prediction for ``node``; False when someone else was first."""
+async def claim_many(session: AsyncSession, prediction_ids: list[str], node: str, lease: float) -> list[str]:
+    """Atomically take queued predictions for ``node`` (one statement); the ids it got (someone else
+    was first for the others, or they were canceled)."""
+    if not prediction_ids:
+        return []
     result = await session.execute(
-        update(Prediction)
-        .where(Prediction.id == prediction_id, Prediction.claimed_by.is_(None), Prediction.status == "starting")
-        .values(claimed_by=node, lease_expires_at=utcnow() + timedelta(seconds=lease), attempts=Prediction.attempts + 1)
-        .execution_options(synchronize_session=False)
+        update(PREDICTIONS)
+        .where(
+            PREDICTIONS.c.id.in_(prediction_ids),
+            PREDICTIONS.c.claimed_by.is_(None),
+            PREDICTIONS.c.status == "starting",
+        )
+        .values(
+            claimed_by=node,
+            lease_expires_at=utcnow() + timedelta(seconds=lease),
+            attempts=PREDICTIONS.c.attempts + 1,
+        )
+        .returning(PREDICTIONS.c.id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return list(result.scalars())
 
 
-async def unclaim(session: AsyncSession, prediction_id: str) -> None:
+async def unclaim(session: AsyncSession, prediction_id: str, claimed_by: str | None) -> None:
+    """Put a claimed, not yet started prediction back in the queue (if ``claimed_by`` still has it)."""
     await session.execute(
-        update(Prediction)
-        .where(Prediction.id == prediction_id, Prediction.status == "starting")
+        update(PREDICTIONS)
+        .where(
+            PREDICTIONS.c.id == prediction_id,
+            PREDICTIONS.c.status == "starting",
+            PREDICTIONS.c.claimed_by == claimed_by,
+        )
         .values(claimed_by=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -194,17 +224,15 @@ async def renew_leases(session: AsyncSession, node: str, ids: set[str], lease: f
     )
 
 
-async def expired_claims(session: AsyncSession, node: str, running: set[str]) -> list[Prediction]:
-    """Claimed predictions whose runner is gone: another node's lease ran out, or ours lost track."""
+async def expired_claims(session: AsyncSession, node: str) -> list[Prediction]:
+    """Claimed predictions whose runner may be gone: another node's whose lease ran out, and every one
+    of ``node``'s (the caller keeps those it is not running)."""
     now = utcnow()
     result = await session.execute(
         select(Prediction).where(
             Prediction.status.in_(("starting", "processing")),
             Prediction.claimed_by.is_not(None),
-            or_(
-                Prediction.lease_expires_at < now,
-                and_(Prediction.claimed_by == node, Prediction.id.not_in(running or {""})),
-            ),
+            or_(Prediction.lease_expires_at < now, Prediction.claimed_by == node),
         )
     )
     return list(result.scalars())
@@ -234,6 +262,7 @@ async def cancel_requests(session: AsyncSession, node: str) -> list[str]:
 async def count_run(session: AsyncSession, prediction: Prediction) -> None:
     """Add a finished prediction to its model's ``run_count`` (in the transaction that ends it)."""
     if prediction.kind == "prediction":
+        models = cast(Table, Model.__table__)
         await session.execute(
-            update(Model).where(Model.id == prediction.model_id).values(run_count=Model.run_count + 1)
+            update(models).where(models.c.id == prediction.model_id).values(run_count=models.c.run_count + 1)
         )

@@ -131,26 +131,37 @@ class Pool:
     # --- the Backend operations ---------------------------------------------------------------
 
     def has_capacity(self, spec: VersionSpec) -> bool:
-        """Whether a job for ``spec`` would get a slot without waiting behind others.
+        """Whether a job for ``spec`` would get a slot without waiting behind others (see :meth:`capacity`)."""
+        return self.capacity(spec) > 0
 
-        True when an instance of the version has (or is starting with) a free slot nobody waits
-        for, or when one more instance can be started (perhaps after evicting an idle one).
+    def capacity(self, spec: VersionSpec) -> int:
+        """How many more jobs for ``spec`` would get a slot without waiting behind others.
+
+        The free slots of the version's instances (READY or starting) nobody waits for yet; else, when
+        one more instance can be started (perhaps after evicting an idle one), its slots; else 0.
         Raises :class:`SetupFailed` while the version is refused after repeated setup failures.
         """
         if self._state != "running":
-            return False
+            return 0
         now = time.monotonic()
+        slots = max(1, spec.concurrency)
         group = self._groups.get(spec.key)
         if group is None:
-            return self._room(None) != "no"
+            return slots if self._room(None) != "no" else 0
         refusal = group.refusal(now)
         if refusal is not None:
             raise refusal
-        if group.slack() > 0:
-            return True
+        slack = group.slack()
+        if slack > 0:
+            return slack
         if not group.can_grow(now, self.settings.max_instances_per_version):
-            return False
-        return self._room(group) != "no"
+            return 0
+        return slots if self._room(group) != "no" else 0
+
+    def waiting(self, spec: VersionSpec) -> int:
+        """Jobs for ``spec`` submitted and still waiting for a slot."""
+        group = self._groups.get(spec.key)
+        return len(group.waiting) if group is not None else 0
 
     def submit(self, job: Job, events: JobEvents) -> None:
         """Queue ``job`` for a slot of its version; it runs in a task of its own.

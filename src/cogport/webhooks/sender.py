@@ -1,9 +1,13 @@
 """Sending webhooks: throttled intermediate events (best effort) and durable terminal ones (retried).
 
-``WebhookAnnouncer`` is registered on the lifecycle recorder; ``DeliveryService`` retries terminal
-webhooks with exponential backoff (the last attempt about a minute after completion), from rows in
-``webhook_deliveries``, so retries survive a restart. Redirects are never followed (nor retried), and
-sending never blocks a prediction: intermediate events go out from background tasks.
+``WebhookAnnouncer`` hooks into :class:`~cogport.lifecycle.status.Transitions`: its ``within`` hook writes
+the terminal webhook's row in the very transaction that makes the prediction terminal (so a crash can
+never leave a finished prediction without its webhook), and its ``after_commit`` hook sends the
+intermediate events (``start``, throttled ``output``/``logs``) from background tasks and wakes the
+sender. ``DeliveryService`` delivers terminal webhooks from ``webhook_deliveries`` and retries with
+exponential backoff (``COGPORT_WEBHOOKS__*``: by default for an hour, at most 5 minutes apart), so
+retries survive a restart. Redirects are never followed (nor retried), and sending never blocks a
+prediction.
 """
 
 from __future__ import annotations
@@ -18,22 +22,30 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from cogport.db.engine import Database
+from cogport.db.engine import Database, on_commit
 from cogport.db.tables import Account, Prediction, WebhookDelivery, utcnow
-from cogport.lifecycle.hub import EventKind
+from cogport.lifecycle.status import Announcement, Status
 from cogport.ops import webhooks as delivery_ops
 from cogport.services.base import Service
+from cogport.settings import WebhookSettings
 from cogport.webhooks import signing
 
 log = logging.getLogger(__name__)
 
 ALL_EVENTS = ("start", "output", "logs", "completed")
 THROTTLE = 0.5
-RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 ATTEMPT_HOLD = 30.0
 
 Render = Callable[[Prediction], dict[str, Any]]
+
+
+def retry_delay(settings: WebhookSettings, attempt: int, age: float) -> float | None:
+    """Seconds before attempt ``attempt + 1`` of a terminal webhook first queued ``age`` seconds ago,
+    or None when retrying is over (the next attempt would come after ``retry_for``)."""
+    delay = min(settings.retry_initial * 2 ** (attempt - 1), settings.retry_max_delay)
+    return delay if age + delay <= settings.retry_for else None
 
 
 @dataclass(frozen=True)
@@ -68,14 +80,34 @@ class WebhookAnnouncer:
         self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, prediction: Prediction, kind: EventKind) -> None:
+    async def within(self, session: AsyncSession, announcement: Announcement) -> None:
+        """In the terminal transition's transaction: the terminal webhook's durable row."""
+        prediction = announcement.prediction
+        if announcement.kind != "completed" or not prediction.webhook:
+            return
+        if "completed" in (prediction.webhook_events_filter or ALL_EVENTS):
+            await delivery_ops.enqueue(
+                session,
+                prediction_id=prediction.id,
+                account_id=prediction.account_id,
+                url=prediction.webhook,
+                body=json.dumps(self.render(prediction)),
+                message_id=signing.new_message_id(),
+            )
+            on_commit(session, self.wake_sender)
+
+    def after_commit(self, announcement: Announcement) -> None:
+        """Once a change is durable: the best-effort intermediate events."""
+        prediction, kind = announcement.prediction, announcement.kind
         if not prediction.webhook:
             return
         wanted = prediction.webhook_events_filter or ALL_EVENTS
         if kind == "completed":
             self._forget(prediction.id)
-            if "completed" in wanted:
-                await self._enqueue_terminal(prediction)
+            # A fast prediction goes from starting straight to its end: its start is always sent too,
+            # as it was then (processing, nothing out yet).
+            if announcement.previous == Status.STARTING and prediction.started_at is not None and "start" in wanted:
+                self._send_now(prediction, as_start=True)
             return
         if kind not in wanted:
             return
@@ -93,9 +125,14 @@ class WebhookAnnouncer:
             self._secrets[account_id] = secret
         return secret
 
-    def _send_now(self, prediction: Prediction) -> None:
-        """Send the row as it is now (rendered at once, posted from a task)."""
-        body = json.dumps(self.render(prediction))
+    def _send_now(self, prediction: Prediction, *, as_start: bool = False) -> None:
+        """Send the row as it is now (rendered at once, posted from a task); ``as_start``: as it was
+        when it started (for a prediction whose start and end are written together)."""
+        rendered = self.render(prediction)
+        if as_start:
+            rendered.update(status="processing", output=None, error=None)
+            rendered.pop("completed_at", None)
+        body = json.dumps(rendered)
         url, account_id = prediction.webhook or "", prediction.account_id
         self._spawn(self._deliver_once(url, account_id, body))
 
@@ -128,19 +165,6 @@ class WebhookAnnouncer:
         if failure:
             log.info("webhook to %s failed (not retried: not terminal): %s", url, failure.reason)
 
-    async def _enqueue_terminal(self, prediction: Prediction) -> None:
-        body = json.dumps(self.render(prediction))
-        async with self.database.session() as session:
-            await delivery_ops.enqueue(
-                session,
-                prediction_id=prediction.id,
-                account_id=prediction.account_id,
-                url=prediction.webhook or "",
-                body=body,
-                message_id=signing.new_message_id(),
-            )
-        self.wake_sender()
-
     def _forget(self, prediction_id: str) -> None:
         for kind in ("output", "logs"):
             self._last_sent.pop((prediction_id, kind), None)
@@ -166,11 +190,14 @@ class DeliveryService(Service):
     name = "webhooks"
     interval = 1.0
 
-    def __init__(self, database: Database, client: httpx.AsyncClient, announcer: WebhookAnnouncer) -> None:
+    def __init__(
+        self, database: Database, client: httpx.AsyncClient, announcer: WebhookAnnouncer, settings: WebhookSettings
+    ) -> None:
         super().__init__()
         self.database = database
         self.client = client
         self.announcer = announcer
+        self.settings = settings
 
     async def run_once(self) -> bool:
         async with self.database.session() as session:
@@ -186,8 +213,10 @@ class DeliveryService(Service):
         failure = await post(self.client, delivery.url, secret, delivery.message_id, delivery.body)
         attempt = delivery.attempts + 1
         retry_at = None
-        if failure and failure.retry and attempt <= len(RETRY_DELAYS):
-            retry_at = utcnow() + timedelta(seconds=RETRY_DELAYS[attempt - 1])
+        if failure and failure.retry:
+            now = utcnow()
+            delay = retry_delay(self.settings, attempt, (now - delivery.created_at).total_seconds())
+            retry_at = None if delay is None else now + timedelta(seconds=delay)
         if failure:
             log.info(
                 "webhook %s attempt %d to %s failed: %s", delivery.message_id, attempt, delivery.url, failure.reason

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,45 +10,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.api import pagination, presenters
 from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
 from cogport.db.tables import Account, Model, Prediction, Version
-from cogport.errors import Unprocessable
-from cogport.files import urls as file_urls
-from cogport.lifecycle import inputs
-from cogport.lifecycle.files_in import resolve_inputs
-from cogport.lifecycle.runs import (
-    Runs,
-    deadline_after,
-    latest_version,
-    parse_cancel_after,
-    parse_prefer,
-)
+from cogport.lifecycle.runs import DestinationResolver, Resolver, RunRequest, Runs, latest_version
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.ops.principals import Principal
-from cogport.schemas import cog
 from cogport.schemas.actions import PredictionCreate, RunCreate, TrainingCreate
 from cogport.schemas.responses import Page
 
 router = APIRouter(tags=["predictions"])
 
-STREAM_PATH = "/v1/streams"
 PreferHeader = Annotated[str | None, Header(alias="Prefer")]
 CancelAfterHeader = Annotated[str | None, Header(alias="Cancel-After")]
 NO_STORE = {"Cache-Control": "no-store"}
 
 
 def present(request: Request, row: Prediction, base_url: str) -> dict[str, Any]:
-    settings = request.app.state.settings
-    body = presenters.prediction(row, base_url, aborted_as=settings.aborted_status, stream_path=STREAM_PATH)
-    body["output"] = file_urls.rebase_outputs(body["output"], settings, base_url)
-    if row.kind == "training" and not isinstance(body["output"], dict):
-        del body["output"]  # the spec types a training's output as an object: none until there is one
-    return body
-
-
-Resolver = Callable[[AsyncSession], Awaitable[tuple[Model, Account, Version]]]
-"""Finds the version to run (and its model and owner) inside the create transaction."""
-DestinationResolver = Callable[[AsyncSession], Awaitable[Model]]
-"""For trainings: finds the model the trained version goes to, inside the create transaction."""
+    return presenters.run(row, base_url, request.app.state.settings)
 
 
 async def create_run(
@@ -63,62 +39,35 @@ async def create_run(
     *,
     destination: DestinationResolver | None = None,
 ) -> JSONResponse:
-    """Shared by every create endpoint: validate, commit, queue, then optionally wait.
-
-    With ``destination`` the run is a training: its input is checked against ``TrainingInput`` and the
-    row (``kind="training"``) remembers the destination model.
-    """
-    settings = request.app.state.settings
+    """Every create endpoint: hand the body to :meth:`Runs.create`, then answer as Replicate does."""
     runs: Runs = request.app.state.runs
-    wait = parse_prefer(prefer, settings.sync_wait_max)
-    deadline = deadline_after(parse_cancel_after(cancel_after))
-    async with request.app.state.database.session() as session:
-        model, owner, version = await resolve(session)
-        target = await destination(session) if destination is not None else None
-        schema = version.openapi_schema or {}
-        checked = inputs.validate(schema, body.input, component_name="Input" if target is None else "TrainingInput")
-        # Checks the caller may use every file it names (the model gets fresh URLs at dispatch).
-        await resolve_inputs(session, request.app.state.storage, principal, schema, checked, base_url, settings)
-        streamable = target is None and cog.can_stream(schema)
-        kind = "prediction" if target is None else "training"
-        if isinstance(body, RunCreate) and body.stream and not streamable:
-            raise Unprocessable("Streaming not supported for the output type of the requested version.")
-        prediction = await prediction_ops.create(
-            session,
-            principal,
-            model=model,
-            model_ref=f"{owner.username}/{model.name}",
-            version=version,
-            input=checked.value,
-            kind=kind,
-            webhook=body.webhook or body.webhook_completed,
-            webhook_events_filter=list(body.webhook_events_filter)
-            if body.webhook_events_filter is not None
-            else (["completed"] if body.webhook_completed and not body.webhook else None),
-            deadline=deadline,
-            streamable=streamable,
-            destination_model_id=None if target is None else target.id,
-            # Sync mode with a free slot: start it now rather than through the queue.
-            claimed_by=runs.node if wait is not None and runs.can_start_now(version, kind) else None,
-            lease=settings.lease_seconds,
-        )
-    if prediction.claimed_by is not None:
-        await runs.start_claimed(prediction, version)
-    else:
-        runs.submitted()
-    collection = "predictions" if target is None else "trainings"
-    headers = {"Location": f"{base_url}/v1/{collection}/{prediction.id}", **NO_STORE}
+    created = await runs.create(
+        principal,
+        base_url,
+        RunRequest(
+            input=body.input,
+            resolve=resolve,
+            webhook=body.webhook,
+            webhook_completed=body.webhook_completed,
+            webhook_events_filter=list(body.webhook_events_filter) if body.webhook_events_filter is not None else None,
+            stream=isinstance(body, RunCreate) and bool(body.stream),
+            prefer=prefer,
+            cancel_after=cancel_after,
+            destination=destination,
+        ),
+    )
+    row = created.row
+    collection = "trainings" if row.kind == "training" else "predictions"
+    headers = {"Location": f"{base_url}/v1/{collection}/{row.id}", **NO_STORE}
+    body_out = present(request, row, base_url)
     status_code = 201
-    if wait is not None:
-        headers["Preference-Applied"] = f"wait={wait}" if prefer and "=" in prefer else "wait"
-        prediction = await runs.wait(prediction.id, wait, current=prediction)
-        body_out = present(request, prediction, base_url)
-        if prediction.status not in ("succeeded", "failed", "canceled", "aborted"):
+    if created.waited is not None:
+        headers["Preference-Applied"] = created.waited
+        if not created.final:
             # The clients treat anything but "starting" as final: say "starting" until it is.
             body_out["status"] = "starting"
             status_code = 202
-        return JSONResponse(body_out, status_code=status_code, headers=headers)
-    return JSONResponse(present(request, prediction, base_url), status_code=status_code, headers=headers)
+    return JSONResponse(body_out, status_code=status_code, headers=headers)
 
 
 @router.post("/v1/predictions", status_code=201)
