@@ -77,8 +77,18 @@ class NotStreamable:
 
 
 class CogletApi:
-    def __init__(self, client: httpx.AsyncClient, base_url: str, endpoint: str, on_conflict: ConflictCheck) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        endpoint: str,
+        on_conflict: ConflictCheck,
+        *,
+        plain_client: httpx.AsyncClient | None = None,
+    ) -> None:
         self._client = client
+        self._plain_client = plain_client or client
+        """For plain POSTs: may keep connections alive (one response write, no Nagle stall)."""
         self.base_url = base_url
         self.endpoint = endpoint
         """``predictions`` or ``trainings``."""
@@ -134,7 +144,8 @@ class CogletApi:
         relay = asyncio.create_task(_relay(run, queue))
         try:
             result = await self._post(run)
-            await asyncio.sleep(LOG_DRAIN)
+            if not (isinstance(result, Outcome) and result.status == "succeeded" and result.logs):
+                await asyncio.sleep(LOG_DRAIN)  # no log in the response: let coglet's log catch up
         finally:
             logs.unlisten(prediction_id)
             queue.put_nowait(None)
@@ -150,7 +161,7 @@ class CogletApi:
             while True:
                 if run.wants_cancel:  # canceled before coglet took it (e.g. between 409 retries)
                     return Outcome("canceled")
-                response = await self._client.post(url, json=_body(run), timeout=NO_READ_TIMEOUT)
+                response = await self._plain_client.post(url, json=_body(run), timeout=NO_READ_TIMEOUT)
                 if response.status_code != 409:
                     break
                 if await retry.wait():

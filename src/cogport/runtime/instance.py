@@ -92,6 +92,7 @@ class Instance:
         name: str,
         on_change: Callable[[Instance], None] | None = None,
         sweeper: PredictionDirSweeper | None = None,
+        plain_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.spec = spec
         self.options = options
@@ -108,6 +109,7 @@ class Instance:
         self.process: CogletProcess | None = None
         self.port = 0
         self._client = client
+        self._plain_client = plain_client
         self._on_change = on_change
         self.sweeper = sweeper or PredictionDirSweeper()
         """Collects the ids of finished predictions; whoever owns it calls ``sweep()`` (the pool does)."""
@@ -175,7 +177,9 @@ class Instance:
 
     async def _spawn(self) -> None:
         self.port = free_port()
-        self._api = CogletApi(self._client, self.url, self._endpoint, self._conflict_is_fatal)
+        self._api = CogletApi(
+            self._client, self.url, self._endpoint, self._conflict_is_fatal, plain_client=self._plain_client
+        )
         self.process = await CogletProcess.spawn(
             self.spec,
             name=self.name,
@@ -302,7 +306,11 @@ class Instance:
             return Outcome("canceled")
         if self.state not in (InstanceState.READY, InstanceState.BUSY) or self.process is None:
             return Outcome("failed", error=self.failure or f"The model is {self.state}")
-        result = await self._api.stream(run, cancel_due=lambda: self._cancel_in_coglet(run))
+        result: Outcome | Lost | NotStreamable
+        if self._iterator_output:
+            result = await self._api.stream(run, cancel_due=lambda: self._cancel_in_coglet(run))
+        else:
+            result = NotStreamable()  # nothing to stream: the cheaper plain POST (see coglet_api)
         if isinstance(result, NotStreamable):
             result = await self._api.post(run, self.process.logs)
         if isinstance(result, Lost):

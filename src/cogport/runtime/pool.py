@@ -80,6 +80,7 @@ class Pool:
         self._tickets: dict[str, Ticket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._plain_client: httpx.AsyncClient | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._pumping = False
@@ -95,6 +96,12 @@ class Pool:
             # A fresh connection per request: coglet's SSE stalls ~40 ms on a reused one (Nagle).
             limits=httpx.Limits(max_keepalive_connections=0, max_connections=None),
             timeout=httpx.Timeout(5.0, read=120.0),  # coglet sends an SSE keep-alive every 15 s
+            trust_env=False,
+        )
+        # Plain POSTs keep their connections (one response write each: no Nagle stall, no reconnect).
+        self._plain_client = httpx.AsyncClient(
+            limits=httpx.Limits(max_keepalive_connections=256, max_connections=None),
+            timeout=httpx.Timeout(5.0, read=120.0),
             trust_env=False,
         )
         self._reaper = asyncio.create_task(self._reap(), name="cogport-pool-reaper")
@@ -125,6 +132,8 @@ class Pool:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
+        if self._plain_client is not None:
+            await self._plain_client.aclose()
         await self.sweeper.sweep()
         self._state = "stopped"
 
@@ -324,7 +333,13 @@ class Pool:
         group.replace = False
         name = f"{group.spec.version_id[:12]}-{group.spec.mode}-{group.started}"
         instance = Instance(
-            group.spec, self.options, client=self._client, name=name, on_change=self._changed, sweeper=self.sweeper
+            group.spec,
+            self.options,
+            client=self._client,
+            name=name,
+            on_change=self._changed,
+            sweeper=self.sweeper,
+            plain_client=self._plain_client,
         )
         group.instances.append(instance)
         self._spawn(self._supervise(group, instance), f"cogport-start-{name}")
