@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
@@ -15,6 +16,7 @@ from cogport.db.tables import Account, StoredFile
 from cogport.files.signing import signing_key
 from cogport.files.tokens import UploadTokens
 from cogport.files.urls import own_output, upload_url
+from cogport.lifecycle.files_out import DECODE_CHARS, OutputFiles
 from cogport.ops import files as file_ops
 from cogport.settings import Settings
 from tests.conftest import LiveServer
@@ -186,3 +188,30 @@ def test_rebase_outputs_onto_the_request_base(settings: Settings) -> None:
     }
     settings.public_url = "https://public.example.com"
     assert rebase_outputs(output, settings, "https://api.example.com") == output
+
+
+async def test_inline_outputs_are_kept_like_uploads(
+    app: FastAPI, client: httpx.AsyncClient, database: Database, settings: Settings
+) -> None:
+    """A ``data:`` URL coglet sends (a list-of-files output) becomes an output file just like an upload."""
+    sink = OutputFiles(database, app.state.storage, settings)
+    body = bytes(range(256)) * 3000  # several decode slices, and a length that needs padding
+    url = await sink.keep("data:image/png;base64," + base64.b64encode(body).decode(), 3)
+    assert url.startswith("http://127.0.0.1:8000/v1/files/outputs/") and url.endswith("/output-3.png")
+    got = await client.get(path_of(url))
+    assert got.status_code == 200 and got.content == body and got.headers["content-type"] == "image/png"
+    plain = await sink.keep("data:,a%20b", 0)  # not base64: percent-encoded text (RFC 2397's default type)
+    assert plain.endswith("/output-0.txt") and (await client.get(path_of(plain))).content == b"a b"
+    async with database.session() as session:
+        rows = (await session.execute(select(StoredFile).order_by(StoredFile.created_at))).scalars().all()
+    assert [(r.kind, r.prediction_id, r.expires_at is not None, r.size) for r in rows] == [
+        ("output", None, True, len(body)),  # unlinked until link_outputs, like an upload
+        ("output", None, True, 3),
+    ]
+    with pytest.raises(ValueError):
+        await sink.keep("data:image/png;base64," + "A" * DECODE_CHARS + "!!!!", 1)
+    with pytest.raises(ValueError):
+        await sink.keep("not a data url", 1)
+    async with database.session() as session:
+        assert len((await session.execute(select(StoredFile))).scalars().all()) == 2  # nothing left behind
+    assert sorted(p.name for p in (settings.data_dir / "files" / "outputs").iterdir()) == sorted(r.id for r in rows)

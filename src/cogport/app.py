@@ -39,6 +39,7 @@ from cogport.files import urls as file_urls
 from cogport.files.signing import signing_key
 from cogport.files.tokens import UploadTokens
 from cogport.lifecycle.dispatcher import Dispatcher
+from cogport.lifecycle.files_out import OutputFiles
 from cogport.lifecycle.hub import Hub
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.runs import Runs, hub_hook
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         backend = LocalBackend(
             settings,
             upload_url=file_urls.upload_url(settings, upload_tokens.issue("local")),
+            file_sink=OutputFiles(database, storage, settings),
             on_capacity=lambda: dispatcher.capacity_changed(),
         )
         recorder = Recorder(

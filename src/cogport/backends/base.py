@@ -75,6 +75,13 @@ class JobEvents(Protocol):
     ) -> None: ...
 
 
+class OutputFileSink(Protocol):
+    """Where a backend keeps file outputs that arrive inline (the lifecycle's ``OutputFiles``)."""
+
+    async def keep(self, data_url: str, index: int) -> str:
+        """Keep ``data_url``, the ``index``-th item of a job's output, as an output file; its URL."""
+
+
 class Backend(Protocol):
     async def start(self) -> None: ...
 

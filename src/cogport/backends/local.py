@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cogport.backends.base import Job, JobEvents, VersionSpec
+from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.runtime.pool import InstanceInfo, Pool
 from cogport.settings import Settings
 
@@ -40,6 +40,8 @@ class LocalBackend:
 
     ``upload_url``: passed to every instance as ``--upload-url`` (coglet PUTs output files to
     ``<upload_url><basename>``); unset, file outputs come back as ``data:`` URLs.
+    ``file_sink``: keeps file outputs of versions whose output is a list of files; those run without
+    ``--upload-url``, since coglet reports uploads in completion order (see docs/files.md).
     ``on_capacity``: called (synchronously, must not block) when capacity may have grown: an
     instance became READY or stopped, or a start backoff ended. Finishing jobs also frees slots;
     ``finished`` is the signal for that.
@@ -50,10 +52,11 @@ class LocalBackend:
         settings: Settings,
         *,
         upload_url: str | None = None,
+        file_sink: OutputFileSink | None = None,
         on_capacity: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.pool = Pool(settings.runtime, upload_url=upload_url, on_capacity=on_capacity)
+        self.pool = Pool(settings.runtime, upload_url=upload_url, file_sink=file_sink, on_capacity=on_capacity)
 
     async def start(self) -> None:
         await self.pool.start()

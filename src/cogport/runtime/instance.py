@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from cogport.backends.base import Job, JobEvents, VersionSpec
+from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import InstanceUnavailable, SetupFailed
 from cogport.runtime.coglet_api import (
     CANCEL_RETRY_MAX,
@@ -78,6 +78,9 @@ class InstanceOptions:
     """Seconds between health checks of a READY/BUSY instance (an exit is noticed at once anyway)."""
     upload_url: str | None = None
     """Passed as ``--upload-url``: where coglet PUTs output files (unset: they come back as data URLs)."""
+    file_sink: OutputFileSink | None = None
+    """Keeps the file outputs of versions whose output is a list of files: those run without
+    ``--upload-url`` (coglet reports uploads in completion order) and their ``data:`` URLs come here."""
 
 
 class Instance:
@@ -117,7 +120,9 @@ class Instance:
         self._exit: asyncio.Future[int] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
-        self._iterator_output = _has_iterator_output(spec)
+        output = _output_schema(spec)
+        self._iterator_output = output.get("x-cog-array-type") == "iterator"
+        self._file_sink = options.file_sink if _is_file_list(output) else None
         self._endpoint = "predictions" if spec.mode == "predict" else "trainings"
         self._api = CogletApi(client, self.url, self._endpoint, self._conflict_is_fatal)
 
@@ -185,7 +190,7 @@ class Instance:
             name=self.name,
             port=self.port,
             setup_timeout=self.options.setup_timeout,
-            upload_url=self.options.upload_url,
+            upload_url=None if self._file_sink is not None else self.options.upload_url,
         )
         self._exit = asyncio.ensure_future(self.process.wait())
         if self.state is not InstanceState.STARTING:  # stopped while spawning
@@ -288,7 +293,7 @@ class Instance:
         """
         if self.reserved <= 0:
             raise InstanceUnavailable(f"{self.name}: predict() without a reserved slot")
-        run = PredictionRun(job, events, iterator_output=self._iterator_output)
+        run = PredictionRun(job, events, iterator_output=self._iterator_output, file_sink=self._file_sink)
         run.cancel_requested = canceled
         self._runs[job.prediction_id] = run
         try:
@@ -471,11 +476,17 @@ class Instance:
         return f"{message}.\nLast log lines:\n{tail}" if tail else f"{message}."
 
 
-def _has_iterator_output(spec: VersionSpec) -> bool:
-    """Whether the schema declares an iterator output (its chunks are then reported as they come)."""
+def _output_schema(spec: VersionSpec) -> dict[str, Any]:
+    """The schema of the output (``{}`` when unknown), from the file coglet reads."""
     try:
         schema = json.loads((Path(spec.source_path) / ".cog" / "openapi_schema.json").read_text())
         output = schema["components"]["schemas"]["Output" if spec.mode == "predict" else "TrainingOutput"]
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return isinstance(output, dict) and output.get("x-cog-array-type") == "iterator"
+        return {}
+    return output if isinstance(output, dict) else {}
+
+
+def _is_file_list(output: dict[str, Any]) -> bool:
+    """A ``list[Path]`` or ``Iterator[Path]`` output: an array of ``format: uri`` strings."""
+    items = output.get("items")
+    return output.get("type") == "array" and isinstance(items, dict) and items.get("format") == "uri"

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import httpx
 
-from cogport.backends.base import Job, JobEvents, VersionSpec
+from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.runtime.group import Ticket, VersionGroup
 from cogport.runtime.instance import Instance, InstanceOptions
@@ -69,11 +69,15 @@ class Pool:
         settings: RuntimeSettings,
         *,
         upload_url: str | None = None,
+        file_sink: OutputFileSink | None = None,
         on_capacity: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.options = InstanceOptions(
-            setup_timeout=settings.setup_timeout, stop_timeout=settings.stop_timeout, upload_url=upload_url
+            setup_timeout=settings.setup_timeout,
+            stop_timeout=settings.stop_timeout,
+            upload_url=upload_url,
+            file_sink=file_sink,
         )
         self._on_capacity = on_capacity
         self._groups: dict[str, VersionGroup] = {}

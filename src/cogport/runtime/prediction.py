@@ -9,6 +9,10 @@ coglet event → callback:
 * ``metric`` → nothing (``completed`` carries all metrics)
 * ``completed {id, status, output, error, logs, metrics}`` → ``finished(...)``
 
+With a ``file_sink`` (versions whose output is a list of files, run without ``--upload-url``), each
+``data:`` URL coglet sends as an output item is kept as an output file as it arrives, and both the
+streamed outputs and the final one carry the kept file's URL in its place, in the model's order.
+
 Callbacks are awaited in order; an exception in one is logged and does not stop the prediction.
 ``finished`` is called exactly once, by :meth:`PredictionRun.finish`.
 """
@@ -22,7 +26,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cogport.backends.base import Job, JobEvents, clean_error
+from cogport.backends.base import Job, JobEvents, OutputFileSink, clean_error
 from cogport.runtime.sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
@@ -49,10 +53,15 @@ class Outcome:
 class PredictionRun:
     """The state of one prediction while its events stream in."""
 
-    def __init__(self, job: Job, events: JobEvents, *, iterator_output: bool) -> None:
+    def __init__(
+        self, job: Job, events: JobEvents, *, iterator_output: bool, file_sink: OutputFileSink | None = None
+    ) -> None:
         self.job = job
         self.events = events
         self.iterator_output = iterator_output
+        self.file_sink = file_sink
+        self._kept: dict[int, tuple[tuple[int, int], str]] = {}
+        """Output items kept as files: index → ((length, hash) of the ``data:`` URL, the file's URL)."""
         self.started = False
         self.announced_at: float | None = None
         """When coglet's ``start`` event arrived (monotonic): from then on coglet knows the id."""
@@ -80,7 +89,7 @@ class PredictionRun:
             self.model_active = True
         elif event.event == "output" and isinstance(data, dict):
             self.model_active = True
-            self.chunks.append(data.get("chunk"))
+            self.chunks.append(await self._keep(data.get("chunk"), len(self.chunks)))
             if self.iterator_output:
                 await self._call("output", self.events.output(self.job, list(self.chunks)))
         elif event.event == "completed" and isinstance(data, dict):
@@ -128,12 +137,32 @@ class PredictionRun:
         if self.finished:
             return
         self.finished = True
+        if self.file_sink is not None and isinstance(outcome.output, list):
+            # coglet's final list is the list of its output events: those items are kept already.
+            outcome.output = [await self._keep(item, index) for index, item in enumerate(outcome.output)]
         if outcome.logs is None:
             outcome.logs = self.streamed_logs
         await report(self.job, self.events, outcome)
 
     async def _call(self, name: str, awaitable: Awaitable[None]) -> None:
         await _call(self.job, name, awaitable)
+
+    async def _keep(self, item: Any, index: int) -> Any:
+        """``item``, or the URL of the output file it is kept as when it is a ``data:`` URL and files are
+        kept (the same file once, however often the item comes). One that cannot be kept stays inline."""
+        if self.file_sink is None or not isinstance(item, str) or not item.startswith("data:"):
+            return item
+        fingerprint = (len(item), hash(item))
+        kept = self._kept.get(index)
+        if kept is not None and kept[0] == fingerprint:
+            return kept[1]
+        try:
+            url = await self.file_sink.keep(item, index)
+        except Exception:
+            log.exception("keeping output file %d of %s failed; it stays inline", index, self.job.prediction_id)
+            return item
+        self._kept[index] = (fingerprint, url)
+        return url
 
 
 async def report(job: Job, events: JobEvents, outcome: Outcome) -> None:

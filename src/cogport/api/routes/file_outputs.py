@@ -16,14 +16,11 @@ from fastapi import APIRouter, Request, Response
 
 from cogport.api.deps import DatabaseDep, SessionDep, SettingsDep
 from cogport.api.file_bodies import file_response
-from cogport.db.tables import utcnow
 from cogport.errors import FileNotFound, Forbidden
-from cogport.files.streams import Digest, digested
 from cogport.files.tokens import UploadTokens
-from cogport.files.urls import OUTPUTS_PATH, UPLOADS_PATH, output_url, public_base_url
-from cogport.identifiers import new_object_id
+from cogport.files.urls import OUTPUTS_PATH, UPLOADS_PATH
+from cogport.lifecycle.files_out import store_output
 from cogport.ops import files as ops
-from cogport.storage.base import Storage
 
 router = APIRouter(tags=["files"])
 
@@ -60,31 +57,16 @@ async def receive_output(
     tokens: UploadTokens = request.app.state.upload_tokens
     if not tokens.is_valid(token):
         raise Forbidden("The upload token is not valid")
-    storage: Storage = request.app.state.storage
     name = safe_name(filename)
-    file_id = new_object_id()
-    key = ops.storage_key(ops.OUTPUT, file_id, name)
-    digest = Digest()
     header_type = request.headers.get("content-type", "").strip()
-    content_type = header_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    try:
-        await storage.put_stream(key, digested(request.stream(), digest))
-        async with database.session() as session:
-            row = await ops.add(
-                session,
-                file_id=file_id,
-                kind=ops.OUTPUT,
-                account_id=await ops.orphan_owner(session),
-                name=name,
-                content_type=content_type,
-                digest=digest,
-                storage_key=key,
-                expires_at=utcnow() + ops.ORPHAN_GRACE,
-            )
-    except BaseException:
-        await ops.remove_bytes(storage, file_id, key)
-        raise
-    url = output_url(public_base_url(settings), row.id, row.access_token, name)
+    url = await store_output(
+        database,
+        request.app.state.storage,
+        settings,
+        name=name,
+        content_type=header_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
+        chunks=request.stream(),
+    )
     return Response(status_code=201, headers={"Location": url})
 
 
