@@ -11,11 +11,14 @@ from cogport.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 
 
+GROUPS = ("build", "runtime", "webhooks")
+
+
 def env_names(model: type[BaseModel], prefix: str = "COGPORT_") -> list[str]:
     names = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name in ("build", "runtime"):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and name in GROUPS:
             names += env_names(annotation, f"{prefix}{name.upper()}__")
         else:
             names.append(f"{prefix}{name.upper()}")
