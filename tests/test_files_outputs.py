@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from cogport.db.engine import Database
 from cogport.db.tables import Account, StoredFile
+from cogport.db.writer import Tx, run_in
 from cogport.files.signing import signing_key
 from cogport.files.tokens import UploadTokens
 from cogport.files.urls import own_output, upload_url
@@ -140,9 +142,13 @@ async def test_link_outputs_and_delete_prediction_files(
 
     async with database.session() as session:
         alice = (await session.execute(select(Account).where(Account.username == "alice"))).scalar_one()
-        assert await file_ops.link_outputs(session, prediction_id, alice.id, output) == 3
-        assert await file_ops.link_outputs(session, prediction_id, alice.id, output) == 3  # idempotent
-        assert await file_ops.link_outputs(session, "another", alice.id, output) == 0  # already linked elsewhere
+
+        def link(prediction: str) -> Callable[[Tx], int]:
+            return lambda tx: file_ops.link_outputs(tx, prediction, alice.id, output)
+
+        assert await run_in(session, link(prediction_id)) == 3
+        assert await run_in(session, link(prediction_id)) == 3  # idempotent
+        assert await run_in(session, link("another")) == 0  # already linked elsewhere
     async with database.session() as session:
         rows = (await session.execute(select(StoredFile).where(StoredFile.kind == "output"))).scalars().all()
         by_id = {row.id: row for row in rows}

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from cogport.api import presenters
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Prediction, StoredFile, utcnow
+from cogport.db.writer import run_in
 from cogport.files.tokens import UploadTokens
 from cogport.ops import files as file_ops
 from cogport.services.retention import RetentionService
@@ -50,7 +51,7 @@ async def finished_prediction(
     when = utcnow() - timedelta(hours=hours_ago)
     async with database.session() as session:
         alice = (await session.execute(select(Account).where(Account.username == "alice"))).scalar_one()
-        await file_ops.link_outputs(session, prediction_id, alice.id, [url])
+        await run_in(session, lambda tx: file_ops.link_outputs(tx, prediction_id, alice.id, [url]))
         await session.execute(
             update(Prediction)
             .where(Prediction.id == prediction_id)

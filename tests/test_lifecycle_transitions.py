@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction, WebhookDelivery
-from cogport.db.writer import GroupWriter
+from cogport.db.writer import GroupWriter, Tx
 from cogport.errors import PredictionNotFound
 from cogport.lifecycle.status import Announcement, Status, Transitions
 from cogport.settings import WebhookSettings
@@ -61,14 +61,17 @@ async def test_the_terminal_webhook_row_commits_with_the_terminal_status_or_not_
     prediction_id = await queued(app, client, users, webhook=HOOK)
     database: Database = app.state.database
     transitions: Transitions = app.state.transitions
+    writer: GroupWriter = app.state.writer
+
+    def crashing(tx: Tx) -> None:
+        _, changed = transitions.transition(tx, prediction_id, Status.FAILED, error="boom")
+        assert changed
+        raise Crash
+
     with pytest.raises(Crash):
-        async with database.session() as session:
-            _, changed = await transitions.transition(session, prediction_id, Status.FAILED, error="boom")
-            assert changed
-            raise Crash
+        await writer.run(crashing)
     assert await state(database, prediction_id) == ("starting", 0)  # neither the status nor the webhook
-    async with database.session() as session:
-        await transitions.transition(session, prediction_id, Status.FAILED, error="boom")
+    await writer.run(lambda tx: transitions.transition(tx, prediction_id, Status.FAILED, error="boom"))
     assert await state(database, prediction_id) == ("failed", 1)  # both, in one commit
 
 
@@ -81,14 +84,13 @@ async def test_an_error_in_a_hook_rolls_the_change_back_and_reaches_the_caller(
     heard: list[Announcement] = []
     transitions.after_commit(heard.append)
 
-    async def broken(_session: Any, announcement: Announcement) -> None:
+    def broken(_tx: Tx, announcement: Announcement) -> None:
         if announcement.prediction.id == prediction_id and announcement.kind == "completed":
             raise RuntimeError("the webhook queue is unreachable")
 
     transitions.within(broken)
     with pytest.raises(RuntimeError, match="unreachable"):
-        async with database.session() as session:
-            await transitions.transition(session, prediction_id, Status.CANCELED)
+        await app.state.writer.run(lambda tx: transitions.transition(tx, prediction_id, Status.CANCELED))
     assert await state(database, prediction_id) == ("starting", 0)
     assert heard == []  # nothing announced for a change that did not happen
 
@@ -101,19 +103,21 @@ async def test_after_commit_hooks_hear_each_change_once_with_the_row_after_it(
     transitions: Transitions = app.state.transitions
     heard: list[tuple[str, str, str | None]] = []
     transitions.after_commit(lambda a: heard.append((a.kind, a.prediction.status, a.previous)))
-    async with database.session() as session:
-        row, changed = await transitions.transition(session, prediction_id, Status.PROCESSING)
+    writer: GroupWriter = app.state.writer
+
+    def start(tx: Tx) -> Prediction:
+        row, changed = transitions.transition(tx, prediction_id, Status.PROCESSING)
         assert changed and heard == []  # not before the commit
+        return row
+
+    row = await writer.run(start)
     assert heard == [("start", "processing", "starting")]
-    async with database.session() as session:
-        assert await transitions.progress(session, row, {"logs": "one\n"}, ["logs"])
-    async with database.session() as session:
-        await transitions.transition(session, row, Status.SUCCEEDED, output="ok", set_output=True)
-    async with database.session() as session:
-        # A late write after the end: not allowed, nothing written, nothing heard.
-        _, changed = await transitions.transition(session, prediction_id, Status.FAILED)
-        assert not changed
-        assert not await transitions.progress(session, row, {"logs": "late\n"}, ["logs"])
+    assert await writer.run(lambda tx: transitions.progress(tx, row, {"logs": "one\n"}, ["logs"]))
+    await writer.run(lambda tx: transitions.transition(tx, row, Status.SUCCEEDED, output="ok", set_output=True))
+    # A late write after the end: not allowed, nothing written, nothing heard.
+    _, changed = await writer.run(lambda tx: transitions.transition(tx, prediction_id, Status.FAILED))
+    assert not changed
+    assert not await writer.run(lambda tx: transitions.progress(tx, row, {"logs": "late\n"}, ["logs"]))
     assert heard == [
         ("start", "processing", "starting"),
         ("logs", "processing", None),
@@ -135,10 +139,11 @@ async def test_a_held_row_that_changed_meanwhile_is_read_again(
     async with database.session() as session:
         held = await session.get(Prediction, prediction_id)
     assert held is not None and held.status == "starting"
-    async with database.session() as session:
-        await transitions.transition(session, prediction_id, Status.CANCELED)
-    async with database.session() as session:
-        row, changed = await transitions.transition(session, held, Status.SUCCEEDED, output="late", set_output=True)
+    writer: GroupWriter = app.state.writer
+    await writer.run(lambda tx: transitions.transition(tx, prediction_id, Status.CANCELED))
+    row, changed = await writer.run(
+        lambda tx: transitions.transition(tx, held, Status.SUCCEEDED, output="late", set_output=True)
+    )
     assert not changed and row.status == "canceled" and row.output is None
 
 
@@ -149,16 +154,16 @@ async def test_concurrent_writes_share_commits_and_a_failing_one_fails_alone(
     database: Database = app.state.database
     transitions = Transitions()
     writer = GroupWriter(database)
-    writer.start()
+    await writer.start()
     try:
         ids = [prediction_id] + [await queued_again(client, users) for _ in range(30)]
 
         async def cancel(pid: str) -> bool:
-            _, changed = await writer.run(lambda s: transitions.transition(s, pid, Status.CANCELED))
+            _, changed = await writer.run(lambda tx: transitions.transition(tx, pid, Status.CANCELED))
             return changed
 
         async def missing() -> None:
-            await writer.run(lambda s: transitions.transition(s, "nosuchprediction", Status.CANCELED))
+            await writer.run(lambda tx: transitions.transition(tx, "nosuchprediction", Status.CANCELED))
 
         first, rest = ids[:20], ids[20:]
         assert await asyncio.gather(*(cancel(pid) for pid in first)) == [True] * len(first)

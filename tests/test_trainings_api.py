@@ -261,8 +261,9 @@ class Trainings:
                 claimed_by="elsewhere",
                 lease=3600,
             )
-            await prediction_ops.insert_row(session, training)
-            await self.app.state.transitions.transition(session, training.id, Status.PROCESSING)
+        writer = self.app.state.writer
+        await writer.run(lambda tx: prediction_ops.insert_row(tx, training))
+        await writer.run(lambda tx: self.app.state.transitions.transition(tx, training.id, Status.PROCESSING))
         return training.id
 
     async def output_file(self, data: bytes, name: str = "weights.json") -> str:
@@ -464,8 +465,8 @@ async def test_destination_or_base_gone_fails(client: httpx.AsyncClient, users: 
 
 async def test_a_training_that_already_ended_publishes_nothing(runs: Trainings) -> None:
     training_id = await runs.start()
-    async with runs.database.session() as session:
-        await runs.app.state.transitions.transition(session, training_id, Status.CANCELED)
+    transitions = runs.app.state.transitions
+    await runs.app.state.writer.run(lambda tx: transitions.transition(tx, training_id, Status.CANCELED))
     row = await runs.finish(training_id, {"weights": await runs.output_file(b"w")})
     assert row.status == "canceled" and row.output is None
     assert await runs.versions() == []

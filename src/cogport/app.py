@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_capacity=lambda: dispatcher.capacity_changed(),
         )
         recorder = Recorder(
-            writer, transitions, hub, storage, settings, on_finished=lambda: dispatcher.capacity_changed()
+            database, writer, transitions, hub, storage, settings, on_finished=lambda: dispatcher.capacity_changed()
         )
         dispatcher = Dispatcher(
             database,
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runs = Runs(database, writer, transitions, hub, dispatcher, backend, storage, settings)
         app.state.services = services
         app.state.hardware = hardware.available(settings)
-        writer.start()
+        await writer.start()
         await backend.start()
         services.start()
         try:

@@ -129,11 +129,13 @@ class Dispatcher(Service):
         except SetupFailed:
             return False
 
-    async def start_claimed(self, prediction: Prediction, version: Version, model_input: dict[str, Any]) -> None:
+    async def start_claimed(
+        self, prediction: Prediction, version: Version, model_input: dict[str, Any], *, written: bool = True
+    ) -> None:
         """Start a run created already claimed by this node (``can_start_now`` said yes), with the input
-        resolved at create time."""
+        resolved at create time; ``written=False``: its row is not written yet (the recorder writes it)."""
         spec = self._spec(version, "train" if prediction.kind == "training" else "predict")
-        await self._submit(prediction, spec, model_input)
+        await self._submit(prediction, spec, model_input, written=written)
 
     def forget_claimed(self, prediction_id: str) -> None:
         """A run created claimed whose row could not be written after all: stop it."""
@@ -171,7 +173,7 @@ class Dispatcher(Service):
         ids = [p.id for p in batch]
         self._handing_over.update(ids)
         try:
-            claimed = set(await self.writer.run(lambda s: prediction_ops.claim_many(s, ids, self.node, self.lease)))
+            claimed = set(await self.writer.run(lambda tx: prediction_ops.claim_many(tx, ids, self.node, self.lease)))
             submitted = 0
             # A run read earlier may have been canceled or taken by another process since: the claim says.
             for prediction in batch:
@@ -184,23 +186,25 @@ class Dispatcher(Service):
             self._handing_over.difference_update(ids)
 
     async def _submit(
-        self, prediction: Prediction, spec: VersionSpec, model_input: dict[str, Any] | None = None
+        self,
+        prediction: Prediction,
+        spec: VersionSpec,
+        model_input: dict[str, Any] | None = None,
+        *,
+        written: bool = True,
     ) -> None:
-        self.recorder.hold(prediction)
+        self.recorder.hold(prediction, written=written)
         try:
             if model_input is None:
                 model_input = await self._model_input(prediction)
             await self.backend.submit(Job(prediction_id=prediction.id, spec=spec, input=model_input), self.recorder)
         except ValidationFailed as exc:
-            self.recorder.release(prediction.id)
-            await self._finish(prediction, Status.FAILED, f"Invalid input: {exc.detail.strip()}")
+            await self.recorder.not_started(prediction, f"Invalid input: {exc.detail.strip()}")
         except SetupFailed as exc:
-            self.recorder.release(prediction.id)
-            await self._finish(prediction, Status.FAILED, exc.detail)
+            await self.recorder.not_started(prediction, exc.detail)
         except Exception as exc:
             log.exception("submitting %s failed", prediction.id)
-            self.recorder.release(prediction.id)
-            await self._finish(prediction, Status.FAILED, f"The model could not be started: {exc}")
+            await self.recorder.not_started(prediction, f"The model could not be started: {exc}")
 
     async def _model_input(self, prediction: Prediction) -> dict[str, Any]:
         """The input as the model gets it: this server's own file URLs resolved (at dispatch time, so
@@ -257,7 +261,7 @@ class Dispatcher(Service):
             await self._finish(prediction, Status.FAILED, message)
 
     async def _finish(self, prediction: Prediction | str, to: Status, error: str | None = None) -> None:
-        await self.writer.run(lambda s: self.transitions.transition(s, prediction, to, error=error))
+        await self.writer.run(lambda tx: self.transitions.transition(tx, prediction, to, error=error))
 
     # --- housekeeping: leases, lost work, deadlines ------------------------------------------
 
@@ -268,7 +272,7 @@ class Dispatcher(Service):
             cancels = await prediction_ops.cancel_requests(session, self.node)
         # Read after the rows: a claim committed before that read is handed over or running by now.
         running = self.backend.running() | self._handing_over
-        await self.writer.run(lambda s: prediction_ops.renew_leases(s, self.node, running, self.lease))
+        await self.writer.run(lambda tx: prediction_ops.renew_leases(tx, self.node, running, self.lease))
         lost = [p for p in candidates if p.claimed_by != self.node or p.id not in running]
         for prediction_id in cancels:
             if prediction_id in running:

@@ -6,6 +6,9 @@ announces nothing itself, except that streams hear of each event at once, before
 
 What it writes, for one job (the row it holds since the dispatcher handed the job over: never read again):
 
+* a sync prediction started at once is handed over before its row is written: the row is written
+  ``PROCESSING_WRITE_DELAY`` after it was made (as it is then: ``starting`` or ``processing``), or with
+  its end if that comes first: a fast sync prediction costs one write in all;
 * ``processing`` ``PROCESSING_WRITE_DELAY`` after the model started, together with the logs and output so
   far; a prediction that ends sooner costs one write, its end, with its logs folded in;
 * after that, logs and output as they arrive, from a task of their own (streams hear of each event first;
@@ -25,11 +28,10 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from cogport.backends.base import Job
+from cogport.db.engine import Database
 from cogport.db.tables import Prediction, utcnow
-from cogport.db.writer import GroupWriter
+from cogport.db.writer import GroupWriter, Tx, run_in
 from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
 from cogport.lifecycle.status import Status, Transitions
@@ -44,14 +46,21 @@ PROCESSING_WRITE_DELAY = 0.05
 """Seconds between a model starting and the row saying ``processing`` (fast predictions skip the write)."""
 
 
+class RecordingFailed(Exception):
+    """The end of a run could not be written (what a sync caller waiting for it is told)."""
+
+
 @dataclass
 class _Live:
     """What the recorder keeps for one job it records."""
 
     row: Prediction
+    written: bool = True
+    """False for a row not in the database yet (see the module docstring)."""
     logs: str = ""
     started_at: datetime | None = None
     start_timer: asyncio.TimerHandle | None = None
+    """The next due write (the row itself, or ``processing``)."""
     start_written: bool = False
     pending: dict[str, Any] = field(default_factory=dict)
     """Logs/output not written yet."""
@@ -63,6 +72,7 @@ class _Live:
 class Recorder:
     def __init__(
         self,
+        database: Database,
         writer: GroupWriter,
         transitions: Transitions,
         hub: Hub,
@@ -70,6 +80,7 @@ class Recorder:
         settings: Settings,
         on_finished: Callable[[], None],
     ) -> None:
+        self.database = database
         self.writer = writer
         self.transitions = transitions
         self.hub = hub
@@ -79,15 +90,34 @@ class Recorder:
         self._live: dict[str, _Live] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def hold(self, row: Prediction) -> None:
-        """The row of a job about to be submitted (the recorder writes it from now on, never reading it)."""
-        self._live[row.id] = _Live(row)
+    def hold(self, row: Prediction, *, written: bool = True) -> None:
+        """The row of a job about to be submitted (the recorder writes it from now on, never reading it);
+        ``written=False``: the row is not in the database yet, and the recorder writes it soon."""
+        live = self._live[row.id] = _Live(row, written=written)
+        if not written:
+            live.start_timer = asyncio.get_running_loop().call_later(PROCESSING_WRITE_DELAY, self._start_due, live)
+
+    def holds_unwritten(self, prediction_id: str) -> bool:
+        live = self._live.get(prediction_id)
+        return live is not None and not live.written
 
     def release(self, prediction_id: str) -> None:
         """Forget a job that was not submitted after all."""
         live = self._live.pop(prediction_id, None)
         if live is not None and live.start_timer is not None:
             live.start_timer.cancel()
+
+    async def not_started(self, row: Prediction, error: str) -> None:
+        """End a job the backend refused (``failed`` with ``error``), written or not."""
+        live = self._live.pop(row.id, None)
+        if live is not None and live.start_timer is not None:
+            live.start_timer.cancel()
+        if live is not None and live.task is not None:
+            await asyncio.shield(live.task)
+        if live is not None and not live.written:
+            await self.writer.run(lambda tx: self.transitions.insert(tx, row, Status.FAILED, error=error))
+        else:
+            await self.writer.run(lambda tx: self.transitions.transition(tx, row, Status.FAILED, error=error))
 
     def _entry(self, job: Job) -> _Live | None:
         live = self._live.get(job.prediction_id)
@@ -102,8 +132,9 @@ class Recorder:
             return
         live.started_at = utcnow()
         self.hub.publish(Change(job.prediction_id, "start"))
-        loop = asyncio.get_running_loop()
-        live.start_timer = loop.call_later(PROCESSING_WRITE_DELAY, self._start_due, live)
+        if live.start_timer is None:  # else the row's own write is due: it says processing then
+            loop = asyncio.get_running_loop()
+            live.start_timer = loop.call_later(PROCESSING_WRITE_DELAY, self._start_due, live)
 
     def _start_due(self, live: _Live) -> None:
         live.start_timer = None
@@ -113,10 +144,14 @@ class Recorder:
     async def _write_progress(self, live: _Live) -> None:
         """Write ``processing`` (once) and whatever logs/output are pending, until nothing is."""
         try:
-            while not live.start_written or live.pending:
+            while not live.written or (live.started_at is not None and not live.start_written) or live.pending:
                 values, kinds = live.pending, live.kinds
                 live.pending, live.kinds = {}, {}
-                if not live.start_written:
+                if not live.written:
+                    live.written = True
+                    live.start_written = live.started_at is not None
+                    await self.writer.run(partial(self._first_write, live=live, values=values))
+                elif not live.start_written and live.started_at is not None:
                     live.start_written = True
                     await self.writer.run(partial(self._processing, live=live, values=values))
                 elif values:
@@ -126,14 +161,26 @@ class Recorder:
         finally:
             live.task = None
 
-    async def _write(
-        self, session: AsyncSession, *, live: _Live, values: dict[str, Any], kinds: list[EventKind]
-    ) -> None:
-        await self.transitions.progress(session, live.row, values, kinds)
+    def _write(self, tx: Tx, *, live: _Live, values: dict[str, Any], kinds: list[EventKind]) -> None:
+        self.transitions.progress(tx, live.row, values, kinds)
 
-    async def _processing(self, session: AsyncSession, *, live: _Live, values: dict[str, Any]) -> None:
-        await self.transitions.transition(
-            session,
+    def _first_write(self, tx: Tx, *, live: _Live, values: dict[str, Any]) -> None:
+        if live.started_at is None:
+            self.transitions.insert(tx, live.row)
+            return
+        self.transitions.insert(
+            tx,
+            live.row,
+            Status.PROCESSING,
+            logs=values.get("logs"),
+            output=values.get("output"),
+            set_output="output" in values,
+            started_at=live.started_at,
+        )
+
+    def _processing(self, tx: Tx, *, live: _Live, values: dict[str, Any]) -> None:
+        self.transitions.transition(
+            tx,
             live.row,
             Status.PROCESSING,
             logs=values.get("logs"),
@@ -184,44 +231,55 @@ class Recorder:
             live.start_written = True
             live.pending.clear()  # folded into the end's write
             if live.task is not None:
-                await asyncio.shield(live.task)  # a write under way lands before the end's
+                await asyncio.shield(live.task)  # a write under way lands before the end's (and says written)
             # coglet's final object carries no logs on failure or cancel: keep what streamed in.
             final_logs = logs if logs and len(logs) >= len(live.logs) else live.logs
-
-            async def end(session: AsyncSession) -> None:
-                await self._end(session, live, job, status, output, error, final_logs, metrics)
-
-            await self.writer.run(end)
-        except Exception:
+            end = _End(status, output, error, final_logs, metrics)
+            if status == "succeeded" and job.spec.mode == "train" and live.written:
+                await self._end_training(live, end)
+            else:
+                await self.writer.run(partial(self._end, live=live, end=end))
+        except Exception as exc:
             log.exception("recording the end of %s failed", job.prediction_id)
+            self.hub.publish(Change(job.prediction_id, "completed", RecordingFailed(str(exc))))
         finally:
             self.on_finished()
 
-    async def _end(
-        self,
-        session: AsyncSession,
-        live: _Live,
-        job: Job,
-        status: Literal["succeeded", "failed", "canceled"],
-        output: Any,
-        error: str | None,
-        logs: str,
-        metrics: dict[str, Any],
-    ) -> None:
-        if status == "succeeded" and job.spec.mode == "train":
-            # The trained version is made in this transaction, or the training fails saying why.
-            status, output, error = await trainings.publish(session, self.storage, self.settings, live.row.id, output)
-        prediction, changed = await self.transitions.transition(
-            session,
-            live.row,
-            Status(status),
-            output=output,
-            set_output=status == "succeeded" or output is not None,
-            logs=logs,
-            error=error,
-            metrics=metrics,
-            started_at=live.started_at,
-        )
+    def _end(self, tx: Tx, *, live: _Live, end: _End) -> None:
+        """The end in one transaction: status, output, logs, metrics (and, through the hooks, the terminal
+        webhook), the output files given to the prediction, the model's run count."""
+        changes: dict[str, Any] = {
+            "output": end.output,
+            "set_output": end.status == "succeeded" or end.output is not None,
+            "logs": end.logs,
+            "error": end.error,
+            "metrics": end.metrics,
+            "started_at": live.started_at,
+        }
+        if not live.written:
+            prediction, changed = self.transitions.insert(tx, live.row, Status(end.status), **changes), True
+        else:
+            prediction, changed = self.transitions.transition(tx, live.row, Status(end.status), **changes)
         if changed:
-            await file_ops.link_outputs(session, prediction.id, prediction.account_id, prediction.output)
-            await prediction_ops.count_run(session, prediction)
+            file_ops.link_outputs(tx, prediction.id, prediction.account_id, prediction.output)
+            prediction_ops.count_run(tx, prediction)
+
+    async def _end_training(self, live: _Live, end: _End) -> None:
+        """A training that succeeded: its trained version is made in the transaction that ends it (this
+        needs file work, so it runs in a session of its own rather than the group writer), or the
+        training fails saying why."""
+        async with self.database.session() as session:
+            status, output, error = await trainings.publish(
+                session, self.storage, self.settings, live.row.id, end.output
+            )
+            published = _End(status, output, error, end.logs, end.metrics)
+            await run_in(session, partial(self._end, live=live, end=published))
+
+
+@dataclass(frozen=True)
+class _End:
+    status: Literal["succeeded", "failed", "canceled"]
+    output: Any
+    error: str | None
+    logs: str
+    metrics: dict[str, Any]

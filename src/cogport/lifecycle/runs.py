@@ -26,13 +26,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.backends.base import Backend
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, Version, utcnow
-from cogport.db.writer import GroupWriter
-from cogport.errors import BadRequest, InvalidVersion, NotFound, Unprocessable
+from cogport.db.writer import GroupWriter, Tx
+from cogport.errors import BackendUnavailable, BadRequest, InvalidVersion, NotFound, PredictionNotFound, Unprocessable
 from cogport.lifecycle import inputs
 from cogport.lifecycle.dispatcher import Dispatcher
 from cogport.lifecycle.files_in import resolve_inputs
 from cogport.lifecycle.hub import Change, Hub
-from cogport.lifecycle.status import TERMINAL, Announcement, Status, Transitions, read
+from cogport.lifecycle.recorder import RecordingFailed
+from cogport.lifecycle.status import PREDICTIONS, TERMINAL, Announcement, Status, Transitions, read
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.ops import versions as version_ops
@@ -254,29 +255,38 @@ class Runs:
             claimed_by=self.node if fast else None,
             lease=settings.lease_seconds,
         )
-        written = self.writer.submit(lambda s: prediction_ops.insert_row(s, row))
-        if fast:
-            # Started while its row is committed (the writer writes in order: the row lands before any
-            # write of the job's); the caller hears of it only once both are done.
-            await self.dispatcher.start_claimed(row, version, model_input)
-        try:
-            await asyncio.shield(written)
-        except BaseException:
+        if fast and not training and wait is not None:
+            # Started before its row is written: the recorder writes it a moment later, or with its end
+            # (a fast sync prediction costs one write); the caller hears of it only once it is written.
+            await self.dispatcher.start_claimed(row, version, model_input, written=False)
+        else:
+            written = self.writer.submit(lambda tx: prediction_ops.insert_row(tx, row))
             if fast:
-                await self.backend.cancel(row.id)
-                self.dispatcher.forget_claimed(row.id)
-            raise
-        if not fast:
-            self.dispatcher.new_work()
+                # Started while its row is committed (the writer writes in order: the row lands before
+                # any write of the job's); the caller hears of it only once both are done.
+                await self.dispatcher.start_claimed(row, version, model_input)
+            try:
+                await asyncio.shield(written)
+            except BaseException:
+                if fast:
+                    await self.backend.cancel(row.id)
+                    self.dispatcher.forget_claimed(row.id)
+                raise
+            if not fast:
+                self.dispatcher.new_work()
         if wait is None:
             return Created(row, None)
         applied = f"wait={wait}" if request.prefer and "=" in request.prefer else "wait"
         return Created(await self.wait(row.id, wait, current=row), applied)
 
-    async def reload(self, prediction_id: str) -> Prediction:
+    async def reload(self, prediction_id: str, held: Prediction | None = None) -> Prediction:
+        """The row as stored now; ``held`` (the row this process holds) while it is not written yet."""
         async with self.database.session() as session:
             prediction = await prediction_ops.by_id(session, prediction_id)
-        assert prediction is not None
+        if prediction is None:
+            if held is not None:
+                return held
+            raise PredictionNotFound()
         return prediction
 
     async def wait(self, prediction_id: str, seconds: float, *, current: Prediction | None = None) -> Prediction:
@@ -292,15 +302,17 @@ class Runs:
             while prediction.status not in TERMINAL:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return await self.reload(prediction_id)
+                    return await self.reload(prediction_id, current)
                 try:
                     final = await asyncio.wait_for(asyncio.shield(done), timeout=min(remaining, POLL_INTERVAL * 4))
                 except TimeoutError:
-                    prediction = await self.reload(prediction_id)
+                    prediction = await self.reload(prediction_id, current)
                     continue
                 if isinstance(final, Prediction):
                     return final
-                prediction = await self.reload(prediction_id)
+                if isinstance(final, RecordingFailed):
+                    raise BackendUnavailable(f"The prediction ran but its result could not be recorded: {final}")
+                prediction = await self.reload(prediction_id, current)
             return prediction
         finally:
             self.hub.forget(prediction_id, done)
@@ -314,14 +326,12 @@ class Runs:
             await self.backend.cancel(prediction.id)
             return await self.wait(prediction.id, wait)
 
-        async def cancel_queued(session: AsyncSession) -> tuple[Prediction, bool]:
-            current = await read(session, prediction.id)
+        def cancel_queued(tx: Tx) -> tuple[Prediction, bool]:
+            current = read(tx, prediction.id)
             if current.status == Status.STARTING and current.claimed_by is None:
-                return await self.transitions.transition(session, current, Status.CANCELED)
+                return self.transitions.transition(tx, current, Status.CANCELED)
             # Running in another process: it sees the flag and cancels (see Dispatcher.housekeeping).
-            await session.execute(
-                update(Prediction).where(Prediction.id == prediction.id).values(cancel_requested=True)
-            )
+            tx.conn.execute(update(PREDICTIONS).where(PREDICTIONS.c.id == prediction.id).values(cancel_requested=True))
             return current, False
 
         current, changed = await self.writer.run(cancel_queued)

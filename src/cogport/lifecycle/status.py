@@ -26,7 +26,7 @@ Nothing else announces: the recorder, the dispatcher and cancel only call ``tran
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -37,10 +37,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport.backends.base import clean_error
-from cogport.db.engine import on_commit
 from cogport.db.tables import Prediction, utcnow
+from cogport.db.writer import Tx
 from cogport.errors import InvalidTransition, PredictionNotFound
 from cogport.lifecycle.hub import EventKind
+from cogport.ops import predictions as prediction_ops
 
 __all__ = [
     "ALLOWED",
@@ -51,6 +52,8 @@ __all__ = [
     "Transitions",
     "WithinHook",
     "clean_error",
+    "lock",
+    "read",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,13 +99,13 @@ class Announcement:
     """The status before a transition (None for progress)."""
 
 
-WithinHook = Callable[[AsyncSession, Announcement], Awaitable[None]]
+WithinHook = Callable[[Tx, Announcement], None]
 AfterCommitHook = Callable[[Announcement], None]
 
 
-async def read(session: AsyncSession, prediction_id: str) -> Prediction:
+def read(tx: Tx, prediction_id: str) -> Prediction:
     query = select(Prediction).where(Prediction.id == prediction_id).execution_options(populate_existing=True)
-    prediction = (await session.execute(query)).scalar_one_or_none()
+    prediction = tx.session.execute(query).scalar_one_or_none()
     if prediction is None:
         raise PredictionNotFound()
     return prediction
@@ -120,7 +123,10 @@ async def lock(session: AsyncSession, prediction_id: str) -> Prediction:
 
 
 class Transitions:
-    """The status writer and its hooks (one per app; hooks are registered at start-up)."""
+    """The status writer and its hooks (one per app; hooks are registered at start-up).
+
+    Its methods are operations of the group writer (:mod:`cogport.db.writer`): synchronous functions of
+    a transaction, run with ``writer.run(lambda tx: transitions.transition(tx, ...))``."""
 
     def __init__(self) -> None:
         self._within: list[WithinHook] = []
@@ -132,9 +138,9 @@ class Transitions:
     def after_commit(self, hook: AfterCommitHook) -> None:
         self._after.append(hook)
 
-    async def transition(
+    def transition(
         self,
-        session: AsyncSession,
+        tx: Tx,
         prediction: str | Prediction,
         to: Status,
         *,
@@ -158,7 +164,7 @@ class Transitions:
         prediction_id = prediction.id if isinstance(prediction, Prediction) else prediction
         for _ in range(CAS_ATTEMPTS):
             if row is None:
-                row = await read(session, prediction_id)
+                row = read(tx, prediction_id)
             current = Status(row.status)
             if to == current and not current.is_terminal:
                 changed = False
@@ -180,42 +186,76 @@ class Transitions:
             )
             # Compare-and-set on the status read (or held): a concurrent writer (a late ``processing``
             # racing the terminal write, a cancel in another process) is never overwritten.
-            result = await session.execute(
+            result = tx.conn.execute(
                 update(PREDICTIONS)
                 .where(PREDICTIONS.c.id == prediction_id, PREDICTIONS.c.status == current.value)
                 .values(**values)
             )
-            if result.rowcount:  # type: ignore[attr-defined]
+            if result.rowcount:
                 _apply(row, values)
                 if changed:
                     kind: EventKind = "completed" if to.is_terminal else "start"
-                    await self._announce(session, Announcement(row, kind, current))
+                    self._announce(tx, Announcement(row, kind, current))
                 return row, changed
             row = None  # it changed meanwhile: read it again
         raise InvalidTransition("The prediction kept changing while its status was being set; try again")
 
-    async def progress(
-        self, session: AsyncSession, prediction: Prediction, values: dict[str, Any], kinds: Iterable[EventKind]
-    ) -> bool:
+    def insert(
+        self,
+        tx: Tx,
+        row: Prediction,
+        to: Status = Status.STARTING,
+        *,
+        output: Any = None,
+        set_output: bool = False,
+        logs: str | None = None,
+        error: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        started_at: datetime | None = None,
+    ) -> Prediction:
+        """Write a run the caller holds and has not written yet (a sync run started at once is written
+        only once it has run a moment, or at its end: then one write makes it), already in state ``to``:
+        announced as a transition from ``starting``."""
+        if to != Status.STARTING:
+            _apply(
+                row,
+                _changes(
+                    row,
+                    to,
+                    output=output,
+                    set_output=set_output,
+                    logs=logs,
+                    error=error,
+                    metrics=metrics,
+                    started_at=started_at,
+                ),
+            )
+        prediction_ops.insert_row(tx, row)
+        if to != Status.STARTING:
+            kind: EventKind = "completed" if to.is_terminal else "start"
+            self._announce(tx, Announcement(row, kind, Status.STARTING))
+        return row
+
+    def progress(self, tx: Tx, prediction: Prediction, values: dict[str, Any], kinds: Iterable[EventKind]) -> bool:
         """Write the logs/output of a running prediction (the row the caller holds) and announce ``kinds``.
         False (nothing written) once the prediction has ended."""
-        result = await session.execute(
+        result = tx.conn.execute(
             update(PREDICTIONS)
             .where(PREDICTIONS.c.id == prediction.id, PREDICTIONS.c.status.in_(("starting", "processing")))
             .values(**values)
         )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not result.rowcount:
             return False
         _apply(prediction, values)
         for kind in kinds:
-            await self._announce(session, Announcement(prediction, kind))
+            self._announce(tx, Announcement(prediction, kind))
         return True
 
-    async def _announce(self, session: AsyncSession, announcement: Announcement) -> None:
+    def _announce(self, tx: Tx, announcement: Announcement) -> None:
         for hook in self._within:
-            await hook(session, announcement)
+            hook(tx, announcement)
         if self._after:
-            on_commit(session, lambda: self._after_commit(announcement))
+            tx.on_commit(lambda: self._after_commit(announcement))
 
     def _after_commit(self, announcement: Announcement) -> None:
         for hook in self._after:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Table, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.keyset import Cursor, KeysetPage, paginate
 from cogport.db.tables import Account, StoredFile, utcnow
+from cogport.db.writer import Tx
 from cogport.errors import FileNotFound
 from cogport.files.streams import Digest
 from cogport.files.urls import own_output
@@ -143,32 +144,32 @@ def output_refs(value: Any) -> Iterator[tuple[str, str]]:
             yield from output_refs(item)
 
 
-async def link_outputs(session: AsyncSession, prediction_id: str, account_id: int, output: Any) -> int:
+def link_outputs(tx: Tx, prediction_id: str, account_id: int, output: Any) -> int:
     """Give the output files named in ``output`` to the prediction and its account; return how many.
 
-    Call it in the transaction that records a prediction's terminal state (any status: a failed or
-    canceled prediction may have produced files), with the output as stored. Files already linked to
-    another prediction are left alone; calling it twice is harmless.
-    """
+    A group-writer operation, run in the transaction that records a prediction's terminal state (any
+    status: a failed or canceled prediction may have produced files), with the output as stored. Files
+    already linked to another prediction, or named with a wrong token, are left alone; calling it twice
+    is harmless."""
     refs = dict(output_refs(output))
     if not refs:
         return 0
-    result = await session.execute(
-        select(StoredFile).where(
-            StoredFile.id.in_(refs),
-            StoredFile.kind == OUTPUT,
-            or_(StoredFile.prediction_id.is_(None), StoredFile.prediction_id == prediction_id),
+    files = cast(Table, StoredFile.__table__)
+    rows = tx.conn.execute(
+        select(files.c.id, files.c.access_token).where(
+            files.c.id.in_(refs),
+            files.c.kind == OUTPUT,
+            or_(files.c.prediction_id.is_(None), files.c.prediction_id == prediction_id),
         )
-    )
-    linked = 0
-    for row in result.scalars():
-        if row.access_token == refs[row.id]:
-            row.prediction_id = prediction_id
-            row.account_id = account_id
-            row.expires_at = None
-            linked += 1
-    await session.flush()
-    return linked
+    ).all()
+    ids = [file_id for file_id, token in rows if hmac.compare_digest(token, refs[file_id])]
+    if ids:
+        tx.conn.execute(
+            update(files)
+            .where(files.c.id.in_(ids))
+            .values(prediction_id=prediction_id, account_id=account_id, expires_at=None)
+        )
+    return len(ids)
 
 
 async def remove(session: AsyncSession, storage: Storage, rows: Sequence[StoredFile]) -> None:

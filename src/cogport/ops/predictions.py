@@ -10,11 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.keyset import Cursor, KeysetPage, paginate
 from cogport.db.tables import Model, Prediction, Version, utcnow
+from cogport.db.writer import Tx
 from cogport.errors import PredictionNotFound
 from cogport.identifiers import new_capability, new_object_id
 from cogport.ops.principals import Principal
 
 PREDICTIONS = cast(Table, Prediction.__table__)
+_COLUMNS = tuple(column.key for column in PREDICTIONS.columns)
+_INSERT = insert(PREDICTIONS)
 
 
 def new(
@@ -69,13 +72,10 @@ def new(
     )
 
 
-COLUMNS = tuple(column.key for column in PREDICTIONS.columns)
-
-
-async def insert_row(session: AsyncSession, prediction: Prediction) -> Prediction:
-    """Write a run made by :func:`new` (one Core INSERT; the object stays detached: it is the row
-    the process holds, never read again)."""
-    await session.execute(insert(PREDICTIONS).values({key: getattr(prediction, key) for key in COLUMNS}))
+def insert_row(tx: Tx, prediction: Prediction) -> Prediction:
+    """Write a run made by :func:`new` (one Core INSERT, a group-writer operation; the object stays
+    detached: it is the row the process holds, never read again)."""
+    tx.conn.execute(_INSERT, {key: getattr(prediction, key) for key in _COLUMNS})
     return prediction
 
 
@@ -178,12 +178,12 @@ async def queued_for(session: AsyncSession, version_pk: int, kind: str, limit: i
     return list(result.scalars())
 
 
-async def claim_many(session: AsyncSession, prediction_ids: list[str], node: str, lease: float) -> list[str]:
+def claim_many(tx: Tx, prediction_ids: list[str], node: str, lease: float) -> list[str]:
     """Atomically take queued predictions for ``node`` (one statement); the ids it got (someone else
     was first for the others, or they were canceled)."""
     if not prediction_ids:
         return []
-    result = await session.execute(
+    result = tx.conn.execute(
         update(PREDICTIONS)
         .where(
             PREDICTIONS.c.id.in_(prediction_ids),
@@ -200,9 +200,9 @@ async def claim_many(session: AsyncSession, prediction_ids: list[str], node: str
     return list(result.scalars())
 
 
-async def unclaim(session: AsyncSession, prediction_id: str, claimed_by: str | None) -> None:
+def unclaim(tx: Tx, prediction_id: str, claimed_by: str | None) -> None:
     """Put a claimed, not yet started prediction back in the queue (if ``claimed_by`` still has it)."""
-    await session.execute(
+    tx.conn.execute(
         update(PREDICTIONS)
         .where(
             PREDICTIONS.c.id == prediction_id,
@@ -213,14 +213,13 @@ async def unclaim(session: AsyncSession, prediction_id: str, claimed_by: str | N
     )
 
 
-async def renew_leases(session: AsyncSession, node: str, ids: set[str], lease: float) -> None:
+def renew_leases(tx: Tx, node: str, ids: set[str], lease: float) -> None:
     if not ids:
         return
-    await session.execute(
-        update(Prediction)
-        .where(Prediction.id.in_(ids), Prediction.claimed_by == node)
+    tx.conn.execute(
+        update(PREDICTIONS)
+        .where(PREDICTIONS.c.id.in_(ids), PREDICTIONS.c.claimed_by == node)
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease))
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -259,10 +258,10 @@ async def cancel_requests(session: AsyncSession, node: str) -> list[str]:
     return list(result.scalars())
 
 
-async def count_run(session: AsyncSession, prediction: Prediction) -> None:
+def count_run(tx: Tx, prediction: Prediction) -> None:
     """Add a finished prediction to its model's ``run_count`` (in the transaction that ends it)."""
     if prediction.kind == "prediction":
         models = cast(Table, Model.__table__)
-        await session.execute(
+        tx.conn.execute(
             update(models).where(models.c.id == prediction.model_id).values(run_count=models.c.run_count + 1)
         )

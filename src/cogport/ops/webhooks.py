@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.tables import WebhookDelivery, utcnow
+from cogport.db.writer import Tx
 
 
-async def enqueue(
-    session: AsyncSession, *, prediction_id: str, account_id: int, url: str, body: str, message_id: str
-) -> WebhookDelivery:
-    delivery = WebhookDelivery(
-        message_id=message_id,
-        prediction_id=prediction_id,
-        account_id=account_id,
-        url=url,
-        body=body,
-        status="pending",
-        attempts=0,
-        next_attempt_at=utcnow(),
-        created_at=utcnow(),
+def enqueue(tx: Tx, *, prediction_id: str, account_id: int, url: str, body: str, message_id: str) -> None:
+    """Queue a terminal webhook (a group-writer operation: in the transaction that ends the prediction)."""
+    now = utcnow()
+    tx.conn.execute(
+        insert(cast(Table, WebhookDelivery.__table__)).values(
+            message_id=message_id,
+            prediction_id=prediction_id,
+            account_id=account_id,
+            url=url,
+            body=body,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
     )
-    session.add(delivery)
-    await session.flush()
-    return delivery
 
 
 async def due(session: AsyncSession, limit: int = 50) -> list[WebhookDelivery]:

@@ -144,8 +144,8 @@ class CogletApi:
         relay = asyncio.create_task(_relay(run, queue))
         try:
             result = await self._post(run)
-            if not (isinstance(result, Outcome) and result.status == "succeeded" and result.logs):
-                await asyncio.sleep(LOG_DRAIN)  # no log in the response: let coglet's log catch up
+            if not (isinstance(result, Outcome) and result.status == "succeeded"):
+                await asyncio.sleep(LOG_DRAIN)  # the response has no log: let coglet's log catch up
         finally:
             logs.unlisten(prediction_id)
             queue.put_nowait(None)

@@ -22,10 +22,10 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from cogport.db.engine import Database, on_commit
+from cogport.db.engine import Database
 from cogport.db.tables import Account, Prediction, WebhookDelivery, utcnow
+from cogport.db.writer import Tx
 from cogport.lifecycle.status import Announcement, Status
 from cogport.ops import webhooks as delivery_ops
 from cogport.services.base import Service
@@ -80,21 +80,21 @@ class WebhookAnnouncer:
         self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def within(self, session: AsyncSession, announcement: Announcement) -> None:
+    def within(self, tx: Tx, announcement: Announcement) -> None:
         """In the terminal transition's transaction: the terminal webhook's durable row."""
         prediction = announcement.prediction
         if announcement.kind != "completed" or not prediction.webhook:
             return
         if "completed" in (prediction.webhook_events_filter or ALL_EVENTS):
-            await delivery_ops.enqueue(
-                session,
+            delivery_ops.enqueue(
+                tx,
                 prediction_id=prediction.id,
                 account_id=prediction.account_id,
                 url=prediction.webhook,
                 body=json.dumps(self.render(prediction)),
                 message_id=signing.new_message_id(),
             )
-            on_commit(session, self.wake_sender)
+            tx.on_commit(self.wake_sender)
 
     def after_commit(self, announcement: Announcement) -> None:
         """Once a change is durable: the best-effort intermediate events."""
