@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from cogport.runtime.http1 import KeepAliveClient, TransportFailed
 from cogport.runtime.logs import LogTail
 from cogport.runtime.prediction import Outcome, PredictionRun
 from cogport.runtime.sse import iter_events
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 SSE_HEADERS = {"Accept": "text/event-stream"}
 NO_READ_TIMEOUT = httpx.Timeout(5.0, read=None)
 LOG_DRAIN = 0.1
+START_AFTER = 0.01
+"""Seconds a plain POST is outstanding before the prediction counts as started (see ``post``)."""
 """Seconds to let coglet's log catch up with an HTTP response (they travel separately)."""
 CANCEL_RETRY_FIRST = 0.1
 CANCEL_RETRY_MAX = 1.0
@@ -84,11 +87,11 @@ class CogletApi:
         endpoint: str,
         on_conflict: ConflictCheck,
         *,
-        plain_client: httpx.AsyncClient | None = None,
+        plain_client: KeepAliveClient | None = None,
     ) -> None:
         self._client = client
-        self._plain_client = plain_client or client
-        """For plain POSTs: may keep connections alive (one response write, no Nagle stall)."""
+        self._plain_client = plain_client
+        """For plain POSTs: keeps connections alive (one response write: no Nagle stall)."""
         self.base_url = base_url
         self.endpoint = endpoint
         """``predictions`` or ``trainings``."""
@@ -135,15 +138,21 @@ class CogletApi:
         except httpx.TransportError as exc:
             return Lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
-    async def post(self, run: PredictionRun, logs: LogTail) -> Outcome | Lost:
-        """Run ``run`` with a plain POST; the model's output is relayed from coglet's log meanwhile."""
-        await run.mark_started()
+    async def post(
+        self, run: PredictionRun, logs: LogTail, *, cancel_due: Callable[[], None] | None = None
+    ) -> Outcome | Lost:
+        """Run ``run`` with a plain POST; the model's output is relayed from coglet's log meanwhile.
+
+        ``started`` is reported once an attempt has been outstanding ``START_AFTER`` (coglet answers a
+        busy slot's 409 at once, so by then the model has it), when the model first prints, or with the
+        answer, whichever comes first: a prediction canceled between 409s never reports a start, and
+        coglet hears of a cancel only once it may have the prediction (``cancel_due``, as for ``stream``)."""
         prediction_id = run.job.prediction_id
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         logs.listen(prediction_id, queue.put_nowait)
         relay = asyncio.create_task(_relay(run, queue))
         try:
-            result = await self._post(run)
+            result = await self._post(run, cancel_due)
             if not (isinstance(result, Outcome) and result.status == "succeeded"):
                 await asyncio.sleep(LOG_DRAIN)  # the response has no log: let coglet's log catch up
         finally:
@@ -154,26 +163,43 @@ class CogletApi:
             await run.events.output(run.job, result.output)
         return result
 
-    async def _post(self, run: PredictionRun) -> Outcome | Lost:
+    async def _post(self, run: PredictionRun, cancel_due: Callable[[], None] | None = None) -> Outcome | Lost:
         url = f"{self.base_url}/{self.endpoint}"
         retry = _ConflictRetry(self._on_conflict)
+        body = json.dumps(_body(run)).encode()
         try:
             while True:
                 if run.wants_cancel:  # canceled before coglet took it (e.g. between 409 retries)
                     return Outcome("canceled")
-                response = await self._plain_client.post(url, json=_body(run), timeout=NO_READ_TIMEOUT)
-                if response.status_code != 409:
+                sending = asyncio.ensure_future(self._send(url, body))
+                done, _ = await asyncio.wait([sending], timeout=START_AFTER)
+                if not done:  # not a 409: coglet has it
+                    await run.mark_started()
+                    if run.wants_cancel and cancel_due is not None:
+                        cancel_due()
+                status, content = await sending
+                if status != 409:
                     break
                 if await retry.wait():
                     return Lost("the model server kept answering 409 (no free slot)")
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, TransportFailed) as exc:
             return Lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        if response.status_code != 200:
-            return rejected(response.status_code, response.content)
+        if status != 200:
+            return rejected(status, content)
+        await run.mark_started()
         try:
-            return run.outcome_from(response.json())
+            return run.outcome_from(json.loads(content))
         except ValueError:
-            return rejected(response.status_code, response.content)
+            return rejected(status, content)
+
+    async def _send(self, url: str, body: bytes) -> tuple[int, bytes]:
+        if self._plain_client is not None:
+            response = await self._plain_client.post_json(url, body)
+            return response.status_code, response.content
+        sent = await self._client.post(
+            url, content=body, headers={"Content-Type": "application/json"}, timeout=NO_READ_TIMEOUT
+        )
+        return sent.status_code, sent.content
 
     async def cancel(self, run: PredictionRun) -> None:
         """Cancel ``run`` in coglet; returns once a cancel surely reached the model (see the module
@@ -232,6 +258,7 @@ def _body(run: PredictionRun) -> dict[str, Any]:
 
 async def _relay(run: PredictionRun, queue: asyncio.Queue[str | None]) -> None:
     while (text := await queue.get()) is not None:
+        await run.mark_started()  # it prints: it runs
         await run.add_logs(text)
 
 

@@ -52,6 +52,7 @@ from cogport.runtime.coglet_api import (
     Lost,
     NotStreamable,
 )
+from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.ports import free_port
 from cogport.runtime.prediction import Outcome, PredictionRun
 from cogport.runtime.process import CogletProcess
@@ -95,7 +96,7 @@ class Instance:
         name: str,
         on_change: Callable[[Instance], None] | None = None,
         sweeper: PredictionDirSweeper | None = None,
-        plain_client: httpx.AsyncClient | None = None,
+        plain_client: KeepAliveClient | None = None,
     ) -> None:
         self.spec = spec
         self.options = options
@@ -317,7 +318,7 @@ class Instance:
         else:
             result = NotStreamable()  # nothing to stream: the cheaper plain POST (see coglet_api)
         if isinstance(result, NotStreamable):
-            result = await self._api.post(run, self.process.logs)
+            result = await self._api.post(run, self.process.logs, cancel_due=lambda: self._cancel_in_coglet(run))
         if isinstance(result, Lost):
             result = await self._lost(result.reason)
         return self._settle(run, result)

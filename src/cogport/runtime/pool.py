@@ -30,6 +30,7 @@ import httpx
 from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.runtime.group import Ticket, VersionGroup
+from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.instance import Instance, InstanceOptions
 from cogport.runtime.prediction import Outcome, report
 from cogport.runtime.state import InstanceState
@@ -84,7 +85,7 @@ class Pool:
         self._tickets: dict[str, Ticket] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
-        self._plain_client: httpx.AsyncClient | None = None
+        self._plain_client: KeepAliveClient | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._state: Literal["new", "running", "stopping", "stopped"] = "new"
         self._pumping = False
@@ -103,11 +104,7 @@ class Pool:
             trust_env=False,
         )
         # Plain POSTs keep their connections (one response write each: no Nagle stall, no reconnect).
-        self._plain_client = httpx.AsyncClient(
-            limits=httpx.Limits(max_keepalive_connections=256, max_connections=None),
-            timeout=httpx.Timeout(5.0, read=120.0),
-            trust_env=False,
-        )
+        self._plain_client = KeepAliveClient()
         self._reaper = asyncio.create_task(self._reap(), name="cogport-pool-reaper")
         self._state = "running"
 

@@ -63,6 +63,8 @@ class PredictionRun:
         self._kept: dict[int, tuple[tuple[int, int], str]] = {}
         """Output items kept as files: index → ((length, hash) of the ``data:`` URL, the file's URL)."""
         self.started = False
+        """coglet has (or may have) the prediction: from now on a cancel is sent to it."""
+        self.start_reported = False
         self.announced_at: float | None = None
         """When coglet's ``start`` event arrived (monotonic): from then on coglet knows the id."""
         self.model_active = False
@@ -108,8 +110,10 @@ class PredictionRun:
             await self._call("logs", self.events.logs(self.job, text))
 
     async def mark_started(self) -> None:
-        if not self.started:
-            self.started = True
+        """The model started: coglet knows the prediction, and ``started`` is reported (once)."""
+        self.started = True
+        if not self.start_reported:
+            self.start_reported = True
             await self._call("started", self.events.started(self.job))
 
     def outcome_from(self, data: dict[str, Any]) -> Outcome:
