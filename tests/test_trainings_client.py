@@ -168,6 +168,11 @@ def test_webhooks_with_events_filter(replicate_env: Any, live_server: LiveServer
     assert body["id"] == training.id and body["output"]["version"] == training.output["version"]
     assert body["urls"]["get"].endswith(f"/v1/trainings/{training.id}")
     assert body["webhook_events_filter"] == ["completed"]
+    # The webhook shows the training as GET does (one presenter), output included.
+    shown = httpx.get(
+        f"{live_server.url}/v1/trainings/{training.id}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ).json()
+    assert body == shown
 
 
 STEPPER = {
