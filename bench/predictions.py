@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -42,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from bench.stores import Store, open_store, wait_all
+from bench.stores import Store, open_store, wait_all, wait_idle
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "r8_benchtoken000000000000000000000000000"
@@ -270,6 +271,8 @@ class Result:
     burst_s: float = 0.0
     burst: int = 0
     burst_counts: dict[str, int] = field(default_factory=dict)
+    wrk_get: float | None = None
+    wrk_creates: float | None = None
 
     @property
     def direct_rps(self) -> float:
@@ -310,6 +313,11 @@ def measure(model: BenchModel, url: str, version: str, store: Store, args: argpa
     ids, creates_s = asyncio.run(create_many(url, version, args.creates, args.concurrency, model.input))
     wait_all(store, ids, limit_s=600)
     result = Result(model, args.n, direct, direct_s, retries, ours, ours_s, concurrent_s, concurrent_retries, creates_s)
+    if args.wrk_seconds:
+        note(f"{model.name}: async creates with wrk for {args.wrk_seconds} s")
+        result.wrk_get = wrk_rate(url, "/v1/account", None, args.wrk_seconds, args.concurrency)
+        result.wrk_creates = wrk_rate(url, "/v1/predictions", body, args.wrk_seconds, args.concurrency)
+        wait_idle(store, limit_s=600)
     if args.burst:
         result.burst = args.burst
         note(f"{model.name}: burst of {args.burst}")
@@ -318,6 +326,33 @@ def measure(model: BenchModel, url: str, version: str, store: Store, args: argpa
         result.burst_counts = wait_all(store, burst_ids, limit_s=1800)
         result.burst_s = time.perf_counter() - began
     return result
+
+
+def wrk_rate(url: str, path: str, body: dict[str, Any] | None, seconds: int, concurrency: int) -> float | None:
+    """Requests/s that ``wrk`` (a light C client: one thread, ``concurrency`` connections) gets for ``path``
+    (a POST of ``body``, or a GET); None when ``wrk`` is not installed. The httpx clients of this benchmark
+    cost the box more CPU than the server does for a small request, so they measure the pair."""
+    if shutil.which("wrk") is None:
+        return None
+    script = ["wrk.headers['Authorization'] = 'Bearer " + TOKEN + "'"]
+    if body is not None:
+        payload = json.dumps(body).replace("\\", "\\\\").replace("'", "\\'")
+        script += ["wrk.method = 'POST'", f"wrk.body = '{payload}'", "wrk.headers['Content-Type'] = 'application/json'"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write("\n".join(script) + "\n")
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", lua.name, url + path],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(lua.name)
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    rate = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec:"))
+    return float(rate)
 
 
 def load() -> str:
@@ -364,7 +399,10 @@ def async_table(results: list[Result], args: argparse.Namespace) -> list[str]:
     def row(name: str, cell: Callable[[Result], str]) -> None:
         lines.append(f"| {name} | " + " | ".join(cell(r) for r in results) + " |")
 
-    row(f"creates/s ({args.creates:,} creates)", lambda r: f"{args.creates / r.creates_s:.0f}")
+    row(f"creates/s ({args.creates:,} creates, httpx clients)", lambda r: f"{args.creates / r.creates_s:.0f}")
+    if any(r.wrk_creates is not None for r in results):
+        row(f"creates/s (wrk, {c} connections, {args.wrk_seconds} s)", lambda r: f"{r.wrk_creates or 0:.0f}")
+        row("for scale: `GET /v1/account` with wrk (req/s)", lambda r: f"{r.wrk_get or 0:.0f}")
     row(f"coglet direct throughput, 1 / {c} clients (req/s)", lambda r: f"{r.direct_rps:.0f} / {r.concurrent_rps:.0f}")
     row(f"coglet direct 409 retries with {c} clients", lambda r: f"{r.concurrent_retries:,}")
     if args.burst:
@@ -386,6 +424,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients for creates and bursts")
     parser.add_argument("--models", default="noop,realistic", help=f"comma-separated, of: {', '.join(MODELS)}")
     parser.add_argument("--database-url", default="", help="run cogport on this PostgreSQL database (default: SQLite)")
+    parser.add_argument("--wrk-seconds", type=int, default=5, help="also time creates with wrk, if installed (0: skip)")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     if not names or any(name not in MODELS for name in names):

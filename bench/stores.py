@@ -34,6 +34,10 @@ class Store(Protocol):
         """How many of ``ids`` are in each status (ids with no row are not counted)."""
         ...
 
+    def active(self) -> int:
+        """How many predictions are not terminal yet."""
+        ...
+
 
 class SqliteStore:
     kind = "SQLite"
@@ -54,6 +58,10 @@ class SqliteStore:
     def status_counts(self, ids: list[str]) -> dict[str, int]:
         sql = "select status, count(*) from predictions where id in (select value from json_each(?)) group by status"
         return {str(status): int(count) for status, count in self._fetch(sql, json.dumps(ids))}
+
+    def active(self) -> int:
+        ((count,),) = self._fetch("select count(*) from predictions where status in ('starting', 'processing')")
+        return int(count)
 
 
 class PostgresStore:
@@ -81,6 +89,11 @@ class PostgresStore:
     def status_counts(self, ids: list[str]) -> dict[str, int]:
         sql = "select status::text, count(*) from predictions where id = any($1::text[]) group by status"
         return {str(status): int(count) for status, count in self._loop.run(self._fetch(sql, ids))}
+
+    def active(self) -> int:
+        sql = "select count(*) from predictions where status in ('starting', 'processing')"
+        ((count,),) = self._loop.run(self._fetch(sql))
+        return int(count)
 
     def close(self) -> None:
         """Drop the run's schema (and everything in it)."""
@@ -110,4 +123,11 @@ def wait_all(store: Store, ids: list[str], limit_s: float, poll_s: float = 0.2) 
         if sum(v for k, v in counts.items() if k in TERMINAL) == len(ids) or time.monotonic() > deadline:
             counts["missing"] = len(ids) - sum(counts.values())
             return counts
+        time.sleep(poll_s)
+
+
+def wait_idle(store: Store, limit_s: float, poll_s: float = 0.2) -> None:
+    """Wait until no prediction is left to run (or ``limit_s`` passed)."""
+    deadline = time.monotonic() + limit_s
+    while store.active() and time.monotonic() < deadline:
         time.sleep(poll_s)

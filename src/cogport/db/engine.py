@@ -85,6 +85,13 @@ class Database:
                 raise
             run_after_commit(session)
 
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads only: no transaction is begun until a statement runs (a read answered from
+        caches costs nothing), and nothing is committed."""
+        async with self.sessions() as session:
+            yield session
+
     async def migrate(self) -> None:
         """Create the schema (if asked) and apply every Alembic migration."""
         if self.settings.is_sqlite:

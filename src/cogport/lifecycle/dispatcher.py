@@ -99,14 +99,20 @@ class Dispatcher(Service):
         if self._backlog:
             self.wake()
 
-    def new_work(self) -> None:
-        """A run was queued (by this process): look at the queue again."""
-        self._fresh = True
+    def new_work(self, prediction: Prediction | None = None, version: Version | None = None) -> None:
+        """A run was queued: by this process (``prediction``, written already, and its ``version``: it joins
+        the runs in hand without a read of the queue), or elsewhere (look at the queue again)."""
+        if prediction is None or version is None:
+            self._fresh = True
+        else:
+            self._versions.setdefault(version.pk, version)
+            self._waiting.setdefault((version.pk, prediction.kind), deque()).append(prediction)
         self.wake()
 
     async def dispatch(self) -> bool:
-        """Start what can start. The queue is read again after new work or when the runs read last time
-        have all started; in between, freed slots are filled from what was read (no scan per run)."""
+        """Start what can start. The queue is read again after housekeeping (work of other processes, lost
+        claims) or when the runs in hand have all started; in between, freed slots are filled from the runs
+        in hand (read last time, or queued by this process since): no scan per run."""
         submitted = 0
         refresh = self._fresh or not any(self._waiting.values())
         if refresh:

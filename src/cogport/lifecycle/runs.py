@@ -225,7 +225,7 @@ class Runs:
         wait = parse_prefer(request.prefer, settings.sync_wait_max)
         deadline = deadline_after(parse_cancel_after(request.cancel_after))
         training = request.destination is not None
-        async with self.database.session() as session:
+        async with self.database.reader() as session:
             model, owner, version = await request.resolve(session)
             target = await request.destination(session) if request.destination is not None else None
             schema = version.openapi_schema or {}
@@ -273,7 +273,7 @@ class Runs:
                     self.dispatcher.forget_claimed(row.id)
                 raise
             if not fast:
-                self.dispatcher.new_work()
+                self.dispatcher.new_work(row, version)
         if wait is None:
             return Created(row, None)
         applied = f"wait={wait}" if request.prefer and "=" in request.prefer else "wait"
