@@ -21,6 +21,16 @@ class HardwareSku(BaseModel):
     name: str
 
 
+class GpuSpec(BaseModel):
+    """A GPU the installation may use (``COGPORT_GPUS``)."""
+
+    index: int | None = None
+    """The device index ``CUDA_VISIBLE_DEVICES`` names; default: its position in the list."""
+    name: str
+    uuid: str | None = None
+    memory_mb: int | None = None
+
+
 class BuildSettings(BaseModel):
     """How model versions are built (issue 3)."""
 
@@ -105,6 +115,8 @@ class Settings(BaseSettings):
     register_examples: bool = True
     hardware: list[HardwareSku] = Field(default_factory=list)
     detect_gpus: bool = True
+    gpus: list[GpuSpec] | None = None
+    """The GPUs instances may use, instead of what ``nvidia-smi`` reports (``detect_gpus``)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     aborted_status: Literal["aborted", "canceled"] = "canceled"
     """How predictions aborted by a ``Cancel-After`` deadline are reported. Replicate says ``aborted``,

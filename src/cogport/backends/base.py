@@ -39,10 +39,15 @@ class VersionSpec:
     environment: dict[str, str] = field(default_factory=dict)
     weights: str | None = None
     """Passed to ``setup(weights)`` through ``COG_WEIGHTS`` (trained versions)."""
+    hardware: str = "cpu"
+    """The SKU its instances run on: ``cpu`` (no GPU visible) or ``gpu-<type>[-Nx]`` (N GPUs of their own)."""
+    pool: str = ""
+    """Whose instances these are: ``""`` for a model's on-demand ones, ``deployment:<owner>/<name>``."""
 
     @property
     def key(self) -> str:
-        return f"{self.version_pk}:{self.mode}"
+        suffix = "" if self.hardware == "cpu" and not self.pool else f":{self.hardware}:{self.pool}"
+        return f"{self.version_pk}:{self.mode}{suffix}"
 
 
 @dataclass(frozen=True)

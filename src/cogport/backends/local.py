@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cogport import hardware
 from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.runtime.pool import InstanceInfo, Pool
 from cogport.settings import Settings
@@ -56,7 +57,13 @@ class LocalBackend:
         on_capacity: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.pool = Pool(settings.runtime, upload_url=upload_url, file_sink=file_sink, on_capacity=on_capacity)
+        self.pool = Pool(
+            settings.runtime,
+            upload_url=upload_url,
+            file_sink=file_sink,
+            on_capacity=on_capacity,
+            gpus=hardware.inventory(settings),
+        )
 
     async def start(self) -> None:
         await self.pool.start()

@@ -19,14 +19,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport.backends.base import Backend, Job, Mode, VersionSpec
 from cogport.db.engine import Database
-from cogport.db.tables import Account, Prediction, Version
+from cogport.db.tables import Account, Model, Prediction, Version
 from cogport.db.writer import GroupWriter
 from cogport.errors import SetupFailed, ValidationFailed
 from cogport.files import urls as file_urls
@@ -41,6 +43,19 @@ from cogport.settings import Settings
 from cogport.storage.base import Storage
 
 log = logging.getLogger(__name__)
+
+QueueKey = tuple[int, str, str]
+"""``(version_pk, kind, deployment)``: the runs that share a spec (``deployment`` is ``""`` for none)."""
+DeploymentHardware = Callable[[AsyncSession, str], Awaitable[str | None]]
+
+
+def _queue_key(prediction: Prediction) -> QueueKey:
+    return prediction.version_pk, prediction.kind, prediction.deployment or ""
+
+
+def _mode(kind: str) -> Mode:
+    return "train" if kind == "training" else "predict"
+
 
 BATCH = 64
 PREFETCH = 2
@@ -75,12 +90,16 @@ class Dispatcher(Service):
         self.settings = settings
         self.node = node
         self.lease = lease
-        self._specs: dict[tuple[int, str], VersionSpec] = {}
+        self._specs: dict[tuple[int, str, str, str], VersionSpec] = {}
+        self._hardware: dict[QueueKey, str] = {}
+        """The SKU each queue's runs run on."""
+        self.deployment_hardware: DeploymentHardware | None = None
+        """How a deployment's SKU is found (set by the app once deployments exist)."""
         self._versions: dict[int, Version] = {}
         self._next_housekeeping = 0.0
         self._backlog = False
         self._fresh = True
-        self._waiting: dict[tuple[int, str], deque[Prediction]] = {}
+        self._waiting: dict[QueueKey, deque[Prediction]] = {}
         self._handing_over: set[str] = set()
         """Claimed by this process and not yet in ``backend.running()``."""
 
@@ -99,14 +118,20 @@ class Dispatcher(Service):
         if self._backlog:
             self.wake()
 
-    def new_work(self, prediction: Prediction | None = None, version: Version | None = None) -> None:
-        """A run was queued: by this process (``prediction``, written already, and its ``version``: it joins
-        the runs in hand without a read of the queue), or elsewhere (look at the queue again)."""
+    def new_work(
+        self, prediction: Prediction | None = None, version: Version | None = None, hardware: str | None = None
+    ) -> None:
+        """A run was queued: by this process (``prediction``, written already, its ``version`` and the
+        ``hardware`` it runs on: it joins the runs in hand without a read of the queue), or elsewhere (look
+        at the queue again)."""
         if prediction is None or version is None:
             self._fresh = True
         else:
             self._versions.setdefault(version.pk, version)
-            self._waiting.setdefault((version.pk, prediction.kind), deque()).append(prediction)
+            key = _queue_key(prediction)
+            if hardware is not None:
+                self._hardware[key] = hardware
+            self._waiting.setdefault(key, deque()).append(prediction)
         self.wake()
 
     async def dispatch(self) -> bool:
@@ -119,54 +144,64 @@ class Dispatcher(Service):
             self._fresh = False
             async with self.database.session() as session:
                 heads = await prediction_ops.queued_heads(session)
-            keys = [(head.version_pk, head.kind) for head in heads]
+            keys = [_queue_key(head) for head in heads]
             self._waiting = {key: self._waiting.get(key, deque()) for key in keys}
         else:
             keys = [key for key, runs in self._waiting.items() if runs]
         self._backlog = False
-        for version_pk, kind in keys:
-            submitted += await self._dispatch_version(version_pk, kind, refresh=refresh)
+        for key in keys:
+            submitted += await self._dispatch_version(key, refresh=refresh)
         return submitted > 0
 
-    def can_start_now(self, version: Version, kind: str) -> bool:
-        """Whether a new run of ``version`` would get a slot at once (the sync fast path)."""
+    def can_start_now(self, version: Version, kind: str, hardware: str = "cpu", deployment: str = "") -> bool:
+        """Whether a new run of ``version`` on ``hardware`` would get a slot at once (the sync fast path)."""
         try:
-            return self.backend.has_capacity(self._spec(version, "train" if kind == "training" else "predict"))
+            return self.backend.has_capacity(self._spec(version, _mode(kind), hardware, deployment))
         except SetupFailed:
             return False
 
     async def start_claimed(
-        self, prediction: Prediction, version: Version, model_input: dict[str, Any], *, written: bool = True
+        self,
+        prediction: Prediction,
+        version: Version,
+        model_input: dict[str, Any],
+        *,
+        hardware: str = "cpu",
+        written: bool = True,
     ) -> None:
         """Start a run created already claimed by this node (``can_start_now`` said yes), with the input
         resolved at create time; ``written=False``: its row is not written yet (the recorder writes it)."""
-        spec = self._spec(version, "train" if prediction.kind == "training" else "predict")
+        spec = self._spec(version, _mode(prediction.kind), hardware, prediction.deployment or "")
         await self._submit(prediction, spec, model_input, written=written)
 
     def forget_claimed(self, prediction_id: str) -> None:
         """A run created claimed whose row could not be written after all: stop it."""
         self.recorder.release(prediction_id)
 
-    async def _dispatch_version(self, version_pk: int, kind: str, *, refresh: bool) -> int:
-        waiting = self._waiting.setdefault((version_pk, kind), deque())
-        if refresh or not waiting:
+    async def _dispatch_version(self, key: QueueKey, *, refresh: bool) -> int:
+        version_pk, kind, deployment = key
+        waiting = self._waiting.setdefault(key, deque())
+        if refresh or not waiting or key not in self._hardware:
             async with self.database.session() as session:
-                waiting.clear()
-                waiting.extend(await prediction_ops.queued_for(session, version_pk, kind, BATCH))
+                if refresh or not waiting:
+                    waiting.clear()
+                    waiting.extend(await prediction_ops.queued_for(session, version_pk, kind, BATCH, deployment))
                 version = self._versions.get(version_pk) if waiting else None
                 if waiting and version is None:
                     version = await session.get(Version, version_pk)
+                if version is not None and waiting:
+                    self._hardware[key] = await self.hardware_of(session, version, deployment)
             if version is None:
                 waiting.clear()
                 return 0
             self._versions[version_pk] = version  # versions are immutable: keep them
         version = self._versions[version_pk]
-        spec = self._spec(version, "train" if kind == "training" else "predict")
+        spec = self._spec(version, _mode(kind), self._hardware.get(key, "cpu"), deployment)
         try:
             free = self.backend.capacity(spec)
         except SetupFailed as exc:
             waiting.clear()
-            await self._fail_queued(version_pk, kind, exc.detail)
+            await self._fail_queued(key, exc.detail)
             return 0
         ahead = max(0, PREFETCH * max(1, spec.concurrency) - self.backend.waiting(spec))
         room = free + ahead
@@ -240,8 +275,18 @@ class Dispatcher(Service):
                 self.settings,
             )
 
-    def _spec(self, version: Version, mode: Mode) -> VersionSpec:
-        key = (version.pk, mode)
+    async def hardware_of(self, session: AsyncSession, version: Version, deployment: str) -> str:
+        """The SKU a queued run of ``version`` runs on: its deployment's, else its model's (read once a
+        refresh; a change reaches runs queued after it)."""
+        if deployment and self.deployment_hardware is not None:
+            found = await self.deployment_hardware(session, deployment)
+            if found is not None:
+                return found
+        model = await session.get(Model, version.model_id)
+        return model.hardware if model is not None and model.hardware else "cpu"
+
+    def _spec(self, version: Version, mode: Mode, hardware: str = "cpu", deployment: str = "") -> VersionSpec:
+        key = (version.pk, mode, hardware, deployment)
         spec = self._specs.get(key)
         if spec is None:
             ref = version.train_ref if mode == "train" else version.predict_ref
@@ -256,13 +301,16 @@ class Dispatcher(Service):
                 concurrency=max(1, version.concurrency) if mode == "predict" else 1,
                 environment={str(k): str(v) for k, v in (version.environment or {}).items()},
                 weights=weights,
+                hardware=hardware,
+                pool=f"deployment:{deployment}" if deployment else "",
             )
             self._specs[key] = spec
         return spec
 
-    async def _fail_queued(self, version_pk: int, kind: str, message: str) -> None:
+    async def _fail_queued(self, key: QueueKey, message: str) -> None:
+        version_pk, kind, deployment = key
         async with self.database.session() as session:
-            queued = await prediction_ops.queued_for(session, version_pk, kind, 1000)
+            queued = await prediction_ops.queued_for(session, version_pk, kind, 1000, deployment)
         for prediction in queued:
             await self._finish(prediction, Status.FAILED, message)
 

@@ -170,6 +170,9 @@ class RunRequest:
     destination: DestinationResolver | None = None
     """Set for a training: its input is checked against ``TrainingInput``; the row remembers the model."""
     deployment: str | None = None
+    """``owner/name`` of the deployment it runs through (its instances, on ``hardware``)."""
+    hardware: str | None = None
+    """The SKU it runs on; None: the model's."""
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,8 @@ class Runs:
         if request.stream and not streamable:
             raise Unprocessable("Streaming not supported for the output type of the requested version.")
         kind = "training" if training else "prediction"
-        fast = wait is not None and self.dispatcher.can_start_now(version, kind)
+        hardware = request.hardware or model.hardware or "cpu"
+        fast = wait is not None and self.dispatcher.can_start_now(version, kind, hardware, request.deployment or "")
         row = prediction_ops.new(
             principal,
             model=model,
@@ -258,13 +262,13 @@ class Runs:
         if fast and not training and wait is not None:
             # Started before its row is written: the recorder writes it a moment later, or with its end
             # (a fast sync prediction costs one write); the caller hears of it only once it is written.
-            await self.dispatcher.start_claimed(row, version, model_input, written=False)
+            await self.dispatcher.start_claimed(row, version, model_input, hardware=hardware, written=False)
         else:
             written = self.writer.submit(lambda tx: prediction_ops.insert_row(tx, row))
             if fast:
                 # Started while its row is committed (the writer writes in order: the row lands before
                 # any write of the job's); the caller hears of it only once both are done.
-                await self.dispatcher.start_claimed(row, version, model_input)
+                await self.dispatcher.start_claimed(row, version, model_input, hardware=hardware)
             try:
                 await asyncio.shield(written)
             except BaseException:
@@ -273,7 +277,7 @@ class Runs:
                     self.dispatcher.forget_claimed(row.id)
                 raise
             if not fast:
-                self.dispatcher.new_work(row, version)
+                self.dispatcher.new_work(row, version, hardware)
         if wait is None:
             return Created(row, None)
         applied = f"wait={wait}" if request.prefer and "=" in request.prefer else "wait"

@@ -139,11 +139,18 @@ async def list_page(
 
 
 async def queued_heads(session: AsyncSession, limit: int = 64) -> list[Prediction]:
-    """The oldest unclaimed prediction of each version (fair: one head per version, oldest first)."""
+    """The oldest unclaimed prediction of each version, kind and deployment (fair: one head per queue,
+    oldest first)."""
+    through = func.coalesce(Prediction.deployment, "")
     oldest = (
-        select(Prediction.version_pk, Prediction.kind, func.min(Prediction.created_at).label("first"))
+        select(
+            Prediction.version_pk,
+            Prediction.kind,
+            through.label("through"),
+            func.min(Prediction.created_at).label("first"),
+        )
         .where(Prediction.status == "starting", Prediction.claimed_by.is_(None))
-        .group_by(Prediction.version_pk, Prediction.kind)
+        .group_by(Prediction.version_pk, Prediction.kind, through)
         .subquery()
     )
     result = await session.execute(
@@ -153,6 +160,7 @@ async def queued_heads(session: AsyncSession, limit: int = 64) -> list[Predictio
             and_(
                 Prediction.version_pk == oldest.c.version_pk,
                 Prediction.kind == oldest.c.kind,
+                through == oldest.c.through,
                 Prediction.created_at == oldest.c.first,
             ),
         )
@@ -163,7 +171,11 @@ async def queued_heads(session: AsyncSession, limit: int = 64) -> list[Predictio
     return list(result.scalars())
 
 
-async def queued_for(session: AsyncSession, version_pk: int, kind: str, limit: int) -> list[Prediction]:
+async def queued_for(
+    session: AsyncSession, version_pk: int, kind: str, limit: int, deployment: str = ""
+) -> list[Prediction]:
+    """The oldest unclaimed runs of a version and kind, through ``deployment`` (``""``: not through one)."""
+    through = Prediction.deployment == deployment if deployment else Prediction.deployment.is_(None)
     result = await session.execute(
         select(Prediction)
         .where(
@@ -171,6 +183,7 @@ async def queued_for(session: AsyncSession, version_pk: int, kind: str, limit: i
             Prediction.kind == kind,
             Prediction.status == "starting",
             Prediction.claimed_by.is_(None),
+            through,
         )
         .order_by(Prediction.created_at, Prediction.id)
         .limit(limit)

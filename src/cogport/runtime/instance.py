@@ -97,6 +97,7 @@ class Instance:
         on_change: Callable[[Instance], None] | None = None,
         sweeper: PredictionDirSweeper | None = None,
         plain_client: KeepAliveClient | None = None,
+        gpus: tuple[int, ...] = (),
     ) -> None:
         self.spec = spec
         self.options = options
@@ -114,6 +115,8 @@ class Instance:
         self.port = 0
         self._client = client
         self._plain_client = plain_client
+        self.gpus = gpus
+        """The GPU indices this instance holds (``CUDA_VISIBLE_DEVICES``; none for a CPU instance)."""
         self._on_change = on_change
         self.sweeper = sweeper or PredictionDirSweeper()
         """Collects the ids of finished predictions; whoever owns it calls ``sweep()`` (the pool does)."""
@@ -192,6 +195,7 @@ class Instance:
             port=self.port,
             setup_timeout=self.options.setup_timeout,
             upload_url=None if self._file_sink is not None else self.options.upload_url,
+            gpus=self.gpus,
         )
         self._exit = asyncio.ensure_future(self.process.wait())
         if self.state is not InstanceState.STARTING:  # stopped while spawning

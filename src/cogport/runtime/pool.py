@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +29,8 @@ import httpx
 
 from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
+from cogport.hardware import Gpu
+from cogport.runtime.gpus import GpuAllocator
 from cogport.runtime.group import Ticket, VersionGroup
 from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.instance import Instance, InstanceOptions
@@ -60,6 +62,9 @@ class InstanceInfo:
     ready_after: float | None
     tmpdir: str | None
     """The instance's private TMPDIR (removed when it stops)."""
+    hardware: str = "cpu"
+    gpus: tuple[int, ...] = ()
+    """The GPU indices it holds (its ``CUDA_VISIBLE_DEVICES``)."""
 
 
 class Pool:
@@ -72,8 +77,10 @@ class Pool:
         upload_url: str | None = None,
         file_sink: OutputFileSink | None = None,
         on_capacity: Callable[[], None] | None = None,
+        gpus: Iterable[Gpu] = (),
     ) -> None:
         self.settings = settings
+        self.gpus = GpuAllocator(gpus)
         self.options = InstanceOptions(
             setup_timeout=settings.setup_timeout,
             stop_timeout=settings.stop_timeout,
@@ -155,9 +162,10 @@ class Pool:
             return 0
         now = time.monotonic()
         slots = max(1, spec.concurrency)
+        self._require_hardware(spec)
         group = self._groups.get(spec.key)
         if group is None:
-            return slots if self._room(None) != "no" else 0
+            return slots if self._room(spec, None) != "no" else 0
         refusal = group.refusal(now)
         if refusal is not None:
             raise refusal
@@ -166,7 +174,11 @@ class Pool:
             return slack
         if not group.can_grow(now, self.settings.max_instances_per_version):
             return 0
-        return slots if self._room(group) != "no" else 0
+        return slots if self._room(spec, group) != "no" else 0
+
+    def _require_hardware(self, spec: VersionSpec) -> None:
+        if not self.gpus.exists(spec.hardware):
+            raise SetupFailed(f"The hardware {spec.hardware!r} is not available on this installation")
 
     def waiting(self, spec: VersionSpec) -> int:
         """Jobs for ``spec`` submitted and still waiting for a slot."""
@@ -184,6 +196,7 @@ class Pool:
             raise BackendUnavailable("The model runtime is not running")
         if job.prediction_id in self._tickets:
             raise Conflict(f"Prediction {job.prediction_id} is already running")
+        self._require_hardware(job.spec)
         group = self._groups.get(job.spec.key)
         if group is None:
             group = self._groups[job.spec.key] = VersionGroup(job.spec)
@@ -231,6 +244,8 @@ class Pool:
                 rss_bytes=i.rss_bytes,
                 ready_after=i.ready_after,
                 tmpdir=i.process.tmpdir if i.process else None,
+                hardware=i.spec.hardware,
+                gpus=i.gpus,
             )
             for g in self._groups.values()
             for i in g.instances
@@ -288,11 +303,11 @@ class Pool:
             self._bind(group)
         for group in list(self._groups.values()):
             if group.needs_start(now, self.settings.max_instances_per_version):
-                room = self._room(group)
+                room = self._room(group.spec, group)
                 if room == "now":
                     self._start_instance(group)
                 elif room == "evict":
-                    victim = self._victim(group)
+                    victim = self._victim(group.spec, group)
                     if victim is not None:
                         log.info("stopping idle %s to make room for %s", victim.name, group.key)
                         victim.begin_stop("evicted to make room")
@@ -310,22 +325,27 @@ class Pool:
                 if instance.state.holds_resources:
                     yield instance
 
-    def _room(self, group: VersionGroup | None) -> Room:
-        """Whether another instance (of ``group``) fits now, soon (one is stopping), after an eviction, or not."""
+    def _room(self, spec: VersionSpec, group: VersionGroup | None) -> Room:
+        """Whether another instance of ``spec`` fits now, soon (one is stopping), after an eviction, or not:
+        within ``max_instances`` and ``max_memory_mb``, and with free GPUs of its hardware's type."""
         holders = list(self._holders())
         fits_count = len(holders) < self.settings.max_instances
         limit = self.settings.max_memory_mb * 1024 * 1024
         expected = group.rss_estimate if group is not None else 0
         fits_memory = not limit or not holders or sum(i.rss_bytes for i in holders) + expected <= limit
-        if fits_count and fits_memory:
+        if fits_count and fits_memory and self.gpus.fits(spec.hardware):
             return "now"
         if any(i.state in (InstanceState.STOPPING, InstanceState.FAILED) for i in holders):
             return "soon"
-        return "evict" if self._victim(group) is not None else "no"
+        return "evict" if self._victim(spec, group) is not None else "no"
 
-    def _victim(self, group: VersionGroup | None) -> Instance | None:
-        """The least recently used idle instance of another version."""
+    def _victim(self, spec: VersionSpec, group: VersionGroup | None) -> Instance | None:
+        """The least recently used idle instance of another version; one holding GPUs of ``spec``'s type
+        when the GPUs are what is short."""
         idle = [i for g in self._groups.values() if g is not group for i in g.instances if i.idle]
+        if not self.gpus.fits(spec.hardware):
+            kind, _ = self.gpus.needs(spec.hardware)
+            idle = [i for i in idle if i.gpus and self.gpus.needs(i.spec.hardware)[0] == kind]
         return min(idle, key=lambda i: i.last_used) if idle else None
 
     def _start_instance(self, group: VersionGroup) -> None:
@@ -341,6 +361,7 @@ class Pool:
             on_change=self._changed,
             sweeper=self.sweeper,
             plain_client=self._plain_client,
+            gpus=self.gpus.take(group.spec.hardware, name),
         )
         group.instances.append(instance)
         self._spawn(self._supervise(group, instance), f"cogport-start-{name}")
@@ -361,7 +382,9 @@ class Pool:
         group = self._groups.get(instance.spec.key)
         if instance.state is InstanceState.FAILED and group is not None:
             self._failed(group, instance)
-        elif instance.state is InstanceState.STOPPED and group is not None:
+        elif instance.state is InstanceState.STOPPED:
+            self.gpus.release(instance.gpus)
+        if instance.state is InstanceState.STOPPED and group is not None:
             with contextlib.suppress(ValueError):
                 group.instances.remove(instance)
             if not group.instances and not group.waiting and group.last_error is None and not group.replace:

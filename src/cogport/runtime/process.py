@@ -41,9 +41,15 @@ STREAM_LIMIT = 1 << 20
 
 
 def coglet_environment(
-    spec: VersionSpec, *, port: int, tmpdir: str, setup_timeout: float, base: Mapping[str, str]
+    spec: VersionSpec,
+    *,
+    port: int,
+    tmpdir: str,
+    setup_timeout: float,
+    base: Mapping[str, str],
+    gpus: tuple[int, ...] = (),
 ) -> dict[str, str]:
-    """The environment of a coglet server for ``spec`` listening on ``port``."""
+    """The environment of a coglet server for ``spec`` listening on ``port``, seeing only ``gpus``."""
     env = {k: v for k, v in base.items() if not k.startswith(("COGPORT_", "COG_", "PYTHONHOME", "PYTHONPATH"))}
     env.update(spec.environment)
     venv_bin = os.path.join(spec.venv_path, "bin")
@@ -57,6 +63,8 @@ def coglet_environment(
     env["COG_PREDICT_TYPE_STUB" if spec.mode == "predict" else "COG_TRAIN_TYPE_STUB"] = spec.ref
     if spec.weights:
         env["COG_WEIGHTS"] = spec.weights
+    # Its own GPUs only (none for a CPU instance): never two instances on one GPU.
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in gpus)
     return env
 
 
@@ -102,12 +110,21 @@ class CogletProcess:
 
     @classmethod
     async def spawn(
-        cls, spec: VersionSpec, *, name: str, port: int, setup_timeout: float, upload_url: str | None = None
+        cls,
+        spec: VersionSpec,
+        *,
+        name: str,
+        port: int,
+        setup_timeout: float,
+        upload_url: str | None = None,
+        gpus: tuple[int, ...] = (),
     ) -> CogletProcess:
         if _LINUX:
             _prctl()  # resolved here, in the parent (see _die_with_parent)
         tmpdir = tempfile.mkdtemp(prefix=f"cogport-{name}-")
-        env = coglet_environment(spec, port=port, tmpdir=tmpdir, setup_timeout=setup_timeout, base=os.environ)
+        env = coglet_environment(
+            spec, port=port, tmpdir=tmpdir, setup_timeout=setup_timeout, base=os.environ, gpus=gpus
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 *coglet_command(spec, upload_url=upload_url),
