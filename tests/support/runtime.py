@@ -86,6 +86,7 @@ def spec(
     concurrency: int = 1,
     mode: Mode | None = None,
     environment: dict[str, str] | None = None,
+    hardware: str = "cpu",
 ) -> VersionSpec:
     """A spec for a fixture model (``tests/fixtures/models/<model>``); ``trainer`` runs in train mode."""
     return VersionSpec(
@@ -97,6 +98,7 @@ def spec(
         ref=REFS.get(model, "predict.py:Runner"),
         concurrency=concurrency,
         environment=environment or {},
+        hardware=hardware,
     )
 
 
