@@ -18,6 +18,7 @@ from cogport.backends.base import Job, JobEvents, VersionSpec
 from cogport.errors import SetupFailed
 from cogport.runtime.instance import Instance
 from cogport.runtime.prediction import Outcome
+from cogport.runtime.scaling import Limits, target
 from cogport.runtime.state import InstanceState
 from cogport.settings import RuntimeSettings
 
@@ -54,6 +55,8 @@ class VersionGroup:
     started: int = 0
     """Instances started so far (names them)."""
     retry_timer: asyncio.TimerHandle | None = None
+    limits: Limits | None = None
+    """Set for a deployment's instances (``Pool.ensure``); None: on demand, within the pool's settings."""
 
     @property
     def key(self) -> str:
@@ -87,18 +90,23 @@ class VersionGroup:
             return SetupFailed(self.last_error.detail, logs=self.last_error.logs)
         return None
 
-    def can_grow(self, now: float, limit: int) -> bool:
-        """Whether another instance may be started now: one start at a time, none while backing off or
-        refused, and at most ``limit`` live instances (0: no limit)."""
-        if self.starting() or self.in_backoff(now) or self.refusal(now) is not None:
+    def can_grow(self, now: float, limits: Limits) -> bool:
+        """Whether another instance may be started now: none while backing off or refused, and at most
+        ``limits.maximum`` live (starting ones included)."""
+        if self.in_backoff(now) or self.refusal(now) is not None:
             return False
-        return not limit or len(self.live()) < limit
+        return len(self.live()) < limits.maximum
 
-    def needs_start(self, now: float, limit: int) -> bool:
+    def target(self, limits: Limits) -> int:
+        """The instances the waiting and running jobs need (see :mod:`cogport.runtime.scaling`)."""
+        running = sum(i.reserved for i in self.live())
+        return target(len(self.waiting), running, max(1, self.spec.concurrency), limits)
+
+    def needs_start(self, now: float, limits: Limits) -> bool:
         """Whether one more instance should be started now."""
-        if not self.can_grow(now, limit):
+        if not self.can_grow(now, limits):
             return False
-        return len(self.waiting) > self.free_slots() or (self.replace and not self.live())
+        return len(self.live()) < self.target(limits) or (self.replace and not self.live())
 
     def serving(self) -> bool:
         """Whether an instance of the version is up (READY or BUSY)."""

@@ -35,6 +35,7 @@ from cogport.runtime.group import Ticket, VersionGroup
 from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.instance import Instance, InstanceOptions
 from cogport.runtime.prediction import Outcome, report
+from cogport.runtime.scaling import Limits
 from cogport.runtime.state import InstanceState
 from cogport.runtime.sweeper import PredictionDirSweeper
 from cogport.settings import RuntimeSettings
@@ -172,9 +173,27 @@ class Pool:
         slack = group.slack()
         if slack > 0:
             return slack
-        if not group.can_grow(now, self.settings.max_instances_per_version):
+        if not group.can_grow(now, self._limits(group)):
             return 0
         return slots if self._room(spec, group) != "no" else 0
+
+    def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
+        """Keep between ``minimum`` and ``maximum`` instances of ``spec`` (a deployment's): the minimum are
+        started without work and replaced when they crash; more start as work needs them; those above the
+        minimum stop once idle for ``idle_timeout``. ``ensure(spec, 0, ...)`` lets them all idle out."""
+        if self._state != "running":
+            return
+        group = self._groups.get(spec.key)
+        if group is None:
+            group = self._groups[spec.key] = VersionGroup(spec)
+        group.limits = Limits(minimum=max(0, minimum), maximum=max(0, maximum))
+        self._pump()
+
+    def _limits(self, group: VersionGroup) -> Limits:
+        if group.limits is not None:
+            return group.limits
+        per_version = self.settings.max_instances_per_version
+        return Limits(minimum=0, maximum=per_version or self.settings.max_instances)
 
     def _require_hardware(self, spec: VersionSpec) -> None:
         if not self.gpus.exists(spec.hardware):
@@ -302,7 +321,7 @@ class Pool:
         for group in self._groups.values():
             self._bind(group)
         for group in list(self._groups.values()):
-            if group.needs_start(now, self.settings.max_instances_per_version):
+            if group.needs_start(now, self._limits(group)):
                 room = self._room(group.spec, group)
                 if room == "now":
                     self._start_instance(group)
@@ -387,7 +406,9 @@ class Pool:
         if instance.state is InstanceState.STOPPED and group is not None:
             with contextlib.suppress(ValueError):
                 group.instances.remove(instance)
-            if not group.instances and not group.waiting and group.last_error is None and not group.replace:
+            forgettable = group.limits is None or group.limits.minimum == 0
+            idle_group = not group.instances and not group.waiting and group.last_error is None
+            if idle_group and not group.replace and forgettable:
                 del self._groups[group.key]  # nothing to remember about it
         self._pump()
         if instance.state in (InstanceState.READY, InstanceState.STOPPED):
@@ -427,10 +448,20 @@ class Pool:
         """Sweep prediction dirs, stop idle instances, sample memory; returns the next sample time."""
         await self.sweeper.sweep()
         now = time.monotonic()
-        for instance in list(self._holders()):
-            if instance.idle and now - instance.last_used >= self.settings.idle_timeout:
-                log.info("stopping %s: idle for %.0fs", instance.name, now - instance.last_used)
-                instance.begin_stop("stopped after being idle")
+        for group in list(self._groups.values()):
+            limits = self._limits(group)
+            live = group.live()
+            idle = sorted((i for i in live if i.idle), key=lambda i: i.last_used)
+            spare = len(live) - limits.minimum
+            for instance in idle:
+                if spare <= 0:
+                    break
+                over = len(live) > limits.maximum  # the maximum was lowered: stop the extra at once
+                if over or now - instance.last_used >= self.settings.idle_timeout:
+                    log.info("stopping %s: idle for %.0fs", instance.name, now - instance.last_used)
+                    instance.begin_stop("stopped after being idle")
+                    live.remove(instance)
+                    spare -= 1
         if now < next_sample:
             return next_sample
         for instance in list(self._holders()):
