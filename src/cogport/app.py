@@ -20,6 +20,7 @@ from cogport.api.routes import (
     account,
     admin,
     collections,
+    deployments,
     file_outputs,
     files,
     models,
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         file_outputs,
         predictions,
         trainings,
+        deployments,
         streams,
     )
     for module in routers:

@@ -92,6 +92,14 @@ class WebhookSettings(BaseModel):
     """The longest wait between two attempts."""
 
 
+class DeploymentSettings(BaseModel):
+    """Replicate's deployments (issue 10)."""
+
+    offline_before_delete: float = Field(default=900.0, ge=0)
+    """Seconds a deployment must have been offline (``min_instances`` 0) and unused (no prediction created
+    through it) before it can be deleted: Replicate's 15 minutes."""
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure."""
 
@@ -147,6 +155,7 @@ class Settings(BaseSettings):
     build: BuildSettings = Field(default_factory=BuildSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    deployments: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
     @field_validator("admin_token")
     @classmethod

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.db.tables import Account, Collection, Model, Prediction, Version
 from cogport.files import urls as file_urls
 from cogport.ops import models as model_ops
+from cogport.ops.deployments import Detail
 from cogport.schemas import responses as r
 from cogport.settings import Settings
 
@@ -57,6 +58,24 @@ def model(row: Model, owner: Account, latest: Version | None, base_url: str) -> 
         latest_version=version(latest) if latest is not None else None,
         hardware=row.hardware,
         created_at=timestamp(row.created_at) or "",
+    )
+
+
+def deployment(detail: Detail) -> r.Deployment:
+    row = detail.deployment
+    return r.Deployment(
+        owner=detail.owner.username,
+        name=row.name,
+        current_release=r.DeploymentRelease(
+            number=row.release_number,
+            model=detail.model_ref,
+            version=detail.version_id,
+            created_at=timestamp(row.release_created_at) or "",
+            created_by=account(detail.created_by),
+            configuration=r.DeploymentConfiguration(
+                hardware=row.hardware, min_instances=row.min_instances, max_instances=row.max_instances
+            ),
+        ),
     )
 
 

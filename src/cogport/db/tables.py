@@ -288,3 +288,35 @@ class Instance(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(default=utcnow)
     rss_mb: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Deployment(Base):
+    """A named, configured release of one model version (Replicate's deployments).
+
+    The current release lives in the row itself (``release_*``): the API shows only the current one,
+    and each update replaces it and bumps ``release_number``.
+    """
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "name"),
+        Index("ix_deployments_owner_created", "owner_id", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    version_pk: Mapped[int] = mapped_column(ForeignKey("versions.pk", ondelete="CASCADE"), index=True)
+    hardware: Mapped[str] = mapped_column(String(64))
+    min_instances: Mapped[int] = mapped_column(Integer, default=0)
+    max_instances: Mapped[int] = mapped_column(Integer, default=1)
+    release_number: Mapped[int] = mapped_column(Integer, default=1)
+    release_created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    release_created_by_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    """When a prediction was last created through the deployment."""
+    offline_since: Mapped[datetime | None] = mapped_column()
+    """Since when ``min_instances`` has been 0 (None while it is above): delete's offline rule reads it."""

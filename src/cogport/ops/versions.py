@@ -8,7 +8,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.keyset import Cursor, KeysetPage, paginate
-from cogport.db.tables import Account, Model, Prediction, StoredFile, Version, utcnow
+from cogport.db.tables import Account, Deployment, Model, Prediction, StoredFile, Version, utcnow
 from cogport.errors import Conflict, Forbidden, VersionNotFound
 from cogport.ops import accounts, models
 from cogport.ops.principals import Principal
@@ -99,6 +99,8 @@ async def request_delete(session: AsyncSession, principal: Principal, model: Mod
         raise _Undeletable("Someone other than the owner has run predictions with this version")
     if await session.scalar(select(exists().where(Version.base_version_pk == version.pk))):
         raise _Undeletable("This version is the base of a training; delete the trained versions first")
+    if await session.scalar(select(exists().where(Deployment.version_pk == version.pk))):
+        raise _Undeletable("A deployment runs this version; point it at another version or delete it first")
     version.deleting = True
     await session.flush()
     await models.refresh_latest_version(session, model)

@@ -153,3 +153,39 @@ class TrainingCreate(Action):
     webhook_completed: str | None = None
 
     _webhook_url = field_validator("webhook", "webhook_completed")(RunCreate._webhook_url.__func__)  # type: ignore[attr-defined]
+
+
+class DeploymentCreate(Action):
+    """``POST /v1/deployments``. ``name`` may be ``owner/name`` (the JS client sends what it is given);
+    ``owner`` is a cogport extension. Without either, the deployment is the caller's."""
+
+    name: str = Field(min_length=1, max_length=201)
+    model: str = Field(min_length=3, max_length=201)
+    version: str = Field(min_length=1, max_length=300)
+    hardware: str = Field(min_length=1, max_length=64)
+    min_instances: int = Field(ge=0, le=5)
+    max_instances: int = Field(ge=0, le=20)
+    owner: str | None = Field(default=None, max_length=64)
+
+    def owner_and_name(self) -> tuple[str | None, str]:
+        if "/" in self.name:
+            owner, _, name = self.name.partition("/")
+            return owner, name
+        return self.owner, self.name
+
+    @field_validator("name")
+    @classmethod
+    def _deployment_name(cls, value: str) -> str:
+        name = value.rpartition("/")[2]
+        if not re.match(NAME_PATTERN, name) or value.count("/") > 1:
+            raise ValueError("a deployment name has lowercase letters, digits, '-', '_' and '.' (or is owner/name)")
+        return value
+
+
+class DeploymentUpdate(Action):
+    """``PATCH /v1/deployments/{owner}/{name}``: any of the release's fields."""
+
+    version: str | None = Field(default=None, min_length=1, max_length=300)
+    hardware: str | None = Field(default=None, min_length=1, max_length=64)
+    min_instances: int | None = Field(default=None, ge=0, le=5)
+    max_instances: int | None = Field(default=None, ge=0, le=20)

@@ -109,3 +109,24 @@ class AdminAccount(Account):
     is_admin: bool
     members: list[str] | None = None
     created_at: str
+
+
+class DeploymentConfiguration(Wire):
+    hardware: str
+    min_instances: int
+    max_instances: int
+
+
+class DeploymentRelease(Wire):
+    number: int
+    model: str
+    version: str
+    created_at: str
+    created_by: Account
+    configuration: DeploymentConfiguration
+
+
+class Deployment(Wire):
+    owner: str
+    name: str
+    current_release: DeploymentRelease

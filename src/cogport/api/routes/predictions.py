@@ -38,6 +38,7 @@ async def create_run(
     cancel_after: str | None,
     *,
     destination: DestinationResolver | None = None,
+    deployment: str | None = None,
 ) -> JSONResponse:
     """Every create endpoint: hand the body to :meth:`Runs.create`, then answer as Replicate does."""
     runs: Runs = request.app.state.runs
@@ -54,6 +55,7 @@ async def create_run(
             prefer=prefer,
             cancel_after=cancel_after,
             destination=destination,
+            deployment=deployment,
         ),
     )
     row = created.row

@@ -1,0 +1,123 @@
+"""Replicate's deployments: create, list, get, update (a new release), delete, and predictions through one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cogport.api import pagination, presenters
+from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, SessionDep
+from cogport.api.routes.predictions import CancelAfterHeader, PreferHeader, create_run
+from cogport.db.tables import Account, Deployment, Model, Version
+from cogport.errors import InvalidVersion
+from cogport.ops import deployments as ops
+from cogport.schemas.actions import DeploymentCreate, DeploymentUpdate, RunCreate
+from cogport.schemas.responses import Deployment as DeploymentOut
+from cogport.schemas.responses import Page
+from cogport.settings import Settings
+
+router = APIRouter(tags=["deployments"], dependencies=[NoNul])
+# A deployment is answered without its None members: ``created_by`` has optional, non-nullable
+# ``github_url``/``avatar_url``, left out when unset (the object has no other optional member).
+
+
+def _known_hardware(request: Request) -> set[str]:
+    return {s.sku for s in request.app.state.hardware}
+
+
+async def _present(session: AsyncSession, deployment: Deployment) -> DeploymentOut:
+    return presenters.deployment(await ops.detail(session, deployment))
+
+
+@router.post("/v1/deployments", response_model_exclude_none=True)
+async def create_deployment(
+    body: DeploymentCreate, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> DeploymentOut:
+    owner, name = body.owner_and_name()
+    deployment = await ops.create(
+        session,
+        principal,
+        owner=owner,
+        name=name,
+        model_ref=body.model,
+        version_id=body.version,
+        config=ops.Config(body.hardware, body.min_instances, body.max_instances),
+        known_hardware=_known_hardware(request),
+    )
+    return await _present(session, deployment)
+
+
+@router.get("/v1/deployments")
+async def list_deployments(
+    request: Request,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    base_url: BaseUrl,
+    cursor: str | None = Query(None),
+) -> Page[dict[str, Any]]:
+    page = await ops.list_page(session, principal, cursor=pagination.decode(cursor))
+    next_url, previous_url = pagination.links(request, base_url, page)
+    details = await ops.details(session, page.rows)
+    results = [presenters.deployment(d).model_dump(exclude_none=True) for d in details]
+    return Page(next=next_url, previous=previous_url, results=results)
+
+
+@router.get("/v1/deployments/{owner}/{name}", response_model_exclude_none=True)
+async def get_deployment(owner: str, name: str, session: SessionDep, principal: CurrentPrincipal) -> DeploymentOut:
+    deployment, _ = await ops.find(session, principal, owner, name)
+    return await _present(session, deployment)
+
+
+@router.patch("/v1/deployments/{owner}/{name}", response_model_exclude_none=True)
+async def update_deployment(
+    owner: str, name: str, body: DeploymentUpdate, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> DeploymentOut:
+    deployment, _ = await ops.find(session, principal, owner, name)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    await ops.release(session, principal, deployment, changes, _known_hardware(request))
+    return await _present(session, deployment)
+
+
+@router.delete("/v1/deployments/{owner}/{name}", status_code=204)
+async def delete_deployment(
+    owner: str, name: str, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> Response:
+    deployment, owner_account = await ops.find(session, principal, owner, name)
+    settings: Settings = request.app.state.settings
+    await ops.delete(session, deployment, owner_account, settings.deployments.offline_before_delete)
+    return Response(status_code=204)
+
+
+@router.post("/v1/deployments/{owner}/{name}/predictions", status_code=201)
+async def create_deployment_prediction(
+    owner: str,
+    name: str,
+    body: RunCreate,
+    request: Request,
+    principal: CurrentPrincipal,
+    base_url: BaseUrl,
+    prefer: PreferHeader = None,
+    cancel_after: CancelAfterHeader = None,
+) -> JSONResponse:
+    """A prediction of the deployment's current version; the prediction carries ``deployment``."""
+    used: list[int] = []
+
+    async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
+        deployment, _ = await ops.find(session, principal, owner, name)
+        model = await session.get(Model, deployment.model_id)
+        version = await session.get(Version, deployment.version_pk)
+        model_owner = await session.get(Account, model.owner_id) if model is not None else None
+        if model is None or version is None or model_owner is None:
+            raise InvalidVersion()
+        used.append(deployment.id)
+        return model, model_owner, version
+
+    response = await create_run(
+        request, principal, base_url, body, resolve, prefer, cancel_after, deployment=f"{owner}/{name}"
+    )
+    async with request.app.state.database.session() as session:
+        await ops.touch(session, used[0])
+    return response
