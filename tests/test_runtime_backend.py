@@ -32,14 +32,14 @@ async def make_backend(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
     yield make
     for backend in made:
-        pgids = [i.pid for i in backend.instances() if i.pid is not None]
+        pgids = [i.pid for i in backend.details() if i.pid is not None]
         await backend.stop()
         for pgid in pgids:
             assert group_alive(pgid) == [], f"process group {pgid} outlived the backend"
 
 
 def live(backend: LocalBackend, key: str | None = None) -> list[Any]:
-    return [i for i in backend.instances() if i.state.is_live and (key is None or i.key == key)]
+    return [i for i in backend.details() if i.state.is_live and (key is None or i.key == key)]
 
 
 async def predict(backend: LocalBackend, version: VersionSpec, **inputs: Any) -> dict[str, Any]:
@@ -70,11 +70,11 @@ async def test_a_prediction_from_cold(make_backend: Callable[..., Any]) -> None:
     assert events.names == ["started", "logs", "finished"]
     await eventually(lambda: backend.running() == set())
     await eventually(lambda: not prediction_dir(the_job.prediction_id).exists())  # swept within a second
-    [instance] = backend.instances()
+    [instance] = backend.details()
     assert instance.state is InstanceState.READY and instance.ready_after is not None
     # Warm now: the next one reuses the instance.
     assert (await predict(backend, version, text="bo"))["output"] == "hello bo"
-    assert [i.pid for i in backend.instances()] == [instance.pid]
+    assert [i.pid for i in backend.details()] == [instance.pid]
 
 
 async def test_submit_errors(make_backend: Callable[..., Any]) -> None:
@@ -94,7 +94,7 @@ async def test_a_crash_fails_the_prediction_and_the_instance_is_replaced(make_ba
     backend: LocalBackend = await make_backend()
     version = spec("crash")
     assert (await predict(backend, version, crash=False))["output"] == "survived"
-    [first] = backend.instances()
+    [first] = backend.details()
 
     final = await predict(backend, version, crash=True)
 
@@ -112,13 +112,13 @@ async def test_an_instance_that_dies_while_idle_is_noticed(make_backend: Callabl
     backend: LocalBackend = await make_backend()
     version = spec("hello")
     await predict(backend, version, text="a")
-    [before] = backend.instances()
+    [before] = backend.details()
     assert before.pid is not None
     worker = next(p for p in group_alive(before.pid) if p != before.pid)
     os.kill(worker if victim == "worker" else before.pid, signal.SIGKILL)
 
     # A dead server is noticed at once; a dead worker leaves coglet UNHEALTHY, seen by the next health check.
-    await eventually(lambda: backend.instances() == [])
+    await eventually(lambda: backend.details() == [])
     assert group_alive(before.pid) == []
     assert (await predict(backend, version, text="b"))["output"] == "hello b"
 
@@ -144,7 +144,7 @@ async def test_repeated_setup_failure_fails_the_work_and_refuses_the_version(
     with pytest.raises(SetupFailed):
         await backend.submit(job(version), Events())
     assert backend.has_capacity(spec("hello", pk=2))  # other versions are not affected
-    await eventually(lambda: backend.instances() == [])
+    await eventually(lambda: backend.details() == [])
 
 
 async def test_a_failed_start_is_retried_with_backoff(make_backend: Callable[..., Any], tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ async def test_concurrency_4_runs_four_predictions_at_once(make_backend: Callabl
 
     # Each prediction waits until all four have arrived: they can only finish if they ran together.
     assert sorted(f["output"] for f in finals) == [f"p{n} met 3 others" for n in range(4)]
-    assert len(backend.instances()) == 1
+    assert len(backend.details()) == 1
 
 
 async def test_jobs_wait_for_a_slot_and_run_in_order(make_backend: Callable[..., Any]) -> None:
@@ -220,7 +220,7 @@ async def test_jobs_wait_for_a_slot_and_run_in_order(make_backend: Callable[...,
         await backend.submit(job(version, text=str(n)), events)
     finals = [await events.finish() for events in eventses]
     assert [f["output"] for f in finals] == [f"hello {n}" for n in range(5)]
-    assert len(backend.instances()) == 1
+    assert len(backend.details()) == 1
 
 
 async def test_cancel_a_running_and_a_waiting_prediction(make_backend: Callable[..., Any], tmp_path: Path) -> None:
@@ -252,9 +252,9 @@ async def test_idle_instances_are_stopped(make_backend: Callable[..., Any]) -> N
     backend: LocalBackend = await make_backend(idle_timeout=0.5)
     version = spec("noop")
     assert (await predict(backend, version))["status"] == "succeeded"
-    [instance] = backend.instances()
+    [instance] = backend.details()
     assert instance.pid is not None
-    await eventually(lambda: backend.instances() == [])
+    await eventually(lambda: backend.details() == [])
     assert group_alive(instance.pid) == []
     assert (await predict(backend, version))["status"] == "succeeded"  # started again on demand
 
@@ -265,13 +265,13 @@ async def test_max_instances_evicts_the_least_recently_used_idle_instance(make_b
     await predict(backend, first, text="a")
     await predict(backend, second)
     await predict(backend, first, text="b")  # now `second` is the least recently used
-    assert {i.key for i in backend.instances()} == {first.key, second.key}
-    [evicted] = [i for i in backend.instances() if i.key == second.key]
+    assert {i.key for i in backend.details()} == {first.key, second.key}
+    [evicted] = [i for i in backend.details() if i.key == second.key]
 
     assert backend.has_capacity(third)  # by evicting an idle instance
     assert (await predict(backend, third, text="c"))["output"] == "hello c"
 
-    assert {i.key for i in backend.instances()} == {first.key, third.key}
+    assert {i.key for i in backend.details()} == {first.key, third.key}
     assert evicted.pid is not None and group_alive(evicted.pid) == []
 
 
@@ -286,13 +286,13 @@ async def test_busy_instances_are_not_evicted(make_backend: Callable[..., Any]) 
 
     waiting = Events()
     await backend.submit(job(other), waiting)  # accepted anyway: it waits for room
-    assert [i.key for i in backend.instances()] == [busy.key]
+    assert [i.key for i in backend.details()] == [busy.key]
     assert waiting.calls == []
 
     await backend.cancel(busy_job.prediction_id)
     assert (await events.finish())["status"] == "canceled"
     assert (await waiting.finish())["status"] == "succeeded"  # the now idle instance made room
-    assert [i.key for i in backend.instances()] == [other.key]
+    assert [i.key for i in backend.details()] == [other.key]
 
 
 async def test_max_instances_per_version(make_backend: Callable[..., Any]) -> None:
@@ -306,11 +306,11 @@ async def test_max_instances_per_version(make_backend: Callable[..., Any]) -> No
     assert backend.has_capacity(spec("noop", pk=2))
 
     await backend.submit(job(version, seconds=0), second)
-    assert len(backend.instances()) == 1  # it waits for the one instance instead of starting another
+    assert len(backend.details()) == 1  # it waits for the one instance instead of starting another
 
     await backend.cancel(first_job.prediction_id)
     assert (await second.finish())["output"] == "awake"
-    assert len(backend.instances()) == 1
+    assert len(backend.details()) == 1
 
 
 async def test_a_backlog_scales_out_when_allowed(make_backend: Callable[..., Any], tmp_path: Path) -> None:
@@ -322,20 +322,20 @@ async def test_a_backlog_scales_out_when_allowed(make_backend: Callable[..., Any
     # One slot per instance: the two can only meet if a second instance was started for the backlog.
     finals = [await events.finish() for events in eventses]
     assert sorted(f["output"] for f in finals) == ["p0 met 1 others", "p1 met 1 others"]
-    assert len(backend.instances()) == 2
+    assert len(backend.details()) == 2
 
 
 async def test_memory_bound_keeps_one_instance(make_backend: Callable[..., Any]) -> None:
     backend: LocalBackend = await make_backend(max_memory_mb=1)
     first, second = spec("noop", pk=1), spec("noop", pk=2)
     await predict(backend, first)
-    await eventually(lambda: all(i.rss_bytes > 1024 * 1024 for i in backend.instances()))
-    [evicted] = backend.instances()
+    await eventually(lambda: all(i.rss_bytes > 1024 * 1024 for i in backend.details()))
+    [evicted] = backend.details()
 
     assert backend.has_capacity(second)  # only by evicting the idle one
     assert (await predict(backend, second))["status"] == "succeeded"
 
-    assert [i.key for i in backend.instances()] == [second.key]
+    assert [i.key for i in backend.details()] == [second.key]
     assert evicted.pid is not None and group_alive(evicted.pid) == []
 
 
@@ -346,8 +346,8 @@ async def test_clean_shutdown(make_backend: Callable[..., Any]) -> None:
     events = Events()
     await backend.submit(job(busy, seconds=120), events)
     await events.wait_until(lambda e: "started" in e.names)
-    pgids = [i.pid for i in backend.instances() if i.pid is not None]
-    tmpdirs = [i.tmpdir for i in backend.instances() if i.tmpdir is not None]
+    pgids = [i.pid for i in backend.details() if i.pid is not None]
+    tmpdirs = [i.tmpdir for i in backend.details() if i.tmpdir is not None]
     assert len(pgids) == 2 and all(is_dir(path) for path in tmpdirs)
 
     await backend.stop()

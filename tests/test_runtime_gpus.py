@@ -65,7 +65,7 @@ async def test_each_instance_sees_only_its_own_gpus(make_backend: Callable[..., 
     first, second = await asyncio.gather(run(backend, "gpu-a100-large", 1), run(backend, "gpu-a100-large", 2))
     assert sorted([first, second]) == ["0", "1"]  # two models, one GPU each
     assert await run(backend, "cpu", 3) == ""  # a CPU instance sees none
-    held = [i.gpus for i in backend.instances() if i.state.is_live]
+    held = [i.gpus for i in backend.details() if i.state.is_live]
     assert sorted(held) == [(), (0,), (1,)]
 
 
@@ -75,7 +75,7 @@ async def test_a_third_gpu_model_waits_then_takes_an_idle_holders_gpu(make_backe
     # Both GPUs are held by idle instances: the third model's instance stops one of them and takes its GPU.
     third = await run(backend, "gpu-a100-large", 3)
     assert third in ("0", "1")
-    live = [i for i in backend.instances() if i.state.is_live]
+    live = [i for i in backend.details() if i.state.is_live]
     assert len(live) == 2 and sorted(g for i in live for g in i.gpus) == [0, 1]  # never two on one GPU
 
 
@@ -84,7 +84,7 @@ async def test_a_2x_sku_gets_two_gpus_and_waits_for_both(make_backend: Callable[
     slow = spec("slow", pk=1, hardware="gpu-a100-large")
     busy = Events()
     await backend.submit(job(slow, seconds=3.0), busy)  # holds GPU 0 while it runs
-    await eventually(lambda: any(i.gpus == (0,) and i.reserved for i in backend.instances()))
+    await eventually(lambda: any(i.gpus == (0,) and i.reserved for i in backend.details()))
     pair = Events()
     await backend.submit(job(spec("gpu_env", pk=2, hardware="gpu-a100-large-2x")), pair)
     await asyncio.sleep(1.0)

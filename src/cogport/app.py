@@ -39,12 +39,14 @@ from cogport.db.writer import GroupWriter
 from cogport.files import urls as file_urls
 from cogport.files.signing import signing_key
 from cogport.files.tokens import UploadTokens
+from cogport.lifecycle.autoscaler import Autoscaler
 from cogport.lifecycle.dispatcher import Dispatcher
 from cogport.lifecycle.files_out import OutputFiles
 from cogport.lifecycle.hub import Hub
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.runs import Runs, hub_hook
 from cogport.lifecycle.status import Transitions
+from cogport.ops import deployments as deployment_ops
 from cogport.services.base import Services
 from cogport.services.builder import Builder
 from cogport.services.examples import ExampleRegistrar
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upload_url=file_urls.upload_url(settings, upload_tokens.issue("local")),
             file_sink=OutputFiles(database, storage, settings),
             on_capacity=lambda: dispatcher.capacity_changed(),
+            node=socket.gethostname(),
         )
         recorder = Recorder(
             database, writer, transitions, hub, storage, settings, on_finished=lambda: dispatcher.capacity_changed()
@@ -114,7 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         transitions.within(announcer.within)
         transitions.after_commit(hub_hook(hub))
         transitions.after_commit(announcer.after_commit)
+        dispatcher.deployment_hardware = deployment_ops.hardware_of
         services.add(dispatcher)
+        services.add(Autoscaler(database, backend, dispatcher))
         services.add(DeliveryService(database, webhook_client, announcer, settings.webhooks))
         app.state.database = database
         app.state.storage = storage

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.backends.base import InstanceView
 from cogport.db.tables import Account, Collection, Model, Prediction, Version
 from cogport.files import urls as file_urls
 from cogport.ops import models as model_ops
@@ -163,3 +164,15 @@ def run(row: Prediction, base_url: str, settings: Settings) -> dict[str, Any]:
     if row.kind == "training" and not isinstance(body["output"], dict):
         del body["output"]
     return body
+
+
+def instance(view: InstanceView) -> dict[str, Any]:
+    """An instance as ``GET /v1/deployments/{owner}/{name}/instances`` shows it (a cogport extension)."""
+    return {
+        "id": view.id,
+        "state": view.state,
+        "hardware": view.hardware,
+        "node": view.node,
+        "gpus": list(view.gpus),
+        "started_at": timestamp(view.started_at),
+    }

@@ -8,6 +8,7 @@ happens through :class:`JobEvents`, and the lifecycle module records it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 Mode = Literal["predict", "train"]
@@ -109,3 +110,25 @@ class Backend(Protocol):
 
     def running(self) -> set[str]:
         """Ids of the jobs this backend is running now."""
+
+    def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
+        """Hold ``spec``'s instances between ``minimum`` and ``maximum`` (a deployment's): the minimum up
+        without work and replaced when they crash, more as work needs them, idle extras stopped."""
+
+    def instances(self) -> list[InstanceView]:
+        """What runs now: one entry per instance (starting, idle, busy or stopping)."""
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """One instance, as status pages and the instances endpoints show it."""
+
+    id: str
+    key: str
+    """Its spec's key."""
+    pool: str
+    state: Literal["starting", "idle", "busy", "stopping"]
+    hardware: str
+    node: str
+    gpus: tuple[int, ...]
+    started_at: datetime

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cogport import hardware
-from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.backends.base import InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.runtime.pool import InstanceInfo, Pool
 from cogport.settings import Settings
 
@@ -55,8 +55,11 @@ class LocalBackend:
         upload_url: str | None = None,
         file_sink: OutputFileSink | None = None,
         on_capacity: Callable[[], None] | None = None,
+        node: str = "local",
     ) -> None:
         self.settings = settings
+        self.node = node
+        """This machine's name in the instances endpoints."""
         self.pool = Pool(
             settings.runtime,
             upload_url=upload_url,
@@ -109,6 +112,15 @@ class LocalBackend:
         """Ids of the jobs submitted and not yet finished (those waiting for a slot included)."""
         return self.pool.running()
 
-    def instances(self) -> list[InstanceInfo]:
-        """A snapshot of the instances (state, pid, slots, memory), for status pages and tests."""
+    def details(self) -> list[InstanceInfo]:
+        """A snapshot of the instances (state, pid, slots, memory, GPUs), for tests and diagnostics."""
         return self.pool.instances()
+
+    def instances(self) -> list[InstanceView]:
+        """The instances as the API shows them (stopped ones left out)."""
+        views = (info.view(self.node) for info in self.pool.instances())
+        return [view for view in views if view is not None]
+
+    def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
+        """See :meth:`cogport.runtime.pool.Pool.ensure`."""
+        self.pool.ensure(spec, minimum, maximum)

@@ -285,6 +285,10 @@ class Dispatcher(Service):
         model = await session.get(Model, version.model_id)
         return model.hardware if model is not None and model.hardware else "cpu"
 
+    def spec_for(self, version: Version, mode: Mode, hardware: str = "cpu", deployment: str = "") -> VersionSpec:
+        """The spec runs of ``version`` get on ``hardware`` (through ``deployment``: its own instances)."""
+        return self._spec(version, mode, hardware, deployment)
+
     def _spec(self, version: Version, mode: Mode, hardware: str = "cpu", deployment: str = "") -> VersionSpec:
         key = (version.pk, mode, hardware, deployment)
         spec = self._specs.get(key)

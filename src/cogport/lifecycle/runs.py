@@ -228,9 +228,12 @@ class Runs:
         wait = parse_prefer(request.prefer, settings.sync_wait_max)
         deadline = deadline_after(parse_cancel_after(request.cancel_after))
         training = request.destination is not None
+        hardware = request.hardware
         async with self.database.reader() as session:
             model, owner, version = await request.resolve(session)
             target = await request.destination(session) if request.destination is not None else None
+            if hardware is None and request.deployment and self.dispatcher.deployment_hardware is not None:
+                hardware = await self.dispatcher.deployment_hardware(session, request.deployment)
             schema = version.openapi_schema or {}
             checked = inputs.validate(schema, request.input, component_name="TrainingInput" if training else "Input")
             # Checks the caller may use every file it names; the sync fast path hands this to the model.
@@ -239,7 +242,7 @@ class Runs:
         if request.stream and not streamable:
             raise Unprocessable("Streaming not supported for the output type of the requested version.")
         kind = "training" if training else "prediction"
-        hardware = request.hardware or model.hardware or "cpu"
+        hardware = hardware or model.hardware or "cpu"
         fast = wait is not None and self.dispatcher.can_start_now(version, kind, hardware, request.deployment or "")
         row = prediction_ops.new(
             principal,

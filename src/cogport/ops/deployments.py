@@ -255,3 +255,29 @@ async def active(session: AsyncSession) -> list[Deployment]:
     """Every deployment (version pk, hardware, min/max instances): what the autoscaler holds to."""
     result = await session.execute(select(Deployment).order_by(Deployment.id))
     return list(result.scalars())
+
+
+async def by_ref(session: AsyncSession, ref: str) -> Deployment | None:
+    """The deployment ``owner/name`` (no access check: for the runtime's placement)."""
+    owner, _, name = ref.partition("/")
+    result = await session.execute(
+        select(Deployment)
+        .join(Account, Account.id == Deployment.owner_id)
+        .where(Account.username == owner, Deployment.name == name)
+    )
+    return result.scalar_one_or_none()
+
+
+async def hardware_of(session: AsyncSession, ref: str) -> str | None:
+    found = await by_ref(session, ref)
+    return found.hardware if found is not None else None
+
+
+async def refs(session: AsyncSession, rows: list[Deployment]) -> dict[int, str]:
+    """``owner/name`` of each deployment, by id."""
+    owner_ids = {row.owner_id for row in rows}
+    if not owner_ids:
+        return {}
+    result = await session.execute(select(Account.id, Account.username).where(Account.id.in_(owner_ids)))
+    names = dict(result.tuples().all())
+    return {row.id: f"{names.get(row.owner_id, '?')}/{row.name}" for row in rows}

@@ -278,3 +278,13 @@ def count_run(tx: Tx, prediction: Prediction) -> None:
         tx.conn.execute(
             update(models).where(models.c.id == prediction.model_id).values(run_count=models.c.run_count + 1)
         )
+
+
+async def count_waiting(session: AsyncSession, deployment: str) -> int:
+    """Predictions through ``deployment`` that have not started yet (queued, or waiting for an instance)."""
+    result = await session.execute(
+        select(func.count())
+        .select_from(Prediction)
+        .where(Prediction.deployment == deployment, Prediction.status == "starting")
+    )
+    return int(result.scalar_one())

@@ -37,6 +37,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,8 @@ class Instance:
         self._client = client
         self._plain_client = plain_client
         self.gpus = gpus
+        self.created_at = datetime.now(UTC)
+        """When it was made (wall clock, for the instances endpoints)."""
         """The GPU indices this instance holds (``CUDA_VISIBLE_DEVICES``; none for a CPU instance)."""
         self._on_change = on_change
         self.sweeper = sweeper or PredictionDirSweeper()

@@ -23,11 +23,12 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
 
-from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.backends.base import InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.hardware import Gpu
 from cogport.runtime.gpus import GpuAllocator
@@ -66,6 +67,30 @@ class InstanceInfo:
     hardware: str = "cpu"
     gpus: tuple[int, ...] = ()
     """The GPU indices it holds (its ``CUDA_VISIBLE_DEVICES``)."""
+    pool: str = ""
+    started_at: datetime | None = None
+
+    def view(self, node: str) -> InstanceView | None:
+        """As the API shows it (None once it has stopped)."""
+        if self.state in (InstanceState.STOPPED,):
+            return None
+        state: Literal["starting", "idle", "busy", "stopping"]
+        if self.state is InstanceState.STARTING:
+            state = "starting"
+        elif self.state in (InstanceState.STOPPING, InstanceState.FAILED):
+            state = "stopping"
+        else:
+            state = "busy" if self.reserved else "idle"
+        return InstanceView(
+            id=self.name,
+            key=self.key,
+            pool=self.pool,
+            state=state,
+            hardware=self.hardware,
+            node=node,
+            gpus=self.gpus,
+            started_at=self.started_at or datetime.now(UTC),
+        )
 
 
 class Pool:
@@ -265,6 +290,8 @@ class Pool:
                 tmpdir=i.process.tmpdir if i.process else None,
                 hardware=i.spec.hardware,
                 gpus=i.gpus,
+                pool=i.spec.pool,
+                started_at=i.created_at,
             )
             for g in self._groups.values()
             for i in g.instances

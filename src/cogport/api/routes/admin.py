@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from cogport.api import presenters
 from cogport.api.deps import AdminPrincipal, BaseUrl, NoNul, SessionDep
+from cogport.backends.base import Backend
 from cogport.db.tables import Account
 from cogport.ops import accounts as account_ops
 from cogport.ops import collections as collection_ops
@@ -114,3 +116,12 @@ async def update_collection(
 async def delete_collection(slug: str, session: SessionDep, _admin: AdminPrincipal) -> Response:
     await collection_ops.delete_collection(session, await collection_ops.get(session, slug))
     return Response(status_code=204)
+
+
+@router.get("/instances")
+async def list_instances(request: Request, _admin: AdminPrincipal) -> dict[str, Any]:
+    """Every instance this process runs (deployments' and on-demand ones), with the pool it belongs to."""
+    backend: Backend = request.app.state.backend
+    return {
+        "results": [{**presenters.instance(view), "pool": view.pool or "on-demand"} for view in backend.instances()]
+    }

@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.api import pagination, presenters
 from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, SessionDep
 from cogport.api.routes.predictions import CancelAfterHeader, PreferHeader, create_run
+from cogport.backends.base import Backend
 from cogport.db.tables import Account, Deployment, Model, Version
 from cogport.errors import InvalidVersion
 from cogport.ops import deployments as ops
+from cogport.ops import predictions as prediction_ops
 from cogport.schemas.actions import DeploymentCreate, DeploymentUpdate, RunCreate
 from cogport.schemas.responses import Deployment as DeploymentOut
 from cogport.schemas.responses import Page
@@ -121,3 +123,16 @@ async def create_deployment_prediction(
     async with request.app.state.database.session() as session:
         await ops.touch(session, used[0])
     return response
+
+
+@router.get("/v1/deployments/{owner}/{name}/instances")
+async def deployment_instances(
+    owner: str, name: str, request: Request, session: SessionDep, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    """A cogport extension: the deployment's instances now, and how many of its predictions wait to start."""
+    deployment, owner_account = await ops.find(session, principal, owner, name)
+    ref = ops.ref(owner_account, deployment)
+    backend: Backend = request.app.state.backend
+    views = [view for view in backend.instances() if view.pool == f"deployment:{ref}"]
+    queued = await prediction_ops.count_waiting(session, ref)
+    return {"results": [presenters.instance(view) for view in views], "queued": queued}
