@@ -279,5 +279,5 @@ async def refs(session: AsyncSession, rows: list[Deployment]) -> dict[int, str]:
     if not owner_ids:
         return {}
     result = await session.execute(select(Account.id, Account.username).where(Account.id.in_(owner_ids)))
-    names = dict(result.tuples().all())
+    names = {account_id: username for account_id, username in result}
     return {row.id: f"{names.get(row.owner_id, '?')}/{row.name}" for row in rows}

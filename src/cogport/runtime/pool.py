@@ -386,9 +386,15 @@ class Pool:
         return "evict" if self._victim(spec, group) is not None else "no"
 
     def _victim(self, spec: VersionSpec, group: VersionGroup | None) -> Instance | None:
-        """The least recently used idle instance of another version; one holding GPUs of ``spec``'s type
-        when the GPUs are what is short."""
-        idle = [i for g in self._groups.values() if g is not group for i in g.instances if i.idle]
+        """The least recently used idle instance of another version, above its group's minimum; one holding
+        GPUs of ``spec``'s type when the GPUs are what is short."""
+        idle = [
+            i
+            for g in self._groups.values()
+            if g is not group and len(g.live()) > self._limits(g).minimum  # a deployment's minimum stays
+            for i in g.instances
+            if i.idle
+        ]
         if not self.gpus.fits(spec.hardware):
             kind, _ = self.gpus.needs(spec.hardware)
             idle = [i for i in idle if i.gpus and self.gpus.needs(i.spec.hardware)[0] == kind]
