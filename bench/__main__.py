@@ -11,6 +11,7 @@ import sys
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "push": ("bench.push", "cogport push → version ready, for the hello-world example"),
     "predictions": ("bench.predictions", "noop + realistic models: sync vs coglet direct, creates/s, a 10,000 burst"),
+    "autoscale": ("bench.autoscale", "a deployment from zero (vs coglet's own boot), under a queue, and back to zero"),
     "hotpath": ("bench.hotpath", "one sync prediction's milliseconds, step by step (instrumented, in-process)"),
     "file_outputs": ("bench.file_outputs", "an output file's cost: uploaded by coglet (Path) or inline (list[Path])"),
     "stream": ("bench.stream", "streamed token latency through cogport's SSE vs coglet's own, same instance"),
