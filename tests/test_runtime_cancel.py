@@ -96,7 +96,7 @@ async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
     the_backend = LocalBackend(Settings(data_dir=tmp_path / "data", runtime=RuntimeSettings()))
     await the_backend.start()
     yield the_backend
-    pgids = [i.pid for i in the_backend.instances() if i.pid is not None]
+    pgids = [i.pid for i in the_backend.details() if i.pid is not None]
     await the_backend.stop()
     for pgid in pgids:
         assert group_alive(pgid) == [], f"process group {pgid} outlived the backend"
@@ -115,7 +115,7 @@ async def test_every_cancel_right_after_submit_ends_the_job(backend: LocalBacken
     warm = Events()
     await backend.submit(job(version, seconds=0), warm)
     assert (await warm.finish())["status"] == "succeeded"
-    [instance] = backend.instances()
+    [instance] = backend.details()
 
     for round_ in range(50):
         events = Events()
@@ -134,7 +134,7 @@ async def test_every_cancel_right_after_submit_ends_the_job(backend: LocalBacken
     after = Events()
     await backend.submit(job(version, seconds=0), after)
     assert (await after.finish())["output"] == "awake"
-    [still] = backend.instances()
+    [still] = backend.details()
     assert still.pid == instance.pid and still.state is InstanceState.READY
 
 
@@ -306,7 +306,7 @@ async def test_a_cancel_during_the_cold_start(backend: LocalBackend) -> None:
     events = Events()
     the_job = job(version, seconds=120)
     await backend.submit(the_job, events)
-    assert [i.state for i in backend.instances()] == [InstanceState.STARTING]
+    assert [i.state for i in backend.details()] == [InstanceState.STARTING]
     assert await backend.cancel(the_job.prediction_id)
     assert (await events.finish())["status"] == "canceled"
     assert events.names == ["finished"]
@@ -314,4 +314,4 @@ async def test_a_cancel_during_the_cold_start(backend: LocalBackend) -> None:
     after = Events()
     await backend.submit(job(version, seconds=0), after)  # the instance that was starting serves it
     assert (await after.finish())["output"] == "awake"
-    assert len(backend.instances()) == 1
+    assert len(backend.details()) == 1
