@@ -52,6 +52,19 @@ class VersionSpec:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """What a backend can take for a spec now."""
+
+    free: int
+    """Jobs that would start without waiting behind others (free slots, or a new instance's)."""
+    refused: str | None = None
+    """Set while the spec is refused (its setup keeps failing, its hardware is lacking): the reason, which
+    queued work of the spec should fail with."""
+    logs: str | None = None
+    """The failed setup's output, when refused for that."""
+
+
+@dataclass(frozen=True)
 class Job:
     prediction_id: str
     spec: VersionSpec
@@ -96,8 +109,8 @@ class Backend(Protocol):
     def has_capacity(self, spec: VersionSpec) -> bool:
         """Whether a job for ``spec`` could start now (a free slot, or room to start an instance)."""
 
-    def capacity(self, spec: VersionSpec) -> int:
-        """How many more jobs for ``spec`` could start now without waiting behind others."""
+    def capacity(self, spec: VersionSpec) -> Capacity:
+        """How many more jobs for ``spec`` could start now without waiting behind others, or why none can."""
 
     def waiting(self, spec: VersionSpec) -> int:
         """Jobs for ``spec`` submitted and still waiting for a slot (taken ahead, so no slot idles)."""

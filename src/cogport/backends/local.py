@@ -5,7 +5,7 @@ Usage (in the app's lifespan)::
     backend = LocalBackend(settings, upload_url=None, on_capacity=dispatcher.wake)
     await backend.start()
     ...
-    if backend.has_capacity(spec):          # may raise SetupFailed
+    if backend.has_capacity(spec):          # capacity(spec).refused says why not, when refused
         await backend.submit(job, recorder) # returns at once; the job runs in a task
     await backend.cancel(prediction_id)
     backend.running()                       # ids submitted and not finished yet
@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cogport import hardware
-from cogport.backends.base import InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.runtime.pool import InstanceInfo, Pool
 from cogport.settings import Settings
 
@@ -78,16 +78,12 @@ class LocalBackend:
     def has_capacity(self, spec: VersionSpec) -> bool:
         """Whether a job for ``spec`` would run without waiting behind others (a free slot, an
         instance starting with a free slot, or room to start one, perhaps by stopping an idle one).
-
-        Raises :class:`~cogport.errors.SetupFailed` (``detail``: the setup error, ``logs``: setup
-        output) while ``spec``'s version is refused after ``setup_attempts`` failed starts; queued
-        predictions of that version should fail with it.
-        """
+        False while the version is refused (see :meth:`capacity`, which says why)."""
         return self.pool.has_capacity(spec)
 
-    def capacity(self, spec: VersionSpec) -> int:
-        """How many more jobs for ``spec`` would start without waiting behind others (raises like
-        :meth:`has_capacity`)."""
+    def capacity(self, spec: VersionSpec) -> Capacity:
+        """How many more jobs for ``spec`` would start without waiting behind others, or (``refused``) why
+        none can while the version is refused."""
         return self.pool.capacity(spec)
 
     def waiting(self, spec: VersionSpec) -> int:

@@ -155,10 +155,7 @@ class Dispatcher(Service):
 
     def can_start_now(self, version: Version, kind: str, hardware: str = "cpu", deployment: str = "") -> bool:
         """Whether a new run of ``version`` on ``hardware`` would get a slot at once (the sync fast path)."""
-        try:
-            return self.backend.has_capacity(self._spec(version, _mode(kind), hardware, deployment))
-        except SetupFailed:
-            return False
+        return self.backend.has_capacity(self._spec(version, _mode(kind), hardware, deployment))
 
     async def start_claimed(
         self,
@@ -197,12 +194,12 @@ class Dispatcher(Service):
             self._versions[version_pk] = version  # versions are immutable: keep them
         version = self._versions[version_pk]
         spec = self._spec(version, _mode(kind), self._hardware.get(key, "cpu"), deployment)
-        try:
-            free = self.backend.capacity(spec)
-        except SetupFailed as exc:
+        capacity = self.backend.capacity(spec)
+        if capacity.refused is not None:
             waiting.clear()
-            await self._fail_queued(key, exc.detail)
+            await self._fail_queued(key, capacity.refused)
             return 0
+        free = capacity.free
         ahead = max(0, PREFETCH * max(1, spec.concurrency) - self.backend.waiting(spec))
         room = free + ahead
         if room <= 0 or not waiting:

@@ -3,8 +3,8 @@
 Restart policy: a failed start (SETUP_FAILED, setup timeout, exit before READY) delays the next
 start of the version by ``start_backoff_initial`` seconds, doubling up to ``start_backoff_max``.
 After ``setup_attempts`` consecutive failed starts the version is *refused* for
-``start_backoff_max`` seconds: its waiting jobs fail with the setup error, and ``has_capacity`` /
-``submit`` raise :class:`~cogport.errors.SetupFailed` until the window ends. A start that reaches
+``start_backoff_max`` seconds: its waiting jobs fail with the setup error, ``capacity`` reports it as
+``refused`` and ``submit`` raises :class:`~cogport.errors.SetupFailed` until the window ends. A start that reaches
 READY clears the record.
 """
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import httpx
 
-from cogport.backends.base import InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.hardware import Gpu
 from cogport.runtime.gpus import GpuAllocator
@@ -175,9 +175,17 @@ class Pool:
 
     def has_capacity(self, spec: VersionSpec) -> bool:
         """Whether a job for ``spec`` would get a slot without waiting behind others (see :meth:`capacity`)."""
-        return self.capacity(spec) > 0
+        capacity = self.capacity(spec)
+        return capacity.free > 0 and capacity.refused is None
 
-    def capacity(self, spec: VersionSpec) -> int:
+    def capacity(self, spec: VersionSpec) -> Capacity:
+        """:meth:`free_slots`, or the refusal (as a value) while ``spec`` is refused."""
+        try:
+            return Capacity(free=self.free_slots(spec))
+        except SetupFailed as refusal:
+            return Capacity(free=0, refused=refusal.detail, logs=refusal.logs)
+
+    def free_slots(self, spec: VersionSpec) -> int:
         """How many more jobs for ``spec`` would get a slot without waiting behind others.
 
         The free slots of the version's instances (READY or starting) nobody waits for yet; else, when
