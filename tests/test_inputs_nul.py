@@ -48,3 +48,35 @@ async def test_nul_in_any_path_or_query_is_4xx(client: httpx.AsyncClient, users:
         response = await client.get(path, headers=headers)
         assert response.status_code == 400, (path, response.text)
         assert "NUL" in response.json()["detail"]
+
+
+async def test_lone_surrogates_are_refused_with_422_and_nothing_breaks(
+    client: httpx.AsyncClient, database: Database, users: Users
+) -> None:
+    """``"\\ud800"`` is a valid JSON escape that no UTF-8 encodes: a row holding one could never be answered."""
+    await create_model(client, users.alice, "alice/sur", visibility="private")
+    vid = await add_version(database, "alice/sur")
+    headers = {**auth(users.alice), "Content-Type": "application/json"}
+    bodies = [
+        body.replace("VID", vid)
+        for body in (
+            '{"version": "VID", "input": {"text": "a\\ud800b"}}',
+            '{"version": "VID", "input": {"text": ["ok", "\\udfff"]}}',
+            '{"version": "VID", "input": {"k\\ud800": "v"}}',
+            '{"version": "VID", "input": {"text": "a"}, "webhook": "https://example.com/\\ud800"}',
+        )
+    ]
+    for body in bodies:
+        response = await client.post("/v1/predictions", content=body.encode(), headers=headers)
+        assert response.status_code == 422, (body, response.status_code, response.text)
+        assert response.json()["detail"]  # a problem body that could be encoded, not a 500
+    response = await client.post(
+        "/v1/predictions", content=bodies[0].encode(),
+        headers={**headers, "Prefer": "wait=1"},
+    )  # fmt: skip
+    assert response.status_code == 422  # at once, not after the wait
+    listing = await client.get("/v1/predictions", headers=auth(users.alice))
+    assert listing.status_code == 200 and listing.json()["results"] == []
+    with pytest.raises(ValidationFailed) as info:
+        inputs.validate({}, {"a": "\ud800"})
+    assert "surrogate" in info.value.problems[0][2]

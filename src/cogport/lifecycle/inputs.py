@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cogport import storable
 from cogport.errors import ValidationFailed
 
 FILE_SCHEMES = ("http://", "https://", "data:")
@@ -140,7 +141,7 @@ def validate(schema: dict[str, Any], payload: Any, *, component_name: str = "Inp
         payload = {}
     if not isinstance(payload, dict):
         raise ValidationFailed([("type", "input", "Invalid type. Expected: object, given: " + _json_type(payload))])
-    nul = [("format", field, "must not contain NUL characters") for field in _nul_fields(payload, "input")]
+    nul = [("format", field, reason) for field, reason in _unstorable(payload, "input")]
     if nul:
         raise ValidationFailed(nul)  # PostgreSQL cannot store them (text or JSONB): a 422, not a 500
     spec = component(schema, component_name)
@@ -171,21 +172,23 @@ def validate(schema: dict[str, Any], payload: Any, *, component_name: str = "Inp
     return CheckedInput(value=cleaned, file_fields=files)
 
 
-def _nul_fields(value: Any, path: str) -> Iterator[str]:
-    """Where ``value`` holds a NUL character, in strings or object keys, at any depth."""
+def _unstorable(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Where ``value`` holds text that cannot be stored (NUL, lone surrogates), in strings or object keys,
+    at any depth, and why."""
     if isinstance(value, str):
-        if "\x00" in value:
-            yield path
+        if (reason := storable.problem(value)) is not None:
+            yield path, reason
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _nul_fields(item, f"{path}.{index}")
+            yield from _unstorable(item, f"{path}.{index}")
     elif isinstance(value, dict):
         for key, item in value.items():
             text = str(key)
-            name = path + "." + text.replace("\x00", "\\u0000")
-            if "\x00" in text:
-                yield name
-            yield from _nul_fields(item, name)
+            name = path + "." + text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            name = name.replace("\x00", "\\u0000")
+            if (reason := storable.problem(text)) is not None:
+                yield name, reason
+            yield from _unstorable(item, name)
 
 
 def _holds_files(schema: dict[str, Any], prop: dict[str, Any]) -> bool:

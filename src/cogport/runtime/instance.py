@@ -306,6 +306,9 @@ class Instance:
         self._runs[job.prediction_id] = run
         try:
             outcome = await self._run(run)
+        except Exception as exc:  # whatever went wrong handing it over, the run ends (never stuck)
+            log.exception("%s: running %s failed", self.name, job.prediction_id)
+            outcome = Outcome("failed", error=f"The prediction could not be run: {type(exc).__name__}: {exc}")
         finally:
             self._runs.pop(job.prediction_id, None)
             if run.cancel_task is not None:

@@ -314,6 +314,10 @@ class Pool:
                 await report(ticket.job, ticket.events, bound)
             else:
                 await bound.predict(ticket.job, ticket.events, canceled=ticket.canceled)
+        except Exception as exc:  # every path out of here reports an end: a run is never left stuck
+            log.exception("the runtime failed to run %s", ticket.job.prediction_id)
+            error = f"The runtime failed to run the prediction: {type(exc).__name__}: {exc}"
+            await report(ticket.job, ticket.events, Outcome("failed", error=error))
         finally:
             self._tickets.pop(ticket.job.prediction_id, None)
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
+from cogport import storable
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
@@ -19,11 +21,13 @@ class Action(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """Text with NUL characters cannot be stored (PostgreSQL refuses it): say so instead of failing later."""
+    def _storable(cls, value: Any) -> Any:
+        """Text that cannot be stored (NUL, lone surrogates: see :mod:`cogport.storable`): say so now
+        instead of failing later."""
         texts = value if isinstance(value, list) else [value]
-        if any(isinstance(text, str) and "\x00" in text for text in texts):
-            raise ValueError("must not contain NUL characters")
+        for text in texts:
+            if isinstance(text, str) and (reason := storable.problem(text)) is not None:
+                raise ValueError(reason)
         return value
 
 
