@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 import secrets
 import string
@@ -40,3 +41,9 @@ def new_webhook_secret() -> str:
 def new_capability() -> str:
     """An unguessable URL-safe token for capability URLs (streams, files)."""
     return secrets.token_urlsafe(24)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of a secret (token, signature) as bytes: any text a caller sends, non-ASCII
+    included, is just a wrong secret (``hmac.compare_digest`` refuses non-ASCII ``str``)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from cogport.identifiers import same_secret
 from cogport.settings import Settings
 
 KEY_FILE = Path("secrets") / "files_signing_key"
@@ -67,7 +68,7 @@ def download_signature(key: bytes, owner: str, file_id: str, expiry: int) -> str
 
 def check_download(key: bytes, owner: str, file_id: str, expiry: int, signature: str) -> bool:
     """Whether ``signature`` is right for ``owner``/``file_id``/``expiry`` (expiry is checked separately)."""
-    return hmac.compare_digest(download_signature(key, owner, file_id, expiry), signature)
+    return same_secret(signature, download_signature(key, owner, file_id, expiry))
 
 
 def download_query(key: bytes, owner: str, file_id: str, ttl: float) -> dict[str, str]:

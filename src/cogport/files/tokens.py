@@ -14,6 +14,7 @@ import hmac
 import secrets
 
 from cogport.files.signing import derive
+from cogport.identifiers import same_secret
 
 _MAC_CHARS = 32
 
@@ -48,7 +49,7 @@ class UploadTokens:
         name, dot, mac = token.rpartition(".")
         if not dot or not name or token in self._revoked:
             return False
-        return hmac.compare_digest(mac, self._mac(name))
+        return same_secret(mac, self._mac(name))
 
     def active(self) -> frozenset[str]:
         """The tokens this process issued and has not revoked."""

@@ -13,6 +13,7 @@ belong to the app's lifespan. Routes call this; it calls ``ops`` for rows and ``
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _PREFER_WAIT = re.compile(r"^wait(?:=(\d+))?$")
 MIN_DEADLINE = 5.0
+MAX_DEADLINE = 30 * 86400.0
 POLL_INTERVAL = 0.25
 
 
@@ -78,6 +80,8 @@ def parse_cancel_after(header: str | None) -> float | None:
             raise BadRequest(f"Invalid Cancel-After {header!r}: use a duration such as 30s, 5m or 1h30m") from None
         hours, minutes, secs = match.groups()
         seconds = int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(secs or 0)
+    if not math.isfinite(seconds) or seconds > MAX_DEADLINE:
+        raise BadRequest(f"Cancel-After must be a duration of at most {MAX_DEADLINE // 86400:.0f} days")
     if seconds < MIN_DEADLINE:
         raise BadRequest(f"Cancel-After must be at least {MIN_DEADLINE:.0f} seconds")
     return seconds

@@ -11,7 +11,6 @@ account; unlinked leftovers are removed by the retention service once they expir
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -25,7 +24,7 @@ from cogport.db.writer import Tx
 from cogport.errors import FileNotFound
 from cogport.files.streams import Digest
 from cogport.files.urls import own_output
-from cogport.identifiers import new_capability
+from cogport.identifiers import new_capability, same_secret
 from cogport.ops import accounts
 from cogport.ops.principals import Principal
 from cogport.storage.base import Storage
@@ -125,7 +124,7 @@ async def list_uploads(
 async def output_by_capability(session: AsyncSession, file_id: str, token: str) -> StoredFile | None:
     """The output file a capability URL names, when its token is right."""
     row = await session.get(StoredFile, file_id)
-    if row is None or row.kind != OUTPUT or not hmac.compare_digest(row.access_token, token):
+    if row is None or row.kind != OUTPUT or not same_secret(token, row.access_token):
         return None
     return row
 
@@ -162,7 +161,7 @@ def link_outputs(tx: Tx, prediction_id: str, account_id: int, output: Any) -> in
             or_(files.c.prediction_id.is_(None), files.c.prediction_id == prediction_id),
         )
     ).all()
-    ids = [file_id for file_id, token in rows if hmac.compare_digest(token, refs[file_id])]
+    ids = [file_id for file_id, token in rows if same_secret(refs[file_id], token)]
     if ids:
         tx.conn.execute(
             update(files)

@@ -7,12 +7,14 @@ transaction stays open while the bytes arrive.
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from cogport import storable
 from cogport.api import pagination
 from cogport.api.deps import BaseUrl, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep, bearer_token
 from cogport.api.file_bodies import file_response
@@ -77,16 +79,22 @@ def _check_length(request: Request, limit: int) -> None:
         raise too_large(limit)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _details(form: UploadForm) -> tuple[str, str, dict[str, Any]]:
     """``(name, content_type, metadata)`` from the parsed form; 422 when they are not acceptable."""
     problems: list[tuple[str, str, str]] = []
     if not form.content_seen:
         problems.append(("required", "content", "content is required"))
-    name = form.text("filename") or form.content_filename or "file"
-    if len(name.encode()) > NAME_MAX_BYTES:
+    # Control characters (CR/LF above all) would break the Content-Disposition of every later download.
+    name = _CONTROL.sub("_", form.text("filename") or form.content_filename or "file")
+    if storable.problem(name) is not None:
+        problems.append(("format", "filename", f"filename {storable.problem(name)}"))
+    elif len(name.encode()) > NAME_MAX_BYTES:
         problems.append(("string_lte", "filename", f"filename must be at most {NAME_MAX_BYTES} bytes of UTF-8"))
     content_type = (form.text("type") or form.content_type or "application/octet-stream").strip()
-    if "/" not in content_type or len(content_type) > 255:
+    if "/" not in content_type or len(content_type) > 255 or _CONTROL.search(content_type):
         problems.append(("format", "type", f"type must be a MIME type, not {content_type[:60]!r}"))
     metadata: Any = {}
     raw = form.text("metadata")

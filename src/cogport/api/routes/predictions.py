@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -113,8 +112,8 @@ async def list_predictions(
     principal: CurrentPrincipal,
     base_url: BaseUrl,
     cursor: str | None = Query(None),
-    created_after: datetime | None = Query(None),
-    created_before: datetime | None = Query(None),
+    created_after: str | None = Query(None),
+    created_before: str | None = Query(None),
     source: str | None = Query(None, pattern="^(web|api)$"),
 ) -> Page[dict[str, Any]]:
     return await list_runs(request, session, principal, base_url, cursor, created_after, created_before, source=source)
@@ -126,8 +125,8 @@ async def list_runs(
     principal: Principal,
     base_url: str,
     cursor: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
+    created_after: str | None,
+    created_before: str | None,
     *,
     source: str | None = None,
     kind: str = "prediction",
@@ -138,8 +137,8 @@ async def list_runs(
         principal,
         kind=kind,
         cursor=pagination.decode(cursor),
-        created_after=created_after,
-        created_before=created_before,
+        created_after=pagination.time_filter(created_after, "created_after"),
+        created_before=pagination.time_filter(created_before, "created_before"),
         source=source,
     )
     next_url, previous_url = pagination.links(request, base_url, page)

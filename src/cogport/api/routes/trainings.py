@@ -8,7 +8,6 @@ What is particular to trainings happens when one succeeds: see :mod:`cogport.lif
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -68,8 +67,8 @@ async def list_trainings(
     principal: CurrentPrincipal,
     base_url: BaseUrl,
     cursor: str | None = Query(None),
-    created_after: datetime | None = Query(None),
-    created_before: datetime | None = Query(None),
+    created_after: str | None = Query(None),
+    created_before: str | None = Query(None),
 ) -> Page[dict[str, Any]]:
     return await list_runs(
         request, session, principal, base_url, cursor, created_after, created_before, kind=training_ops.KIND
