@@ -91,3 +91,26 @@ async def test_a_filename_with_cr_lf_is_stored_harmlessly(
     assert "x-injected" not in download.headers
     listing = await client.get("/v1/files", headers=auth(users.alice))
     assert listing.status_code == 200
+
+
+async def test_request_bodies_are_capped_but_uploads_have_their_own_limit(
+    settings: Settings, users: Users, tmp_path: object
+) -> None:
+    from cogport.app import create_app
+
+    settings.max_request_body_mb = 0.01  # 10 KiB
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            headers = {"Authorization": "Bearer " + str(settings.admin_token)}
+            big = {"version": "0" * 64, "input": {"text": "x" * 20_000}}
+            response = await client.post("/v1/predictions", json=big, headers=headers)
+            assert response.status_code == 413, response.text
+            assert response.json()["detail"]
+            small = await client.post("/v1/predictions", json={"version": "0" * 64, "input": {}}, headers=headers)
+            assert small.status_code == 422  # past the cap: the unknown version is what is wrong
+            upload = await client.post(
+                "/v1/files", files={"content": ("big.bin", b"x" * 50_000, "application/octet-stream")}, headers=headers
+            )
+            assert upload.status_code == 201, upload.text

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 
 from cogport import bootstrap, hardware
 from cogport.api import presenters, problems
+from cogport.api.body_limits import MIB, BodyLimit
 from cogport.api.deps import reject_nul
 from cogport.api.principal_cache import PrincipalCache
 from cogport.api.routes import (
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.principals = PrincipalCache()
     problems.install(app)
+    app.add_middleware(BodyLimit, limit_bytes=int(settings.max_request_body_mb * MIB))
     routers = (
         account,
         hardware_routes,

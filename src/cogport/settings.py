@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     lease_seconds: float = 15.0
     """How long a claim on a prediction lasts without renewal before another process takes over."""
     sync_wait_max: int = 60
+    max_request_body_mb: float = Field(default=16.0, gt=0)
+    """The largest request body (413 above it), but for uploads and pushes, which have limits of their own."""
     internal_url: str | None = None
     """The URL coglet instances on this machine reach this server at (signed input-file downloads and the
     output upload receiver). Unset: ``http://127.0.0.1:<port>`` (``[::1]`` when listening on IPv6 only)."""
