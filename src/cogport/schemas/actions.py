@@ -98,8 +98,8 @@ class CollectionCreate(Action):
 
     @field_validator("models")
     @classmethod
-    def _refs(cls, value: list[str]) -> list[str]:
-        for ref in value:
+    def _refs(cls, value: list[str] | None) -> list[str] | None:
+        for ref in value or ():
             if not re.fullmatch(r"[^/\s]+/[^/\s]+", ref):
                 raise ValueError(f"{ref!r} is not of the form owner/name")
         return value
