@@ -59,5 +59,6 @@ def test_validation_accepts_or_refuses_with_a_422_and_nothing_else(payload: Any)
         except ValidationFailed as exc:
             assert exc.status == 422 and exc.problems
             continue
-        json.dumps(checked.value, ensure_ascii=False).encode("utf-8")  # storable, answerable
+        # Storable (PostgreSQL's JSONB has no NaN) and answerable (UTF-8 has no lone surrogates).
+        json.dumps(checked.value, ensure_ascii=False, allow_nan=False).encode("utf-8")
         assert set(checked.file_fields) <= set(checked.value)

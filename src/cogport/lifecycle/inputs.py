@@ -178,6 +178,8 @@ def _unstorable(value: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
         if (reason := storable.problem(value)) is not None:
             yield path, reason
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield path, "must be a finite number (JSON has no NaN or Infinity)"
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _unstorable(item, f"{path}.{index}")
