@@ -3,17 +3,16 @@
 Interpreting failures (is the model dead?) is left to :class:`~cogport.runtime.instance.Instance`:
 a broken exchange comes back as :class:`Lost`, never as an exception.
 
-Why SSE for every prediction, and a fresh connection each time (measured, see docs/runtime.md):
+Which call, SSE or a plain POST (measured, see docs/runtime.md):
 
-* SSE gives ``started`` at the real start, logs and iterator outputs as they happen, and the
-  logs of failed and canceled predictions, which a plain POST's response leaves empty. It costs
-  about 0.3 ms more than a plain POST per prediction.
-* coglet writes SSE events in small TCP segments without ``TCP_NODELAY``: on a reused keep-alive
-  connection the body waits ~40 ms for the client's delayed ACK (Nagle). A fresh connection
-  (~0.1 ms on loopback) starts in quick-ACK mode and does not stall, so the client keeps none alive.
-* The plain POST is the fallback where coglet refuses SSE (406): trainings ("Training endpoints do
-  not support streaming responses") and schemas without ``x-cog-streaming``. The model's output
-  is then relayed from coglet's own log, whose lines carry the prediction id.
+* A plain POST (``post``) on a kept-alive connection (:mod:`cogport.runtime.http1`) is the cheapest call:
+  used for every version without an iterator output, and where coglet refuses SSE (406: trainings, schemas
+  without ``x-cog-streaming``). The model's log is relayed from coglet's own log, whose lines carry the
+  prediction id, so logs still arrive as they are printed; a succeeded prediction's answer carries its whole
+  log, and only a failed or canceled one (whose answer has none) waits ``LOG_DRAIN`` for the log to catch up.
+* SSE (``stream``) gives iterator outputs as they happen: used where outputs stream. coglet writes SSE events
+  in small TCP segments without ``TCP_NODELAY``: on a reused keep-alive connection the body waits ~40 ms for
+  the client's delayed ACK (Nagle), so each SSE exchange takes a fresh connection (quick-ACK, no stall).
 
 Why a cancel is sent more than once (coglet 0.23.1, read in its source and reproduced):
 

@@ -2,9 +2,10 @@
 
 * **Slots.** An instance of a version has ``spec.concurrency`` slots. A submitted job waits in its
   version's queue until a READY instance has a free slot, then runs there in a task of its own.
-* **Starts.** When a version's waiting jobs outnumber its free slots, one more instance is started
-  (one start at a time per version, so a burst does not boot a fleet). Restart/backoff/refusal
-  rules are in :mod:`cogport.runtime.group`.
+* **Starts.** As many instances as the waiting and running work needs (:mod:`cogport.runtime.scaling`),
+  within each group's limits: on demand at most ``max_instances_per_version``; a deployment's between its
+  minimum and maximum (:meth:`Pool.ensure`). Restart/backoff/refusal rules are in :mod:`cogport.runtime.group`.
+* **GPUs.** Each instance holds the GPUs its spec's hardware names (:mod:`cogport.runtime.gpus`).
 * **Crashes.** A FAILED instance is stopped at once; its in-flight jobs fail (see
   :mod:`cogport.runtime.instance`); when it crashed mid-prediction a replacement is started.
 * **Idle stops.** An instance with no work for ``idle_timeout`` seconds is stopped.
@@ -240,7 +241,7 @@ class Pool:
     def submit(self, job: Job, events: JobEvents) -> None:
         """Queue ``job`` for a slot of its version; it runs in a task of its own.
 
-        Never refuses for lack of capacity (the job waits; check :meth:`has_capacity` first).
+        Never refuses for lack of capacity (the job waits; check :meth:`capacity` first).
         Raises :class:`SetupFailed` while the version is refused, :class:`Conflict` for an id
         already running, :class:`BackendUnavailable` when the pool is not running.
         """
