@@ -143,7 +143,9 @@ def test_output_and_logs_are_throttled(live_server: LiveServer, tokens: str, rec
     assert 2 <= len(running) <= 7, [d.json.get(kind) for d in running]
     arrivals = sorted(d.received for d in running)
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert sum(gap < THROTTLE * 0.6 for gap in gaps) <= 1, gaps  # generous: only a broken throttle fails this
+    # Generous (arrival times on a loaded box bunch up when one send is late): the start may come with the
+    # first token, and one late delivery may land next to the one after it; a broken throttle sends ~40.
+    assert sum(gap < THROTTLE * 0.6 for gap in gaps) <= 2, gaps
     field = "output" if kind == "output" else "logs"
     assert all(len(d.json[field] or "") <= len(final[field]) for d in running)
     assert any(d.json[field] for d in running)
