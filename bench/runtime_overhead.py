@@ -24,9 +24,12 @@ from tests.support.runtime import Events, job, new_id, spec
 
 from cogport.backends.local import LocalBackend
 from cogport.runtime.instance import Instance, InstanceOptions
+from cogport.runtime.sandbox import Sandbox
 from cogport.settings import RuntimeSettings, Settings
 
 Row = tuple[str, str]
+SANDBOX: Sandbox | None = Sandbox()
+"""The sandbox every instance runs in (``--no-sandbox``: none), as in production."""
 
 
 def summary(samples: list[float]) -> str:
@@ -51,7 +54,9 @@ async def cold_starts(rows: list[Row], runs: int) -> None:
         for model in ("noop", "hello"):
             samples = []
             for n in range(runs):
-                instance = Instance(spec(model), InstanceOptions(), client=client, name=f"bench-{model}-{n}")
+                instance = Instance(
+                    spec(model), InstanceOptions(sandbox=SANDBOX), client=client, name=f"bench-{model}-{n}"
+                )
                 await instance.start()
                 assert instance.ready_after is not None
                 samples.append(instance.ready_after)
@@ -62,7 +67,7 @@ async def cold_starts(rows: list[Row], runs: int) -> None:
 async def raw_protocols(rows: list[Row], n: int) -> None:
     """coglet itself, without cogport's bookkeeping: plain POST vs SSE, kept-alive vs fresh connections."""
     async with httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
-        instance = Instance(spec("noop"), InstanceOptions(), client=fresh, name="bench-raw")
+        instance = Instance(spec("noop"), InstanceOptions(sandbox=SANDBOX), client=fresh, name="bench-raw")
         await instance.start()
         url = f"{instance.url}/predictions"
         async with httpx.AsyncClient(trust_env=False) as kept:
@@ -93,10 +98,10 @@ async def raw_protocols(rows: list[Row], n: int) -> None:
 
 
 async def through_cogport(rows: list[Row], n: int) -> None:
-    backend = LocalBackend(Settings(runtime=RuntimeSettings()))
+    backend = LocalBackend(Settings(runtime=RuntimeSettings(sandbox=SANDBOX is not None)))
     await backend.start()
     async with httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-        instance = Instance(spec("noop"), InstanceOptions(), client=client, name="bench-instance")
+        instance = Instance(spec("noop"), InstanceOptions(sandbox=SANDBOX), client=client, name="bench-instance")
         await instance.start()
 
         async def on_instance() -> None:
@@ -133,7 +138,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--cold", type=int, default=5)
+    parser.add_argument("--no-sandbox", action="store_true", help="run the models unconfined")
     args = parser.parse_args()
+    global SANDBOX
+    SANDBOX = None if args.no_sandbox else Sandbox()
     rows: list[Row] = []
     await cold_starts(rows, args.cold)
     await raw_protocols(rows, args.n)

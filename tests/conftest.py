@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from cogport.app import create_app
 from cogport.db.engine import Database
-from cogport.settings import Settings
+from cogport.settings import RuntimeSettings, Settings
 from tests.support import accounts as account_support
 
 ADMIN_TOKEN = "r8_admintoken0000000000000000000000000000"
@@ -55,6 +55,8 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         admin_token=ADMIN_TOKEN,
         detect_gpus=False,
         register_examples=False,
+        # Models run sandboxed; they see tmp_path, where tests put markers and gates for them.
+        runtime=RuntimeSettings(sandbox_binds=[tmp_path]),
     )
     yield settings
     if schema:

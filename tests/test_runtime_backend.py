@@ -24,6 +24,8 @@ async def make_backend(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     made: list[LocalBackend] = []
 
     async def make(**runtime: Any) -> LocalBackend:
+        # Sandboxed, seeing tmp_path (markers, gates, counters).
+        runtime = {"sandbox_binds": [tmp_path], **runtime}
         settings = Settings(data_dir=tmp_path / "data", runtime=RuntimeSettings(**runtime))
         backend = LocalBackend(settings)
         made.append(backend)
@@ -69,8 +71,8 @@ async def test_a_prediction_from_cold(make_backend: Callable[..., Any]) -> None:
     assert final["status"] == "succeeded" and final["output"] == "hello ada"
     assert events.names == ["started", "logs", "finished"]
     await eventually(lambda: backend.running() == set())
-    await eventually(lambda: not prediction_dir(the_job.prediction_id).exists())  # swept within a second
     [instance] = backend.details()
+    await eventually(lambda: not prediction_dir(the_job.prediction_id, instance.tmpdir).exists())  # swept in 1 s
     assert instance.state is InstanceState.READY and instance.ready_after is not None
     # Warm now: the next one reuses the instance.
     assert (await predict(backend, version, text="bo"))["output"] == "hello bo"

@@ -10,6 +10,7 @@ a request, and hammer the real race with cancels at every point of a prediction'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from cogport.backends.local import LocalBackend
 from cogport.runtime import coglet_api
 from cogport.runtime.instance import Instance, InstanceOptions
+from cogport.runtime.sandbox import Sandbox
 from cogport.runtime.state import InstanceState
 from cogport.settings import RuntimeSettings, Settings
 from tests.support.runtime import Events, eventually, group_alive, job, prediction_dir, spec
@@ -72,8 +74,9 @@ async def intercept() -> AsyncIterator[Intercept]:
 
 
 @pytest.fixture
-async def make_instance(intercept: Intercept) -> AsyncIterator[Callable[..., Awaitable[Instance]]]:
-    """Started instances whose HTTP goes through ``intercept``; stopped at the end."""
+async def make_instance(intercept: Intercept, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Instance]]]:
+    """Started instances whose HTTP goes through ``intercept`` (sandboxed, seeing ``tmp_path``); stopped at
+    the end."""
     made: list[Instance] = []
     async with httpx.AsyncClient(
         transport=intercept, timeout=httpx.Timeout(5.0, read=120.0), trust_env=False
@@ -81,7 +84,9 @@ async def make_instance(intercept: Intercept) -> AsyncIterator[Callable[..., Awa
 
         async def make(model: str, options: InstanceOptions | None = None, **kwargs: Any) -> Instance:
             version = spec(model, **kwargs)
-            instance = Instance(version, options or InstanceOptions(), client=client, name=f"cancel-{len(made)}")
+            options = options or InstanceOptions()
+            options = dataclasses.replace(options, sandbox=Sandbox(binds=(tmp_path,)))
+            instance = Instance(version, options, client=client, name=f"cancel-{len(made)}")
             made.append(instance)
             await instance.start()
             return instance
@@ -93,7 +98,7 @@ async def make_instance(intercept: Intercept) -> AsyncIterator[Callable[..., Awa
 
 @pytest.fixture
 async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
-    the_backend = LocalBackend(Settings(data_dir=tmp_path / "data", runtime=RuntimeSettings()))
+    the_backend = LocalBackend(Settings(data_dir=tmp_path / "data", runtime=RuntimeSettings(sandbox_binds=[tmp_path])))
     await the_backend.start()
     yield the_backend
     pgids = [i.pid for i in the_backend.details() if i.pid is not None]
@@ -267,7 +272,8 @@ async def test_a_cancel_between_409_retries_is_never_posted(
     assert events.names == ["finished"] and events.final is not None
     assert events.final["status"] == "canceled"
     assert intercept.cancels == []  # coglet never had it
-    assert not prediction_dir(prediction_id).exists()
+    assert instance.process is not None
+    assert not prediction_dir(prediction_id, instance.process.tmpdir).exists()
     intercept.hooks.clear()
     after = Events()
     _, task = start_predict(instance, after, seconds=0)

@@ -12,6 +12,7 @@ import pytest
 from cogport.backends.base import VersionSpec
 from cogport.errors import InstanceUnavailable, SetupFailed
 from cogport.runtime.instance import Instance, InstanceOptions
+from cogport.runtime.sandbox import Sandbox
 from cogport.runtime.state import InstanceState
 from tests.support.runtime import Events, eventually, group_alive, is_dir, job, prediction_dir, spec
 
@@ -27,12 +28,16 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def make_instance(client: httpx.AsyncClient) -> AsyncIterator[MakeInstance]:
-    """Creates instances (started unless ``start=False``) and stops them all at the end."""
+async def make_instance(client: httpx.AsyncClient, tmp_path: Path) -> AsyncIterator[MakeInstance]:
+    """Creates sandboxed instances (started unless ``start=False``) that see the test's ``tmp_path``,
+    and stops them all at the end."""
     made: list[Instance] = []
 
     async def make(version: VersionSpec, *, start: bool = True, **options: float) -> Instance:
-        instance = Instance(version, InstanceOptions(**options), client=client, name=f"test-{len(made)}")
+        sandbox = Sandbox(binds=(tmp_path,))
+        instance = Instance(
+            version, InstanceOptions(**options, sandbox=sandbox), client=client, name=f"test-{len(made)}"
+        )
         made.append(instance)
         if start:
             await instance.start()
@@ -71,10 +76,11 @@ async def test_ready_and_a_prediction_with_logs(make_instance: MakeInstance) -> 
     assert events.final["logs"] == "greeting bob\n"
     assert "predict_time" in events.final["metrics"]
     assert instance.state is InstanceState.READY
-    assert prediction_dir(the_job.prediction_id).exists()  # coglet leaves it behind ...
+    tmpdir = instance.process.tmpdir
+    assert prediction_dir(the_job.prediction_id, tmpdir).exists()  # coglet leaves it behind ...
     assert instance.sweeper.pending == 1
     await instance.sweeper.sweep()
-    assert not prediction_dir(the_job.prediction_id).exists()  # ... the sweeper removes it
+    assert not prediction_dir(the_job.prediction_id, tmpdir).exists()  # ... the sweeper removes it
 
 
 async def test_a_training_runs_in_train_mode_with_its_logs_relayed(make_instance: MakeInstance) -> None:

@@ -79,6 +79,12 @@ class RuntimeSettings(BaseModel):
     """The longest restart delay, and how long a version whose setup keeps failing is refused."""
     stop_timeout: float = 10.0
     """Seconds a stopping instance gets (``POST /shutdown``, then SIGTERM) before its process group is killed."""
+    sandbox: bool = True
+    """Run all model code (the schema step at push time, setup, predict, train) in a bubblewrap sandbox
+    that hides the server's environment, processes and data dir. ``off`` runs models unconfined (logged
+    as a warning at start); a host that cannot sandbox fails at start with the reason."""
+    sandbox_binds: list[Path] = []
+    """Host directories bound read-write, at the same path, into every sandbox (a shared model cache)."""
 
 
 class WebhookSettings(BaseModel):

@@ -191,8 +191,10 @@ def is_dir(path: str | Path) -> bool:
     return Path(path).is_dir()
 
 
-def prediction_dir(prediction_id: str) -> Path:
-    return Path("/tmp/coglet/predictions") / prediction_id
+def prediction_dir(prediction_id: str, tmpdir: str | None) -> Path:
+    """coglet's ``/tmp/coglet/predictions/<id>`` as the host sees it: in the sandboxed instance's temp dir."""
+    assert tmpdir is not None
+    return Path(tmpdir) / "coglet" / "predictions" / prediction_id
 
 
 def kill_group(pgid: int) -> None:

@@ -22,6 +22,7 @@ from cogport.build.environment import Environments, EnvironmentSpec
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
 from cogport.build.schema import inspect_model, write_runtime_schema
+from cogport.runtime.sandbox import Sandbox, safe_base_environment
 from cogport.settings import Settings
 
 DEFAULT_PYTHON = "3.13"
@@ -119,14 +120,19 @@ class ModelBuilder:
         )
         venv = await self.environments.ensure(spec, source, log, allow_commands=build.allow_run_commands)
         log.step(f"Inspecting {' and '.join(r for r in (config.predict, config.train) if r)}")
+        runtime = self.settings.runtime
+        sandbox = Sandbox(binds=tuple(runtime.sandbox_binds)) if runtime.sandbox else None
+        env = self.environments.uv_env(config.environment)
         facts = await inspect_model(
             venv,
             source,
             predict=config.predict,
             train=config.train,
-            env=self.environments.uv_env(config.environment),
+            # Sandboxed, the user's code gets the locale and its cog.yaml environment, nothing of the server's.
+            env=env if sandbox is None else safe_base_environment(env) | dict(config.environment),
             log=log,
             time_limit=build.timeout,
+            sandbox=sandbox,
         )
         for warning in facts.warnings:
             log.line(f"  warning: {warning}")

@@ -15,6 +15,7 @@ import asyncio
 import copy
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 from cogport.build import process
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
+from cogport.runtime.sandbox import SANDBOX_TMP, Sandbox
 
 SCRIPT = Path(__file__).with_name("_schema_script.py")
 RUNTIME_SCHEMA = Path(".cog") / "openapi_schema.json"
@@ -67,12 +69,15 @@ async def inspect_model(
     env: dict[str, str],
     log: BuildLog,
     time_limit: float,
+    sandbox: Sandbox | None = None,
 ) -> ModelFacts:
-    """Run the generator in ``venv`` with ``source`` as the working directory (as coglet will)."""
-    fd, result_name = tempfile.mkstemp(prefix="cogport-schema-", suffix=".json")
-    os.close(fd)
-    result_path = Path(result_name)
-    argv = [str(venv / "bin" / "python"), str(SCRIPT), "--result", str(result_path)]
+    """Run the generator in ``venv`` with ``source`` as the working directory (as coglet will), in
+    ``sandbox`` when given: importing ``predict.py`` runs the user's code. There it sees the script, the
+    venv, the source and a private ``/tmp`` (where it writes its result), and only ``env``."""
+    workdir = Path(tempfile.mkdtemp(prefix="cogport-schema-"))
+    result_path = workdir / "result.json"
+    result_arg = str(result_path) if sandbox is None else f"{SANDBOX_TMP}/{result_path.name}"
+    argv = [str(venv / "bin" / "python"), str(SCRIPT), "--result", result_arg]
     if predict:
         argv += ["--predict", predict]
     if train:
@@ -84,6 +89,9 @@ async def inspect_model(
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    if sandbox is not None:
+        run_env = sandbox.environment(run_env)
+        argv = sandbox.command(argv, venv=venv, source=source, tmpdir=workdir, readonly=[SCRIPT])
     try:
         try:
             await process.run(
@@ -102,7 +110,7 @@ async def inspect_model(
             raise
         data = _read(result_path)
     finally:
-        await asyncio.to_thread(result_path.unlink, missing_ok=True)
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
     if "schema" not in data:
         raise BuildError(f"inspecting the model gave no schema: {data.get('error', 'no result')}")
     return ModelFacts(

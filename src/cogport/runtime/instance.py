@@ -36,7 +36,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.ports import free_port
 from cogport.runtime.prediction import Outcome, PredictionRun
 from cogport.runtime.process import CogletProcess
+from cogport.runtime.sandbox import Sandbox
 from cogport.runtime.state import InstanceState
 from cogport.runtime.sweeper import PredictionDirSweeper
 
@@ -83,6 +84,8 @@ class InstanceOptions:
     file_sink: OutputFileSink | None = None
     """Keeps the file outputs of versions whose output is a list of files: those run without
     ``--upload-url`` (coglet reports uploads in completion order) and their ``data:`` URLs come here."""
+    sandbox: Sandbox | None = field(default_factory=Sandbox)
+    """The sandbox the model runs in (see :mod:`cogport.runtime.sandbox`); ``None``: unconfined."""
 
 
 class Instance:
@@ -199,6 +202,7 @@ class Instance:
             setup_timeout=self.options.setup_timeout,
             upload_url=None if self._file_sink is not None else self.options.upload_url,
             gpus=self.gpus,
+            sandbox=self.options.sandbox,
         )
         self._exit = asyncio.ensure_future(self.process.wait())
         if self.state is not InstanceState.STARTING:  # stopped while spawning
@@ -314,7 +318,7 @@ class Instance:
             if run.cancel_task is not None:
                 run.cancel_task.cancel()  # the prediction is over: nothing left to cancel
             self._release()
-        self.sweeper.add(job.prediction_id)
+        self.sweeper.add(job.prediction_id, self.process.prediction_dirs if self.process else None)
         await run.finish(outcome)
 
     async def _run(self, run: PredictionRun) -> Outcome:

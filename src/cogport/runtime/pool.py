@@ -32,11 +32,13 @@ import httpx
 from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.hardware import Gpu
+from cogport.runtime import sandbox
 from cogport.runtime.gpus import GpuAllocator
 from cogport.runtime.group import Ticket, VersionGroup
 from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.instance import Instance, InstanceOptions
 from cogport.runtime.prediction import Outcome, report
+from cogport.runtime.sandbox import Sandbox
 from cogport.runtime.scaling import Limits
 from cogport.runtime.state import InstanceState
 from cogport.runtime.sweeper import PredictionDirSweeper
@@ -113,6 +115,7 @@ class Pool:
             stop_timeout=settings.stop_timeout,
             upload_url=upload_url,
             file_sink=file_sink,
+            sandbox=Sandbox(binds=tuple(settings.sandbox_binds)) if settings.sandbox else None,
         )
         self._on_capacity = on_capacity
         self._groups: dict[str, VersionGroup] = {}
@@ -131,6 +134,10 @@ class Pool:
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError("a Pool can be started once")
+        if self.options.sandbox is not None:
+            await sandbox.check(self.options.sandbox)  # fail fast, with the reason
+        else:
+            log.warning("COGPORT_RUNTIME__SANDBOX=off: models run unconfined and can read the server's data")
         self._client = httpx.AsyncClient(
             # A fresh connection per request: coglet's SSE stalls ~40 ms on a reused one (Nagle).
             limits=httpx.Limits(max_keepalive_connections=0, max_connections=None),

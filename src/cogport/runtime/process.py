@@ -12,6 +12,9 @@ Launch rules (see ``/work/shared/notes/cog-runtime.md``):
   :class:`~cogport.runtime.logs.LogTail`.
 * cogport's own ``COGPORT_*`` settings (secrets among them) and stray ``COG_*`` variables are not
   passed to the model.
+* With a :class:`~cogport.runtime.sandbox.Sandbox` (the default), the server runs under bubblewrap:
+  it gets only the locale/TZ/PATH part of cogport's environment, its private temp dir is its ``/tmp``,
+  and coglet's ``/tmp/coglet/predictions`` is ``<tmpdir>/coglet/predictions`` on the host.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import signal
 import sys
 import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from cogport.backends.base import VersionSpec
 from cogport.runtime import procfs
 from cogport.runtime.logs import LogTail
+from cogport.runtime.sandbox import Sandbox, safe_base_environment
+from cogport.runtime.sweeper import PREDICTION_DIRS
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +102,29 @@ def _die_with_parent() -> None:
 _LINUX = sys.platform == "linux"
 
 
+def _local_files(weights: str | None) -> list[Path]:
+    """The weights, when they are a file on this machine (bound read-only into the sandbox)."""
+    if weights and os.path.isabs(weights) and os.path.exists(weights):
+        return [Path(weights)]
+    return []
+
+
 class CogletProcess:
     """A running coglet server and its process group. Create with :meth:`spawn`."""
 
-    def __init__(self, process: asyncio.subprocess.Process, tmpdir: str, logs: LogTail) -> None:
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        tmpdir: str,
+        logs: LogTail,
+        prediction_dirs: Path = PREDICTION_DIRS,
+    ) -> None:
         self._process = process
         self.pid = process.pid
-        self.pgid = process.pid  # start_new_session: the server leads its own group
+        self.pgid = process.pid  # start_new_session: the server (or bwrap) leads its own group
         self.tmpdir = tmpdir
+        self.prediction_dirs = prediction_dirs
+        """Where coglet's ``/tmp/coglet/predictions`` is on the host."""
         self.logs = logs
         assert process.stdout is not None
         self._reader = asyncio.create_task(self._read(process.stdout), name=f"coglet-log-{logs.name}")
@@ -118,16 +139,29 @@ class CogletProcess:
         setup_timeout: float,
         upload_url: str | None = None,
         gpus: tuple[int, ...] = (),
+        sandbox: Sandbox | None = None,
     ) -> CogletProcess:
         if _LINUX:
             _prctl()  # resolved here, in the parent (see _die_with_parent)
         tmpdir = tempfile.mkdtemp(prefix=f"cogport-{name}-")
-        env = coglet_environment(
-            spec, port=port, tmpdir=tmpdir, setup_timeout=setup_timeout, base=os.environ, gpus=gpus
-        )
+        base = os.environ if sandbox is None else safe_base_environment(os.environ)
+        env = coglet_environment(spec, port=port, tmpdir=tmpdir, setup_timeout=setup_timeout, base=base, gpus=gpus)
+        command = coglet_command(spec, upload_url=upload_url)
+        prediction_dirs = PREDICTION_DIRS
+        if sandbox is not None:
+            env = sandbox.environment(env)
+            command = sandbox.command(
+                command,
+                venv=Path(spec.venv_path),
+                source=Path(spec.source_path),
+                tmpdir=Path(tmpdir),
+                readonly=_local_files(spec.weights),
+                gpus=bool(gpus),
+            )
+            prediction_dirs = Path(tmpdir) / PREDICTION_DIRS.relative_to("/tmp")
         try:
             process = await asyncio.create_subprocess_exec(
-                *coglet_command(spec, upload_url=upload_url),
+                *command,
                 cwd=spec.source_path,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -140,7 +174,7 @@ class CogletProcess:
         except BaseException:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
-        return cls(process, tmpdir, LogTail(name))
+        return cls(process, tmpdir, LogTail(name), prediction_dirs)
 
     @property
     def returncode(self) -> int | None:

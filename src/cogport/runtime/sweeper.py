@@ -1,4 +1,5 @@
-"""Removes coglet's per-prediction directories, ``/tmp/coglet/predictions/<id>``.
+"""Removes coglet's per-prediction directories, ``/tmp/coglet/predictions/<id>`` (in a sandbox, the
+instance's own ``<tmpdir>/coglet/predictions/<id>``).
 
 coglet creates ``{inputs,outputs}`` there for every prediction (the path is hard-coded: TMPDIR is
 ignored) and never removes them (cog issue #3096): thousands of predictions leave thousands of
@@ -18,12 +19,14 @@ PREDICTION_DIRS = Path("/tmp/coglet/predictions")
 class PredictionDirSweeper:
     def __init__(self, root: Path = PREDICTION_DIRS) -> None:
         self.root = root
-        self._pending: list[str] = []
+        self._pending: list[Path] = []
 
-    def add(self, prediction_id: str) -> None:
-        """Mark ``prediction_id``'s directory for removal (ids that could escape ``root`` are ignored)."""
+    def add(self, prediction_id: str, root: Path | None = None) -> None:
+        """Mark ``prediction_id``'s directory under ``root`` (a sandboxed instance's own
+        ``<tmpdir>/coglet/predictions``; default: the shared one) for removal (ids that could escape
+        ``root`` are ignored)."""
         if prediction_id and "/" not in prediction_id and prediction_id not in (".", ".."):
-            self._pending.append(prediction_id)
+            self._pending.append((root or self.root) / prediction_id)
 
     @property
     def pending(self) -> int:
@@ -35,6 +38,6 @@ class PredictionDirSweeper:
             batch, self._pending = self._pending, []
             await asyncio.to_thread(self._remove, batch)
 
-    def _remove(self, batch: list[str]) -> None:
-        for prediction_id in batch:
-            shutil.rmtree(self.root / prediction_id, ignore_errors=True)
+    def _remove(self, batch: list[Path]) -> None:
+        for path in batch:
+            shutil.rmtree(path, ignore_errors=True)
