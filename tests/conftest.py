@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from cogport.app import create_app
 from cogport.db.engine import Database
-from cogport.settings import Settings
+from cogport.settings import Settings, WebhookSettings
 from tests.support import accounts as account_support
 
 ADMIN_TOKEN = "r8_admintoken0000000000000000000000000000"
@@ -55,6 +55,9 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         admin_token=ADMIN_TOKEN,
         detect_gpus=False,
         register_examples=False,
+        # the suite's webhook receivers listen on 127.0.0.1 (tests/support/webhooks.py); the default
+        # (refused) is tested in tests/test_webhooks_policy.py
+        webhooks=WebhookSettings(allow_private_networks=True),
     )
     yield settings
     if schema:

@@ -46,6 +46,7 @@ from cogport.lifecycle.hub import Hub
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.runs import Runs, hub_hook
 from cogport.lifecycle.status import Transitions
+from cogport.netpolicy import HostPolicy
 from cogport.ops import deployments as deployment_ops
 from cogport.services.base import Services
 from cogport.services.builder import Builder
@@ -107,11 +108,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lease=settings.lease_seconds,
         )
         webhook_client = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(10.0, connect=5.0))
+        hooks = settings.webhooks
+        webhook_policy = HostPolicy.of(hooks.allow_private_networks, hooks.allowed_hosts, hooks.denied_hosts)
         announcer = WebhookAnnouncer(
             database,
             webhook_client,
             render=lambda row: presenters.run(row, file_urls.public_base_url(settings), settings),
             wake=lambda: services.wake("webhooks"),
+            policy=webhook_policy,
         )
         # Every announcement of a change goes through these, registered once (see lifecycle/status.py).
         transitions.within(announcer.within)
@@ -122,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.add(Autoscaler(database, backend, dispatcher))
         services.add(DeliveryService(database, webhook_client, announcer, settings.webhooks))
         app.state.database = database
+        app.state.webhook_policy = webhook_policy
         app.state.storage = storage
         app.state.upload_tokens = upload_tokens
         app.state.hub = hub
