@@ -77,7 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bootstrap.announce_admin_token(token, settings.admin_username)
         storage = LocalStorage(settings.data_dir / "files")
         services = Services()
-        services.add(Janitor(database, storage))
         services.add(Builder(database, settings))
         if settings.register_examples:
             services.add(ExampleRegistrar(database, settings, on_queued=lambda: services.wake("builder")))
@@ -122,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         transitions.after_commit(hub_hook(hub))
         transitions.after_commit(announcer.after_commit)
         dispatcher.deployment_hardware = deployment_ops.hardware_of
+        services.add(Janitor(database, storage, writer, transitions, backend))
         services.add(dispatcher)
         services.add(Autoscaler(database, backend, dispatcher))
         services.add(DeliveryService(database, webhook_client, announcer, settings.webhooks))

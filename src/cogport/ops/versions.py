@@ -126,6 +126,28 @@ async def pending_deletions(session: AsyncSession, limit: int = 10) -> list[Vers
     return list(result.scalars())
 
 
+_FINISHED = ("succeeded", "failed", "canceled", "aborted")
+
+
+async def unfinished_of_deleted(session: AsyncSession, limit: int = 100) -> list[str]:
+    """Predictions (queued or running) of versions marked for deletion: they must end before the purge."""
+    result = await session.execute(
+        select(Prediction.id)
+        .join(Version, Version.pk == Prediction.version_pk)
+        .where(Version.deleting.is_(True), Prediction.status.not_in(_FINISHED))
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def has_unfinished(session: AsyncSession, version: Version) -> bool:
+    return bool(
+        await session.scalar(
+            select(exists().where(Prediction.version_pk == version.pk, Prediction.status.not_in(_FINISHED)))
+        )
+    )
+
+
 async def prediction_ids(session: AsyncSession, version: Version) -> list[str]:
     result = await session.execute(select(Prediction.id).where(Prediction.version_pk == version.pk))
     return list(result.scalars())
