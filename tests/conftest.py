@@ -25,6 +25,7 @@ from cogport.app import create_app
 from cogport.db.engine import Database
 from cogport.settings import Settings, WebhookSettings
 from tests.support import accounts as account_support
+from tests.support.webhooks import Receiver
 
 ADMIN_TOKEN = "r8_admintoken0000000000000000000000000000"
 PG_URL = os.environ.get("COGPORT_TEST_DATABASE_URL", "")
@@ -150,3 +151,12 @@ def _reset_default_client(replicate: Any) -> None:
     client = replicate.default_client
     client._Client__client = None
     client._Client__async_client = None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A started webhook receiver on 127.0.0.1 (tests/support/webhooks.py), stopped after the test."""
+    hook = Receiver()
+    hook.start()
+    yield hook
+    hook.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,14 +19,6 @@ from tests.support.webhooks import Receiver
 
 pytestmark = pytest.mark.usefixtures("shared_build_dirs")
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    hook = Receiver()
-    hook.start()
-    yield hook
-    hook.stop()
 
 
 def test_deleting_a_running_version_sends_terminal_webhooks(
