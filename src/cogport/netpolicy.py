@@ -132,6 +132,9 @@ class HostPolicy:
         host = (parts.hostname or "").rstrip(".")
         if parts.scheme not in ("http", "https") or not host:
             return Refusal("it is not an http(s) URL with a host")
+        private_refused = not self.allow_private_networks and not self.allowed
+        if private_refused and is_local_host(host):  # localhost names need no resolving to be refused
+            return self._private(host)
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             addresses = await resolve(host, port)
@@ -145,9 +148,13 @@ class HostPolicy:
             if any(rule.matches(host, addresses) for rule in self.allowed):
                 return None
             return Refusal(f"its host {host!r} is not in COGPORT_WEBHOOKS__ALLOWED_HOSTS")
-        if not self.allow_private_networks and (host == "localhost" or any(map(is_private_address, addresses))):
-            return Refusal(
-                f"its host {host!r} is a loopback, link-local or private address "
-                "(allowed with COGPORT_WEBHOOKS__ALLOW_PRIVATE_NETWORKS=true)"
-            )
+        if private_refused and any(map(is_private_address, addresses)):
+            return self._private(host)
         return None
+
+    @staticmethod
+    def _private(host: str) -> Refusal:
+        return Refusal(
+            f"its host {host!r} is a loopback, link-local or private address "
+            "(allowed with COGPORT_WEBHOOKS__ALLOW_PRIVATE_NETWORKS=true)"
+        )
