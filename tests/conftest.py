@@ -23,8 +23,9 @@ from fastapi import FastAPI
 
 from cogport.app import create_app
 from cogport.db.engine import Database
-from cogport.settings import RuntimeSettings, Settings
+from cogport.settings import RuntimeSettings, Settings, WebhookSettings
 from tests.support import accounts as account_support
+from tests.support.webhooks import Receiver
 
 ADMIN_TOKEN = "r8_admintoken0000000000000000000000000000"
 PG_URL = os.environ.get("COGPORT_TEST_DATABASE_URL", "")
@@ -57,6 +58,9 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         register_examples=False,
         # Models run sandboxed; they see tmp_path, where tests put markers and gates for them.
         runtime=RuntimeSettings(sandbox_binds=[tmp_path]),
+        # the suite's webhook receivers listen on 127.0.0.1 (tests/support/webhooks.py); the default
+        # (refused) is tested in tests/test_webhooks_policy.py
+        webhooks=WebhookSettings(allow_private_networks=True),
     )
     yield settings
     if schema:
@@ -149,3 +153,12 @@ def _reset_default_client(replicate: Any) -> None:
     client = replicate.default_client
     client._Client__client = None
     client._Client__async_client = None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A started webhook receiver on 127.0.0.1 (tests/support/webhooks.py), stopped after the test."""
+    hook = Receiver()
+    hook.start()
+    yield hook
+    hook.stop()

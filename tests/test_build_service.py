@@ -99,7 +99,13 @@ async def _queue_build(app: FastAPI, settings: Settings, source: Path, *, status
     async with database.session() as session:
         model = (await session.execute(select(Model).where(Model.name == "m"))).scalar_one()
         build = await builds.create(
-            session, model, model.owner_id, version_id=staged.version_id, source_path=str(staged.source), logs=logs
+            session,
+            model,
+            model.owner_id,
+            version_id=staged.version_id(model.id, "admin/m"),
+            content_id=staged.content_id,
+            source_path=str(staged.source),
+            logs=logs,
         )
         await session.execute(
             update(Build)

@@ -105,3 +105,34 @@ def test_errors_exit_non_zero_with_a_message(live_server: LiveServer) -> None:
     no_token = cogport("accounts", "list", "--base-url", live_server.url)
     assert no_token.returncode == 2
     assert "--token" in no_token.stderr
+
+
+def test_list_and_revoke_tokens(live_server: LiveServer) -> None:
+    env = _env(live_server)
+    assert cogport("accounts", "create", "gina", env=env).returncode == 0
+    first = cogport("tokens", "create", "gina", env=env).stdout.strip().splitlines()[-1]
+    second = cogport("tokens", "create", "gina", "--label", "ci", env=env).stdout.strip().splitlines()[-1]
+    assert _whoami(live_server, first) == "gina"
+
+    listed = cogport("tokens", "list", "gina", env=env)
+    assert listed.returncode == 0, listed.stderr
+    lines = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert [line[3] for line in lines] == ["active", "active"]
+    assert lines[0][1] == first[:3] + "…" + first[-4:] and lines[1][4] == "ci"
+    assert first not in listed.stdout and second not in listed.stdout
+
+    revoked = cogport("tokens", "revoke", first, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "of gina" in revoked.stdout
+    response = httpx.get(f"{live_server.url}/v1/account", headers={"Authorization": f"Bearer {first}"})
+    assert response.status_code == 401
+
+    by_id = cogport("tokens", "revoke", "--id", lines[1][0], env=env)
+    assert by_id.returncode == 0, by_id.stderr
+    response = httpx.get(f"{live_server.url}/v1/account", headers={"Authorization": f"Bearer {second}"})
+    assert response.status_code == 401
+
+    as_json = json.loads(cogport("tokens", "list", "gina", "--json", env=env).stdout)
+    assert all(row["revoked_at"] for row in as_json)
+    unknown = cogport("tokens", "revoke", "r8_nosuchtoken", env=env)
+    assert unknown.returncode == 1 and "404" in unknown.stderr

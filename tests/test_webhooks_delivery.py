@@ -5,7 +5,6 @@ events filter, throttling of output and logs, no redirects, and URL validation."
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,6 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 @pytest.fixture
 def tokens(live_server: LiveServer, tmp_path: Path) -> str:
     return push_fixture(live_server, tmp_path, "tokens")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    hook = Receiver()
-    hook.start()
-    yield hook
-    hook.stop()
 
 
 def secret(server: LiveServer) -> str:

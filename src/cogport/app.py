@@ -47,6 +47,7 @@ from cogport.lifecycle.hub import Hub
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.runs import Runs, hub_hook
 from cogport.lifecycle.status import Transitions
+from cogport.netpolicy import HostPolicy
 from cogport.ops import deployments as deployment_ops
 from cogport.services.base import Services
 from cogport.services.builder import Builder
@@ -77,7 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bootstrap.announce_admin_token(token, settings.admin_username)
         storage = LocalStorage(settings.data_dir / "files")
         services = Services()
-        services.add(Janitor(database, storage))
         services.add(Builder(database, settings))
         if settings.register_examples:
             services.add(ExampleRegistrar(database, settings, on_queued=lambda: services.wake("builder")))
@@ -108,21 +108,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lease=settings.lease_seconds,
         )
         webhook_client = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(10.0, connect=5.0))
+        hooks = settings.webhooks
+        webhook_policy = HostPolicy.of(hooks.allow_private_networks, hooks.allowed_hosts, hooks.denied_hosts)
         announcer = WebhookAnnouncer(
             database,
             webhook_client,
             render=lambda row: presenters.run(row, file_urls.public_base_url(settings), settings),
             wake=lambda: services.wake("webhooks"),
+            policy=webhook_policy,
         )
         # Every announcement of a change goes through these, registered once (see lifecycle/status.py).
         transitions.within(announcer.within)
         transitions.after_commit(hub_hook(hub))
         transitions.after_commit(announcer.after_commit)
         dispatcher.deployment_hardware = deployment_ops.hardware_of
+        services.add(Janitor(database, storage, writer, transitions, backend))
         services.add(dispatcher)
         services.add(Autoscaler(database, backend, dispatcher))
         services.add(DeliveryService(database, webhook_client, announcer, settings.webhooks))
         app.state.database = database
+        app.state.webhook_policy = webhook_policy
         app.state.storage = storage
         app.state.upload_tokens = upload_tokens
         app.state.hub = hub

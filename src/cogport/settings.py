@@ -96,6 +96,12 @@ class WebhookSettings(BaseModel):
     """Seconds before the first retry; each next one waits twice as long, up to ``retry_max_delay``."""
     retry_max_delay: float = Field(default=300.0, gt=0)
     """The longest wait between two attempts."""
+    allow_private_networks: bool = False
+    """Let webhooks target loopback, link-local, private and unspecified addresses (refused by default)."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """When set, the only webhook hosts: names, ``.domain`` suffixes, addresses or networks (CIDR)."""
+    denied_hosts: list[str] = Field(default_factory=list)
+    """Webhook hosts always refused (same forms as ``allowed_hosts``)."""
 
 
 class DeploymentSettings(BaseModel):

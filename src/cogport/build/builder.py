@@ -36,8 +36,12 @@ class Staged:
     """A pushed directory, unpacked and filtered: its content id, or why it cannot be built."""
 
     source: Path
-    version_id: str
+    content_id: str
     error: str | None = None
+
+    def version_id(self, model_id: int, model_ref: str) -> str:
+        """The id of the version these files make in the model ``model_ref`` (``owner/name``)."""
+        return packing.version_id(self.content_id, model_id, model_ref)
 
 
 def sdk_version(config: cogyaml.CogConfig | None, settings: Settings) -> str:
@@ -54,7 +58,7 @@ def sdk_version(config: cogyaml.CogConfig | None, settings: Settings) -> str:
 
 
 def stage(archive: BinaryIO, dest: Path, settings: Settings) -> Staged:
-    """Unpack an upload into ``dest``, apply the ignore rules, and compute the version id (blocking)."""
+    """Unpack an upload into ``dest``, apply the ignore rules, and compute the content id (blocking)."""
     packing.unpack(archive, dest, max_bytes=settings.build.max_source_mb << 20)
     files = packing.remove_ignored(dest)
     error: str | None = None
@@ -70,7 +74,7 @@ def stage(archive: BinaryIO, dest: Path, settings: Settings) -> Staged:
             error = exc.message
     if error is not None:
         sdk = settings.build.cog_version
-    return Staged(source=dest, version_id=packing.content_id(dest, files, sdk), error=error)
+    return Staged(source=dest, content_id=packing.content_id(dest, files, sdk), error=error)
 
 
 class ModelBuilder:
@@ -199,8 +203,12 @@ class ModelBuilder:
         return interpreter
 
 
-def final_source_path(settings: Settings, version_id: str) -> Path:
-    return settings.data_dir / "versions" / version_id / "src"
+def final_source_path(settings: Settings, content_id: str) -> Path:
+    """Where a build's files end up: keyed by content, so models pushed the same files share them.
+
+    (Versions made before version ids included the model have ``id == content id``: the same place.)
+    """
+    return settings.data_dir / "versions" / content_id / "src"
 
 
 def publish_source(staged: Path, final: Path) -> Path:

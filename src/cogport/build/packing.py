@@ -23,6 +23,7 @@ IGNORE_FILES = (".dockerignore", ".cogignore")
 ALWAYS_IGNORED = (".git/", ".hg/", ".svn/", ".cog/", "__pycache__/", "*.pyc", ".venv/", ".DS_Store")
 """Never part of a version: VCS data, caches, a local venv, and ``.cog/`` (cogport writes the schema there)."""
 ID_SCHEME = b"cogport-version-1\0"
+VERSION_SCHEME = "cogport-model-version-2"
 
 
 def ignore_spec(root: Path) -> pathspec.GitIgnoreSpec:
@@ -57,7 +58,11 @@ def model_files(root: Path) -> list[str]:
 
 
 def content_id(root: Path, files: Iterable[str], sdk_version: str) -> str:
-    """The version id: sha256 over the SDK version and every kept file's path and content (64 hex)."""
+    """The content id: sha256 over the SDK version and every kept file's path and content (64 hex).
+
+    It keys the published source directory (shared by every model pushed the same files); the version id
+    is :func:`version_id`, which adds the model.
+    """
     digest = hashlib.sha256(ID_SCHEME)
     digest.update(f"sdk={sdk_version}\0".encode())
     for rel in sorted(files):
@@ -67,6 +72,15 @@ def content_id(root: Path, files: Iterable[str], sdk_version: str) -> str:
                 file_digest.update(chunk)
         digest.update(rel.encode() + b"\0" + file_digest.digest())
     return digest.hexdigest()
+
+
+def version_id(content: str, model_id: int, model_ref: str) -> str:
+    """A version's id: sha256 over the model (its row id and ``owner/name``) and the content id (64 hex).
+
+    The same files pushed twice to one model give one id (pushing is idempotent); pushed to two models
+    they give two, so a bare version id names exactly one model.
+    """
+    return hashlib.sha256(f"{VERSION_SCHEME}\0model={model_id}:{model_ref}\0{content}".encode()).hexdigest()
 
 
 def pack(root: Path, files: Iterable[str], out: BinaryIO) -> None:

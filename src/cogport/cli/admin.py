@@ -67,3 +67,40 @@ def create_token(
     created = Client(base_url, token).request("POST", f"/admin/v1/accounts/{name}/tokens", json={"label": label})
     typer.echo(f"token for {created['account']} (shown once):", err=True)
     typer.echo(created["token"])
+
+
+@tokens_app.command("list")
+@handle_errors
+def list_tokens(
+    name: str = typer.Argument(..., help="The user whose tokens to list."),
+    json_out: bool = typer.Option(False, "--json", help="Print the tokens as JSON."),
+    base_url: str = BaseUrlOption,
+    token: str = TokenOption,
+) -> None:
+    """List a user's tokens: id, hint (never the token), created, revoked, label."""
+    tokens = Client(base_url, token).request("GET", f"/admin/v1/accounts/{name}/tokens")
+    if json_out:
+        print_json(tokens)
+        return
+    for row in tokens:
+        state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        typer.echo(f"{row['id']}\t{row['hint']}\t{row['created_at']}\t{state}\t{row['label'] or ''}".rstrip("\t"))
+
+
+@tokens_app.command("revoke")
+@handle_errors
+def revoke_token(
+    value: str = typer.Argument(..., metavar="TOKEN", help="The token to revoke (or its id, with --id)."),
+    by_id: bool = typer.Option(False, "--id", help="TOKEN is the id that `cogport tokens list` shows."),
+    base_url: str = BaseUrlOption,
+    token: str = TokenOption,
+) -> None:
+    """Revoke a token; it stops working within seconds on every server process."""
+    client = Client(base_url, token)
+    if by_id:
+        if not value.isdigit():
+            raise typer.BadParameter("with --id, TOKEN is a number", param_hint="TOKEN")
+        revoked = client.request("DELETE", f"/admin/v1/tokens/{value}")
+    else:
+        revoked = client.request("POST", "/admin/v1/tokens/revoke", json={"token": value})
+    typer.echo(f"revoked token {revoked['id']} ({revoked['hint']}) of {revoked['account']}")

@@ -125,8 +125,9 @@ class Model(Base):
 class Version(Base):
     """An immutable, content-addressed version of a model.
 
-    ``id`` is the 64-hex public id; ``pk`` is the row key, because the same content pushed to two
-    models gives the same id (content addressing), and each model keeps its own row.
+    ``id`` is the 64-hex public id: a hash of the model and the pushed files (see
+    :func:`cogport.build.packing.version_id`), so it names one model. ``pk`` is the row key: versions
+    pushed before ids included the model can share an id across models, each with its own row.
     """
 
     __tablename__ = "versions"
@@ -167,6 +168,8 @@ class Build(Base):
     logs: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text)
     version_id: Mapped[str | None] = mapped_column(String(64))
+    content_id: Mapped[str | None] = mapped_column(String(64))
+    """The pushed files' content id (keys the published source); ``None`` for builds from before it."""
     source_path: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()

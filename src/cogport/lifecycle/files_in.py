@@ -16,8 +16,6 @@ cannot make the model fetch from services on the host.
 from __future__ import annotations
 
 import base64
-import ipaddress
-import socket
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +27,7 @@ from cogport.errors import FileNotFound, ValidationFailed
 from cogport.files.signing import download_query, signing_key
 from cogport.files.urls import download_url, internal_base_url, known_bases, output_url, own_file_id, own_output
 from cogport.lifecycle.inputs import FILE_SCHEMES, CheckedInput, component
+from cogport.netpolicy import is_local_host
 from cogport.ops import files as file_ops
 from cogport.ops.principals import Principal
 from cogport.settings import Settings
@@ -103,7 +102,7 @@ class _Resolver:
             return value
         if not value.startswith(FILE_SCHEMES):
             return self.fail("format", name, f"{name} must be an http(s) or data URL")
-        if value.startswith(("http://", "https://")) and _is_local_host(urlsplit(value).hostname):
+        if value.startswith(("http://", "https://")) and is_local_host(urlsplit(value).hostname):
             return self.fail("format", name, f"{name} must not point at this machine's local addresses")
         return value
 
@@ -135,27 +134,3 @@ class _Resolver:
     def _signed(self, row: StoredFile, owner: str) -> str:
         query = download_query(signing_key(self.settings), owner, row.id, self.settings.files_input_url_ttl)
         return download_url(internal_base_url(self.settings), row.id, query, name=row.name)
-
-
-def _is_local_host(host: str | None) -> bool:
-    """Loopback, link-local (cloud metadata) and unspecified addresses, and ``localhost``.
-
-    Best effort: a DNS name that resolves to such an address is not caught (resolving here would not
-    prove what the model's fetch will resolve to)."""
-    if not host:
-        return True
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
-    except ValueError:
-        if not all(c in "0123456789abcdefx." for c in host):
-            return False
-        try:  # the shorthand forms HTTP clients accept: 127.1, 2130706433, 0x7f.1
-            address = ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_link_local or address.is_unspecified

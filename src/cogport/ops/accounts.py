@@ -131,6 +131,33 @@ async def create_token(
     return row, plain
 
 
+async def list_tokens(session: AsyncSession, account: Account) -> list[ApiToken]:
+    result = await session.execute(select(ApiToken).where(ApiToken.account_id == account.id).order_by(ApiToken.id))
+    return list(result.scalars())
+
+
+async def find_token(session: AsyncSession, *, token: str | None = None, token_id: int | None = None) -> ApiToken:
+    """A token row by the plain token (hashed to find it) or by its id; :class:`NotFound` otherwise."""
+    if token is not None:
+        condition = ApiToken.token_hash == hash_token(token)
+    elif token_id is not None:
+        condition = ApiToken.id == token_id
+    else:
+        raise BadRequest("Name the token, or its id")
+    row = (await session.execute(select(ApiToken).where(condition))).scalar_one_or_none()
+    if row is None:
+        raise NotFound("No such token")
+    return row
+
+
+async def revoke_token(session: AsyncSession, row: ApiToken) -> ApiToken:
+    """Revoke a token (idempotent: a revoked token keeps its first ``revoked_at``)."""
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.flush()
+    return row
+
+
 async def authenticate(session: AsyncSession, token: str) -> Principal:
     result = await session.execute(
         select(Account)

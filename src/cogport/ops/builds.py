@@ -29,6 +29,7 @@ async def create(
     account_id: int,
     *,
     version_id: str,
+    content_id: str | None = None,
     source_path: str | None,
     status: str = STARTING,
     logs: str = "",
@@ -44,6 +45,7 @@ async def create(
         logs=logs,
         error=error,
         version_id=version_id,
+        content_id=content_id,
         source_path=source_path,
         created_at=now,
         started_at=now if finished else None,
@@ -150,11 +152,11 @@ async def requeue_expired(session: AsyncSession) -> list[str]:
     return touched
 
 
-async def built_version(session: AsyncSession, version_id: str) -> Version | None:
-    """A version with this content id on any model, to reuse instead of building again."""
+async def built_version(session: AsyncSession, source_path: str) -> Version | None:
+    """A version built from the same files (its published source), on any model, to reuse its build."""
     result = await session.execute(
         select(Version)
-        .where(Version.id == version_id, Version.deleting.is_(False), Version.source_path.is_not(None))
+        .where(Version.source_path == source_path, Version.deleting.is_(False))
         .order_by(Version.created_at)
         .limit(1)
     )

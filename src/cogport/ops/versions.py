@@ -9,9 +9,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.keyset import Cursor, KeysetPage, paginate
 from cogport.db.tables import Account, Deployment, Model, Prediction, StoredFile, Version, utcnow
-from cogport.errors import Conflict, Forbidden, VersionNotFound
+from cogport.errors import Conflict, Forbidden, InvalidVersion, VersionNotFound
 from cogport.ops import accounts, models
 from cogport.ops.principals import Principal
+
+
+class AmbiguousVersion(InvalidVersion):
+    def __init__(self) -> None:
+        super().__init__(
+            "This version id names versions of several models (they were pushed before version ids included "
+            "the model); pass it as owner/name:id"
+        )
 
 
 class _Undeletable(Conflict):
@@ -53,18 +61,22 @@ async def get(session: AsyncSession, model: Model, version_id: str) -> Version:
 async def find_visible(
     session: AsyncSession, principal: Principal | None, version_id: str
 ) -> tuple[Version, Model, Account] | None:
-    """A version by bare id among the models the caller can see (own models first, then newest)."""
-    own = Model.owner_id.in_(principal.acting_ids) if principal else Model.id.is_(None)
+    """A version by bare id among the models the caller can see.
+
+    Version ids include the model, so an id names one version. Versions pushed before that can share an
+    id across models: such an id is :class:`AmbiguousVersion` rather than a guess at which model was meant.
+    """
     result = await session.execute(
         select(Version, Model, Account)
         .join(Model, Model.id == Version.model_id)
         .join(Account, Account.id == Model.owner_id)
         .where(Version.id == version_id.lower(), Version.deleting.is_(False), models.visible_to(principal))
-        .order_by(own.desc(), Version.created_at.desc())
-        .limit(1)
+        .limit(2)
     )
-    row = result.one_or_none()
-    return (row[0], row[1], row[2]) if row else None
+    rows = result.all()
+    if len(rows) > 1:
+        raise AmbiguousVersion()
+    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 
 async def create(session: AsyncSession, model: Model, version_id: str, **fields: Any) -> tuple[Version, bool]:
@@ -112,6 +124,28 @@ async def pending_deletions(session: AsyncSession, limit: int = 10) -> list[Vers
         select(Version).where(Version.deleting.is_(True)).limit(limit).with_for_update(skip_locked=True)
     )
     return list(result.scalars())
+
+
+_FINISHED = ("succeeded", "failed", "canceled", "aborted")
+
+
+async def unfinished_of_deleted(session: AsyncSession, limit: int = 100) -> list[str]:
+    """Predictions (queued or running) of versions marked for deletion: they must end before the purge."""
+    result = await session.execute(
+        select(Prediction.id)
+        .join(Version, Version.pk == Prediction.version_pk)
+        .where(Version.deleting.is_(True), Prediction.status.not_in(_FINISHED))
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def has_unfinished(session: AsyncSession, version: Version) -> bool:
+    return bool(
+        await session.scalar(
+            select(exists().where(Prediction.version_pk == version.pk, Prediction.status.not_in(_FINISHED)))
+        )
+    )
 
 
 async def prediction_ids(session: AsyncSession, version: Version) -> list[str]:

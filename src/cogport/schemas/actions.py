@@ -87,6 +87,12 @@ class TokenCreate(Action):
     label: str | None = Field(default=None, max_length=200)
 
 
+class TokenRevoke(Action):
+    """cogport extension: revoke a token by the token itself (sent in the body, never in a URL)."""
+
+    token: str = Field(min_length=1, max_length=500)
+
+
 class CollectionCreate(Action):
     """cogport extension: create or replace a collection."""
 

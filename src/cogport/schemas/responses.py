@@ -103,6 +103,21 @@ class Token(Wire):
     created_at: str
 
 
+class TokenInfo(Wire):
+    """cogport extension: an API token as admins list it (never the token itself).
+
+    ``hint`` is the token's first three and last four characters; ``revoked_at`` is ``null`` while the
+    token works. When a token was last used is not tracked.
+    """
+
+    id: int
+    account: str
+    hint: str
+    label: str | None
+    created_at: str
+    revoked_at: str | None
+
+
 class AdminAccount(Account):
     """cogport extension: an account as admins see it."""
 

@@ -47,6 +47,7 @@ class _Job:
     build_id: str
     model_id: int
     version_id: str
+    content_id: str
     staging: Path
     log: BuildLog
     lost: bool = False
@@ -80,8 +81,14 @@ class Builder(Service):
                 build = await builds.claim_next(session, self.lease_seconds)
             if build is None:
                 break
+            version_id = build.version_id or ""
             job = _Job(
-                build.id, build.model_id, build.version_id or "", Path(build.source_path or ""), BuildLog(build.logs)
+                build.id,
+                build.model_id,
+                version_id,
+                build.content_id or version_id,  # a build queued before content ids: they were one
+                Path(build.source_path or ""),
+                BuildLog(build.logs),
             )
             task = asyncio.create_task(self._run(job), name=f"cogport-build-{build.id}")
             self._running[build.id] = task
@@ -128,15 +135,15 @@ class Builder(Service):
             await self._fail(job, f"internal error while building: {type(exc).__name__}: {exc}")
 
     async def _build(self, job: _Job) -> dict[str, Any]:
+        final = final_source_path(self.settings, job.content_id)
         async with self.database.session() as session:
-            built = await builds.built_version(session, job.version_id)
+            built = await builds.built_version(session, str(final))
             reuse = {name: getattr(built, name) for name in _VERSION_FIELDS} if built is not None else None
         if reuse is not None and await asyncio.to_thread(_both_dirs, reuse["source_path"], reuse["venv_path"]):
-            job.log.step(f"Version {job.version_id} is already built (for another model); reusing that build")
+            job.log.step("These files are already built (for another model); reusing that build")
             return reuse
         job.log.step(f"Building version {job.version_id}")
         fields = await self.model_builder.build(job.staging, job.log)
-        final = final_source_path(self.settings, job.version_id)
         fields["source_path"] = str(await asyncio.to_thread(publish_source, job.staging, final))
         return fields
 

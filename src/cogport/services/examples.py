@@ -70,15 +70,21 @@ class ExampleRegistrar(Service):
                 if staged.error is not None:
                     log.error("example %s cannot be built: %s", name, staged.error)
                     return
+                version_id = staged.version_id(model.id, f"{owner.username}/{model.name}")
                 try:
-                    await versions.get(session, model, staged.version_id)
+                    await versions.get(session, model, version_id)
                     return
                 except VersionNotFound:
                     pass
-                if await examples.build_pending(session, model, staged.version_id):
+                if await examples.build_pending(session, model, version_id):
                     return
                 await builds.create(
-                    session, model, owner.id, version_id=staged.version_id, source_path=str(staged.source)
+                    session,
+                    model,
+                    owner.id,
+                    version_id=version_id,
+                    content_id=staged.content_id,
+                    source_path=str(staged.source),
                 )
                 queued = True
                 log.info("queued the build of example %s/%s", owner.username, name)

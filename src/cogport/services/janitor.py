@@ -1,4 +1,11 @@
-"""Removes deleted versions in the background: predictions, output files, environments."""
+"""Removes deleted versions in the background: predictions, output files, environments.
+
+A version's unfinished predictions end first, through the normal path, so their terminal webhooks are
+sent: the ones this process runs are canceled in the backend (they end ``canceled`` once the model has
+stopped), the rest (queued, or running on another process, whose late end is then ignored) end ``failed``
+through :class:`~cogport.lifecycle.status.Transitions`. The version is purged on a later round, once
+none of its predictions is unfinished.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,11 @@ import asyncio
 import logging
 import shutil
 
+from cogport.backends.base import Backend
 from cogport.db.engine import Database
+from cogport.db.writer import GroupWriter
 from cogport.lifecycle import trainings
+from cogport.lifecycle.status import Status, Transitions
 from cogport.ops import files as file_ops
 from cogport.ops import versions
 from cogport.services.base import Service
@@ -15,20 +25,36 @@ from cogport.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
+VERSION_DELETED = "The version of this prediction was deleted"
+
 
 class Janitor(Service):
     name = "janitor"
     interval = 10.0
 
-    def __init__(self, database: Database, storage: Storage) -> None:
+    def __init__(
+        self,
+        database: Database,
+        storage: Storage,
+        writer: GroupWriter,
+        transitions: Transitions,
+        backend: Backend,
+    ) -> None:
         super().__init__()
         self.database = database
         self.storage = storage
+        self.writer = writer
+        self.transitions = transitions
+        self.backend = backend
 
     async def run_once(self) -> bool:
+        await self._end_unfinished()
+        purged = 0
         async with self.database.session() as session:
             pending = await versions.pending_deletions(session, limit=5)
             for version in pending:
+                if await versions.has_unfinished(session, version):
+                    continue  # ending (a canceled model stops a moment later): purged on a later round
                 await file_ops.delete_prediction_files(
                     session, self.storage, await versions.prediction_ids(session, version)
                 )
@@ -36,6 +62,22 @@ class Janitor(Service):
                 await versions.purge(session, version)
                 await trainings.release_weights(session, self.storage, version)
                 log.info("deleted version %s", version.id)
+                purged += 1
                 if source and not await versions.source_in_use(session, source):
                     await asyncio.to_thread(shutil.rmtree, source, True)
-        return len(pending) == 5
+        return purged == 5
+
+    async def _end_unfinished(self) -> None:
+        async with self.database.session() as session:
+            unfinished = await versions.unfinished_of_deleted(session)
+        running = self.backend.running()
+        for prediction_id in unfinished:
+            if prediction_id in running:
+                await self.backend.cancel(prediction_id)
+            else:
+                await self._fail(prediction_id)
+
+    async def _fail(self, prediction_id: str) -> None:
+        await self.writer.run(
+            lambda tx: self.transitions.transition(tx, prediction_id, Status.FAILED, error=VERSION_DELETED)
+        )

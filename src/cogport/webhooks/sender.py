@@ -27,6 +27,7 @@ from cogport.db.engine import Database
 from cogport.db.tables import Account, Prediction, WebhookDelivery, utcnow
 from cogport.db.writer import Tx
 from cogport.lifecycle.status import Announcement, Status
+from cogport.netpolicy import HostPolicy
 from cogport.ops import webhooks as delivery_ops
 from cogport.services.base import Service
 from cogport.settings import WebhookSettings
@@ -55,8 +56,16 @@ class Failure:
     """False for a redirect: it is not followed, and asking again would only be redirected again."""
 
 
-async def post(client: httpx.AsyncClient, url: str, secret: str, message_id: str, body: str) -> Failure | None:
-    """One attempt; returns None on a 2xx, else what went wrong."""
+async def post(
+    client: httpx.AsyncClient, policy: HostPolicy, url: str, secret: str, message_id: str, body: str
+) -> Failure | None:
+    """One attempt; returns None on a 2xx, else what went wrong.
+
+    The target is checked against the policy again here (it was at create time): DNS may have changed.
+    """
+    refusal = await policy.check(url)
+    if refusal is not None:
+        return Failure(f"the webhook URL is refused: {refusal.reason}", retry=refusal.retry)
     try:
         response = await client.post(url, content=body, headers=signing.headers(secret, message_id, body))
     except httpx.HTTPError as exc:
@@ -70,9 +79,17 @@ async def post(client: httpx.AsyncClient, url: str, secret: str, message_id: str
 
 
 class WebhookAnnouncer:
-    def __init__(self, database: Database, client: httpx.AsyncClient, render: Render, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        database: Database,
+        client: httpx.AsyncClient,
+        render: Render,
+        wake: Callable[[], None],
+        policy: HostPolicy,
+    ) -> None:
         self.database = database
         self.client = client
+        self.policy = policy
         self.render = render
         self.wake_sender = wake
         self._secrets: dict[int, str] = {}
@@ -161,7 +178,8 @@ class WebhookAnnouncer:
         await self._deliver_once(prediction.webhook or "", prediction.account_id, json.dumps(self.render(prediction)))
 
     async def _deliver_once(self, url: str, account_id: int, body: str) -> None:
-        failure = await post(self.client, url, await self.secret_for(account_id), signing.new_message_id(), body)
+        secret = await self.secret_for(account_id)
+        failure = await post(self.client, self.policy, url, secret, signing.new_message_id(), body)
         if failure:
             log.info("webhook to %s failed (not retried: not terminal): %s", url, failure.reason)
 
@@ -210,7 +228,8 @@ class DeliveryService(Service):
             if not await delivery_ops.claim(session, delivery, ATTEMPT_HOLD):
                 return
         secret = await self.announcer.secret_for(delivery.account_id)
-        failure = await post(self.client, delivery.url, secret, delivery.message_id, delivery.body)
+        policy = self.announcer.policy
+        failure = await post(self.client, policy, delivery.url, secret, delivery.message_id, delivery.body)
         attempt = delivery.attempts + 1
         retry_at = None
         if failure and failure.retry:

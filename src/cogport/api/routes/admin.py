@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from cogport.api import presenters
 from cogport.api.deps import AdminPrincipal, BaseUrl, NoNul, SessionDep
 from cogport.backends.base import Backend
-from cogport.db.tables import Account
+from cogport.db.tables import Account, ApiToken
 from cogport.ops import accounts as account_ops
 from cogport.ops import collections as collection_ops
 from cogport.schemas.actions import (
@@ -19,8 +19,9 @@ from cogport.schemas.actions import (
     CollectionUpdate,
     MembersUpdate,
     TokenCreate,
+    TokenRevoke,
 )
-from cogport.schemas.responses import AdminAccount, Collection, Token
+from cogport.schemas.responses import AdminAccount, Collection, Token, TokenInfo
 
 
 async def _forget_principals(request: Request) -> AsyncIterator[None]:
@@ -87,6 +88,42 @@ async def create_token(username: str, body: TokenCreate, session: SessionDep, _a
     return Token(
         account=account.username, token=plain, hint=row.hint, created_at=presenters.timestamp(row.created_at) or ""
     )
+
+
+def _token_info(row: ApiToken, username: str) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,
+        account=username,
+        hint=row.hint,
+        label=row.label,
+        created_at=presenters.timestamp(row.created_at) or "",
+        revoked_at=presenters.timestamp(row.revoked_at),
+    )
+
+
+@router.get("/accounts/{username}/tokens")
+async def list_tokens(username: str, session: SessionDep, _admin: AdminPrincipal) -> list[TokenInfo]:
+    """The account's tokens, oldest first, revoked ones included (never the tokens themselves)."""
+    account = await account_ops.require(session, username)
+    return [_token_info(row, account.username) for row in await account_ops.list_tokens(session, account)]
+
+
+async def _revoke(session: SessionDep, row: ApiToken) -> TokenInfo:
+    await account_ops.revoke_token(session, row)
+    owner = await session.get(Account, row.account_id)
+    return _token_info(row, owner.username if owner else "")
+
+
+@router.post("/tokens/revoke")
+async def revoke_token(body: TokenRevoke, session: SessionDep, _admin: AdminPrincipal) -> TokenInfo:
+    """Revoke a token by the token itself (in the body, so it never lands in an access log)."""
+    return await _revoke(session, await account_ops.find_token(session, token=body.token))
+
+
+@router.delete("/tokens/{token_id}")
+async def revoke_token_by_id(token_id: int, session: SessionDep, _admin: AdminPrincipal) -> TokenInfo:
+    """Revoke a token by the id that ``GET /admin/v1/accounts/{username}/tokens`` shows."""
+    return await _revoke(session, await account_ops.find_token(session, token_id=token_id))
 
 
 async def _collection(session: SessionDep, slug: str, base_url: str) -> Collection:

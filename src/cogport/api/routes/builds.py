@@ -77,23 +77,25 @@ async def push_version(
         await asyncio.to_thread(shutil.rmtree, area, True)
         raise BadRequest(exc.message) from None
     model_ref = f"{owner_account.username}/{model.name}"
+    version_id = staged.version_id(model.id, model_ref)
     done: str | None = None
     if staged.error is not None:
         build = await ops.create(
-            session, model, principal.id, version_id=staged.version_id, source_path=None, status=ops.FAILED,
+            session, model, principal.id, version_id=version_id, source_path=None, status=ops.FAILED,
             logs=f"error: {staged.error}\n", error=staged.error,
         )  # fmt: skip
         done = "failed"
-    elif await _existing(session, model, staged.version_id):
+    elif await _existing(session, model, version_id):
         build = await ops.create(
-            session, model, principal.id, version_id=staged.version_id, source_path=None, status=ops.SUCCEEDED,
-            logs=f"Version {staged.version_id} already exists: nothing to build\n",
+            session, model, principal.id, version_id=version_id, source_path=None, status=ops.SUCCEEDED,
+            logs=f"Version {version_id} already exists: nothing to build\n",
         )  # fmt: skip
         done = "succeeded"
     else:
         build = await ops.create(
-            session, model, principal.id, version_id=staged.version_id, source_path=str(staged.source)
-        )
+            session, model, principal.id, version_id=version_id, content_id=staged.content_id,
+            source_path=str(staged.source),
+        )  # fmt: skip
     body = _present(build, model_ref, base_url).model_dump(mode="json")
     if done is not None:
         await asyncio.to_thread(shutil.rmtree, area, True)

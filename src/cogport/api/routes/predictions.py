@@ -9,7 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.api import pagination, presenters
 from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
 from cogport.db.tables import Account, Model, Prediction, Version
+from cogport.errors import ValidationFailed
 from cogport.lifecycle.runs import DestinationResolver, Resolver, RunRequest, Runs, latest_version
+from cogport.netpolicy import HostPolicy
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.ops.principals import Principal
@@ -27,6 +29,19 @@ def present(request: Request, row: Prediction, base_url: str) -> dict[str, Any]:
     return presenters.run(row, base_url, request.app.state.settings)
 
 
+async def check_webhooks(policy: HostPolicy, body: RunCreate | TrainingCreate) -> None:
+    """A webhook target the policy refuses is 422 at once; it is checked again at each send (DNS may
+    change). A name that does not resolve yet is let through to that later check."""
+    problems = []
+    for field in ("webhook", "webhook_completed"):
+        url = getattr(body, field)
+        refusal = await policy.check(url) if url else None
+        if refusal is not None and not refusal.retry:
+            problems.append(("format", field, f"the webhook URL is refused: {refusal.reason}"))
+    if problems:
+        raise ValidationFailed(problems)
+
+
 async def create_run(
     request: Request,
     principal: Principal,
@@ -41,6 +56,7 @@ async def create_run(
 ) -> JSONResponse:
     """Every create endpoint: hand the body to :meth:`Runs.create`, then answer as Replicate does."""
     runs: Runs = request.app.state.runs
+    await check_webhooks(request.app.state.webhook_policy, body)
     created = await runs.create(
         principal,
         base_url,
