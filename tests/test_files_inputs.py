@@ -164,8 +164,37 @@ async def test_local_and_foreign_schemes_are_422(resolve: Resolve, value: str) -
 
 
 async def test_remote_and_data_urls_pass_unchanged(resolve: Resolve) -> None:
-    payload = {"image": "https://example.com/a.png", "images": ["http://10.0.0.5/b.png", "data:text/plain;base64,aGk="]}
+    payload = {
+        "image": "https://example.com/a.png",
+        "images": ["http://93.184.216.34/b.png", "data:text/plain;base64,aGk="],
+    }
     assert await resolve(payload) == payload
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://10.0.0.5/b.png",  # private networks
+        "http://192.168.1.1/b.png",
+        "http://100.64.0.1/b.png",  # carrier-grade NAT
+        "http://[fd00::1]/b.png",
+        "http://127%2e0%2e0%2e1:8000/x",  # the encodings coglet's downloader reads another way
+        "http://%31%32%37.0.0.1:8000/x",
+        "http://127.0.0.1:8000\\@example.com/x",
+        "http://user@example.com/x",
+    ],
+)
+async def test_private_and_ambiguous_input_urls_are_422(resolve: Resolve, settings: Settings, value: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        await resolve({"image": value})
+    assert caught.value.problems[0][1] == "input.image"
+
+
+async def test_private_networks_can_be_allowed(resolve: Resolve, settings: Settings) -> None:
+    settings.inputs.allow_private_networks = True
+    assert await resolve({"image": "http://10.0.0.5/b.png"}) == {"image": "http://10.0.0.5/b.png"}
+    with pytest.raises(ValidationFailed):  # this machine stays refused
+        await resolve({"image": "http://127.0.0.1:8000/x"})
 
 
 async def test_output_urls_chain_into_inputs(

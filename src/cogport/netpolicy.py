@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +16,17 @@ from urllib.parse import urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_HOST_CHARS = re.compile(r"[a-z0-9.\-_:\[\]]+", re.IGNORECASE)
+
+
+def ambiguous(url: str) -> bool:
+    """Whether URL parsers may disagree on ``url``'s host (a backslash, user info, %-encoded or other odd
+    characters in the host): then what is checked here might not be what a downloader connects to."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return "\\" in url or "@" in parts.netloc or not _HOST_CHARS.fullmatch(host)
+
+
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not is_private, but not public either
 
 
@@ -112,13 +124,23 @@ class HostPolicy:
     allow_private_networks: bool = False
     allowed: tuple[HostRule, ...] = field(default=())
     denied: tuple[HostRule, ...] = field(default=())
+    settings_prefix: str = "COGPORT_WEBHOOKS"
+    """Where its settings live (named in refusals)."""
 
     @classmethod
-    def of(cls, allow_private_networks: bool, allowed: Iterable[str], denied: Iterable[str]) -> HostPolicy:
+    def of(
+        cls,
+        allow_private_networks: bool,
+        allowed: Iterable[str] = (),
+        denied: Iterable[str] = (),
+        *,
+        settings_prefix: str = "COGPORT_WEBHOOKS",
+    ) -> HostPolicy:
         return cls(
             allow_private_networks,
             tuple(HostRule.parse(entry) for entry in allowed),
             tuple(HostRule.parse(entry) for entry in denied),
+            settings_prefix,
         )
 
     async def check(self, url: str) -> Refusal | None:
@@ -132,6 +154,7 @@ class HostPolicy:
         host = (parts.hostname or "").rstrip(".")
         if parts.scheme not in ("http", "https") or not host:
             return Refusal("it is not an http(s) URL with a host")
+
         private_refused = not self.allow_private_networks and not self.allowed
         if private_refused and is_local_host(host):  # localhost names need no resolving to be refused
             return self._private(host)
@@ -143,18 +166,17 @@ class HostPolicy:
         if not addresses:
             return Refusal(f"its host {host!r} does not resolve", retry=True)
         if any(rule.matches(host, addresses) for rule in self.denied):
-            return Refusal(f"its host {host!r} is denied (COGPORT_WEBHOOKS__DENIED_HOSTS)")
+            return Refusal(f"its host {host!r} is denied ({self.settings_prefix}__DENIED_HOSTS)")
         if self.allowed:
             if any(rule.matches(host, addresses) for rule in self.allowed):
                 return None
-            return Refusal(f"its host {host!r} is not in COGPORT_WEBHOOKS__ALLOWED_HOSTS")
+            return Refusal(f"its host {host!r} is not in {self.settings_prefix}__ALLOWED_HOSTS")
         if private_refused and any(map(is_private_address, addresses)):
             return self._private(host)
         return None
 
-    @staticmethod
-    def _private(host: str) -> Refusal:
+    def _private(self, host: str) -> Refusal:
         return Refusal(
             f"its host {host!r} is a loopback, link-local or private address "
-            "(allowed with COGPORT_WEBHOOKS__ALLOW_PRIVATE_NETWORKS=true)"
+            f"(allowed with {self.settings_prefix}__ALLOW_PRIVATE_NETWORKS=true)"
         )

@@ -87,6 +87,14 @@ class RuntimeSettings(BaseModel):
     """Host directories bound read-write, at the same path, into every sandbox (a shared model cache)."""
 
 
+class InputSettings(BaseModel):
+    """Input URLs a model is handed to fetch."""
+
+    allow_private_networks: bool = False
+    """Accept input URLs whose host resolves to a private (or loopback, link-local) address: for installs
+    that fetch inputs from their own network. Loopback names and addresses of this machine stay refused."""
+
+
 class WebhookSettings(BaseModel):
     """Delivery of terminal webhooks (``completed``), which are retried until one is answered 2xx."""
 
@@ -169,6 +177,7 @@ class Settings(BaseSettings):
     build: BuildSettings = Field(default_factory=BuildSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    inputs: InputSettings = Field(default_factory=InputSettings)
     deployments: DeploymentSettings = Field(default_factory=DeploymentSettings)
 
     @field_validator("admin_token")

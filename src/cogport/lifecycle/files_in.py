@@ -27,7 +27,7 @@ from cogport.errors import FileNotFound, ValidationFailed
 from cogport.files.signing import download_query, signing_key
 from cogport.files.urls import download_url, internal_base_url, known_bases, output_url, own_file_id, own_output
 from cogport.lifecycle.inputs import FILE_SCHEMES, CheckedInput, component
-from cogport.netpolicy import is_local_host
+from cogport.netpolicy import HostPolicy, ambiguous, is_local_host
 from cogport.ops import files as file_ops
 from cogport.ops.principals import Principal
 from cogport.settings import Settings
@@ -84,6 +84,7 @@ class _Resolver:
         self.settings = settings
         self.bases = bases
         self.problems: list[Problem] = []
+        self.policy = HostPolicy.of(settings.inputs.allow_private_networks, settings_prefix="COGPORT_INPUTS")
 
     def fail(self, kind: str, name: str, description: str) -> Any:
         self.problems.append((kind, f"input.{name}", description))
@@ -102,8 +103,15 @@ class _Resolver:
             return value
         if not value.startswith(FILE_SCHEMES):
             return self.fail("format", name, f"{name} must be an http(s) or data URL")
-        if value.startswith(("http://", "https://")) and is_local_host(urlsplit(value).hostname):
-            return self.fail("format", name, f"{name} must not point at this machine's local addresses")
+        if value.startswith(("http://", "https://")):
+            if is_local_host(urlsplit(value).hostname):
+                return self.fail("format", name, f"{name} must not point at this machine's local addresses")
+            if ambiguous(value):
+                problem = "the URL's host part is ambiguous (user info, a backslash or encoded characters)"
+                return self.fail("format", name, f"{name}: {problem}")
+            refusal = await self.policy.check(value)
+            if refusal is not None and not refusal.retry:  # a name that does not resolve fails the model's fetch
+                return self.fail("format", name, f"{name} is refused: {refusal.reason}")
         return value
 
     async def _upload(self, name: str, file_id: str) -> Any:
