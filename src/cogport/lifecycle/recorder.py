@@ -97,10 +97,6 @@ class Recorder:
         if not written:
             live.start_timer = asyncio.get_running_loop().call_later(PROCESSING_WRITE_DELAY, self._start_due, live)
 
-    def holds_unwritten(self, prediction_id: str) -> bool:
-        live = self._live.get(prediction_id)
-        return live is not None and not live.written
-
     def release(self, prediction_id: str) -> None:
         """Forget a job that was not submitted after all."""
         live = self._live.pop(prediction_id, None)
@@ -114,10 +110,8 @@ class Recorder:
             live.start_timer.cancel()
         if live is not None and live.task is not None:
             await asyncio.shield(live.task)
-        if live is not None and not live.written:
-            await self.writer.run(lambda tx: self.transitions.insert(tx, row, Status.FAILED, error=error))
-        else:
-            await self.writer.run(lambda tx: self.transitions.transition(tx, row, Status.FAILED, error=error))
+        insert = live is not None and not live.written
+        await self.writer.run(lambda tx: self._move(tx, row, Status.FAILED, insert=insert, error=error))
 
     def _entry(self, job: Job) -> _Live | None:
         live = self._live.get(job.prediction_id)
@@ -147,13 +141,11 @@ class Recorder:
             while not live.written or (live.started_at is not None and not live.start_written) or live.pending:
                 values, kinds = live.pending, live.kinds
                 live.pending, live.kinds = {}, {}
-                if not live.written:
+                if not live.written or (live.started_at is not None and not live.start_written):
+                    insert = not live.written
                     live.written = True
                     live.start_written = live.started_at is not None
-                    await self.writer.run(partial(self._first_write, live=live, values=values))
-                elif not live.start_written and live.started_at is not None:
-                    live.start_written = True
-                    await self.writer.run(partial(self._processing, live=live, values=values))
+                    await self.writer.run(partial(self._start_write, live=live, values=values, insert=insert))
                 elif values:
                     await self.writer.run(partial(self._write, live=live, values=values, kinds=list(kinds)))
         except Exception:
@@ -164,30 +156,28 @@ class Recorder:
     def _write(self, tx: Tx, *, live: _Live, values: dict[str, Any], kinds: list[EventKind]) -> None:
         self.transitions.progress(tx, live.row, values, kinds)
 
-    def _first_write(self, tx: Tx, *, live: _Live, values: dict[str, Any]) -> None:
-        if live.started_at is None:
+    def _start_write(self, tx: Tx, *, live: _Live, values: dict[str, Any], insert: bool) -> None:
+        """The row's first write (``insert``: as it is now) or its ``processing`` one, with the logs and
+        output so far."""
+        if live.started_at is None:  # not started yet: the row as it was made
             self.transitions.insert(tx, live.row)
             return
-        self.transitions.insert(
+        self._move(
             tx,
             live.row,
             Status.PROCESSING,
+            insert=insert,
             logs=values.get("logs"),
             output=values.get("output"),
             set_output="output" in values,
             started_at=live.started_at,
         )
 
-    def _processing(self, tx: Tx, *, live: _Live, values: dict[str, Any]) -> None:
-        self.transitions.transition(
-            tx,
-            live.row,
-            Status.PROCESSING,
-            logs=values.get("logs"),
-            output=values.get("output"),
-            set_output="output" in values,
-            started_at=live.started_at,
-        )
+    def _move(self, tx: Tx, row: Prediction, to: Status, *, insert: bool, **changes: Any) -> tuple[Prediction, bool]:
+        """Move a held row to ``to``: written by this very write when it is not in the database yet."""
+        if insert:
+            return self.transitions.insert(tx, row, to, **changes), True
+        return self.transitions.transition(tx, row, to, **changes)
 
     def _progress(self, live: _Live, kind: EventKind, values: dict[str, Any]) -> None:
         live.pending.update(values)
@@ -256,10 +246,7 @@ class Recorder:
             "metrics": end.metrics,
             "started_at": live.started_at,
         }
-        if not live.written:
-            prediction, changed = self.transitions.insert(tx, live.row, Status(end.status), **changes), True
-        else:
-            prediction, changed = self.transitions.transition(tx, live.row, Status(end.status), **changes)
+        prediction, changed = self._move(tx, live.row, Status(end.status), insert=not live.written, **changes)
         if changed:
             file_ops.link_outputs(tx, prediction.id, prediction.account_id, prediction.output)
             prediction_ops.count_run(tx, prediction)

@@ -266,7 +266,7 @@ class Runs:
             claimed_by=self.node if fast else None,
             lease=settings.lease_seconds,
         )
-        if fast and not training and wait is not None:
+        if fast and not training:
             # Started before its row is written: the recorder writes it a moment later, or with its end
             # (a fast sync prediction costs one write); the caller hears of it only once it is written.
             await self.dispatcher.start_claimed(row, version, model_input, hardware=hardware, written=False)

@@ -194,8 +194,7 @@ class Transitions:
             if result.rowcount:
                 _apply(row, values)
                 if changed:
-                    kind: EventKind = "completed" if to.is_terminal else "start"
-                    self._announce(tx, Announcement(row, kind, current))
+                    self._announce(tx, Announcement(row, _kind(to), current))
                 return row, changed
             row = None  # it changed meanwhile: read it again
         raise InvalidTransition("The prediction kept changing while its status was being set; try again")
@@ -232,8 +231,7 @@ class Transitions:
             )
         prediction_ops.insert_row(tx, row)
         if to != Status.STARTING:
-            kind: EventKind = "completed" if to.is_terminal else "start"
-            self._announce(tx, Announcement(row, kind, Status.STARTING))
+            self._announce(tx, Announcement(row, _kind(to), Status.STARTING))
         return row
 
     def progress(self, tx: Tx, prediction: Prediction, values: dict[str, Any], kinds: Iterable[EventKind]) -> bool:
@@ -263,6 +261,11 @@ class Transitions:
                 hook(announcement)
             except Exception:
                 log.exception("announcing %s of %s failed", announcement.kind, announcement.prediction.id)
+
+
+def _kind(to: Status) -> EventKind:
+    """What a move to ``to`` announces."""
+    return "completed" if to.is_terminal else "start"
 
 
 def _apply(row: Prediction, values: dict[str, Any]) -> None:

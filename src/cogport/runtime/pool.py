@@ -187,36 +187,31 @@ class Pool:
         return capacity.free > 0 and capacity.refused is None
 
     def capacity(self, spec: VersionSpec) -> Capacity:
-        """:meth:`free_slots`, or the refusal (as a value) while ``spec`` is refused."""
-        try:
-            return Capacity(free=self.free_slots(spec))
-        except SetupFailed as refusal:
-            return Capacity(free=0, refused=refusal.detail, logs=refusal.logs)
+        """How many more jobs for ``spec`` would get a slot without waiting behind others, or why none can.
 
-    def free_slots(self, spec: VersionSpec) -> int:
-        """How many more jobs for ``spec`` would get a slot without waiting behind others.
-
-        The free slots of the version's instances (READY or starting) nobody waits for yet; else, when
-        one more instance can be started (perhaps after evicting an idle one), its slots; else 0.
-        Raises :class:`SetupFailed` while the version is refused after repeated setup failures.
+        The free slots of the version's instances (READY or starting) nobody waits for yet; else, when one
+        more instance can be started (perhaps after evicting an idle one), its slots; else 0. ``refused``
+        while the version is refused after repeated setup failures, or its hardware is lacking.
         """
         if self._state != "running":
-            return 0
+            return Capacity(free=0)
+        lacking = self._lacking_hardware(spec)
+        if lacking is not None:
+            return Capacity(free=0, refused=lacking)
         now = time.monotonic()
         slots = max(1, spec.concurrency)
-        self._require_hardware(spec)
         group = self._groups.get(spec.key)
         if group is None:
-            return slots if self._room(spec, None) != "no" else 0
+            return Capacity(free=slots if self._room(spec, None) != "no" else 0)
         refusal = group.refusal(now)
         if refusal is not None:
-            raise refusal
+            return Capacity(free=0, refused=refusal.detail, logs=refusal.logs)
         slack = group.slack()
         if slack > 0:
-            return slack
+            return Capacity(free=slack)
         if not group.can_grow(now, self._limits(group)):
-            return 0
-        return slots if self._room(spec, group) != "no" else 0
+            return Capacity(free=0)
+        return Capacity(free=slots if self._room(spec, group) != "no" else 0)
 
     def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
         """Keep between ``minimum`` and ``maximum`` instances of ``spec`` (a deployment's): the minimum are
@@ -236,9 +231,10 @@ class Pool:
         per_version = self.settings.max_instances_per_version
         return Limits(minimum=0, maximum=per_version or self.settings.max_instances)
 
-    def _require_hardware(self, spec: VersionSpec) -> None:
-        if not self.gpus.exists(spec.hardware):
-            raise SetupFailed(f"The hardware {spec.hardware!r} is not available on this installation")
+    def _lacking_hardware(self, spec: VersionSpec) -> str | None:
+        if self.gpus.exists(spec.hardware):
+            return None
+        return f"The hardware {spec.hardware!r} is not available on this installation"
 
     def waiting(self, spec: VersionSpec) -> int:
         """Jobs for ``spec`` submitted and still waiting for a slot."""
@@ -256,7 +252,9 @@ class Pool:
             raise BackendUnavailable("The model runtime is not running")
         if job.prediction_id in self._tickets:
             raise Conflict(f"Prediction {job.prediction_id} is already running")
-        self._require_hardware(job.spec)
+        lacking = self._lacking_hardware(job.spec)
+        if lacking is not None:
+            raise SetupFailed(lacking)
         group = self._groups.get(job.spec.key)
         if group is None:
             group = self._groups[job.spec.key] = VersionGroup(job.spec)
