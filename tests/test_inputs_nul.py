@@ -80,3 +80,26 @@ async def test_lone_surrogates_are_refused_with_422_and_nothing_breaks(
     with pytest.raises(ValidationFailed) as info:
         inputs.validate({}, {"a": "\ud800"})
     assert "surrogate" in info.value.problems[0][2]
+
+
+async def test_file_metadata_that_cannot_be_stored_is_422(client: httpx.AsyncClient, users: Users) -> None:
+    """Found by the fuzzer on PostgreSQL: a NUL in an uploaded file's metadata (JSONB refuses it) was a 500."""
+    for metadata in ('{"k": "a\\u0000b"}', '{"a\\u0000": 1}', '{"k": ["\\ud800"]}', '{"k": {"deep": NaN}}'):
+        response = await client.post(
+            "/v1/files",
+            files={"content": ("a.txt", b"hello", "text/plain")},
+            data={"metadata": metadata},
+            headers=auth(users.alice),
+        )
+        assert response.status_code == 422, (metadata, response.status_code, response.text)
+        assert "metadata" in response.json()["detail"]
+    listing = await client.get("/v1/files", headers=auth(users.alice))
+    assert listing.status_code == 200 and listing.json()["results"] == []
+    ok = await client.post(
+        "/v1/files",
+        files={"content": ("a.txt", b"hello", "text/plain")},
+        data={"metadata": '{"k": "fine", "n": [1, 2.5]}'},
+        headers=auth(users.alice),
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["metadata"] == {"k": "fine", "n": [1, 2.5]}

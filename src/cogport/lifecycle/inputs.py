@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,7 +141,7 @@ def validate(schema: dict[str, Any], payload: Any, *, component_name: str = "Inp
         payload = {}
     if not isinstance(payload, dict):
         raise ValidationFailed([("type", "input", "Invalid type. Expected: object, given: " + _json_type(payload))])
-    nul = [("format", field, reason) for field, reason in _unstorable(payload, "input")]
+    nul = [("format", field, reason) for field, reason in storable.problems(payload, "input")]
     if nul:
         raise ValidationFailed(nul)  # PostgreSQL cannot store them (text or JSONB): a 422, not a 500
     spec = component(schema, component_name)
@@ -170,27 +170,6 @@ def validate(schema: dict[str, Any], payload: Any, *, component_name: str = "Inp
     if checker.problems:
         raise ValidationFailed(checker.problems)
     return CheckedInput(value=cleaned, file_fields=files)
-
-
-def _unstorable(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Where ``value`` holds text that cannot be stored (NUL, lone surrogates), in strings or object keys,
-    at any depth, and why."""
-    if isinstance(value, str):
-        if (reason := storable.problem(value)) is not None:
-            yield path, reason
-    elif isinstance(value, float) and not math.isfinite(value):
-        yield path, "must be a finite number (JSON has no NaN or Infinity)"
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _unstorable(item, f"{path}.{index}")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            text = str(key)
-            name = path + "." + text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
-            name = name.replace("\x00", "\\u0000")
-            if (reason := storable.problem(text)) is not None:
-                yield name, reason
-            yield from _unstorable(item, name)
 
 
 def _holds_files(schema: dict[str, Any], prop: dict[str, Any]) -> bool:

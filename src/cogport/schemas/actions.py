@@ -24,10 +24,8 @@ class Action(BaseModel):
     def _storable(cls, value: Any) -> Any:
         """Text that cannot be stored (NUL, lone surrogates: see :mod:`cogport.storable`): say so now
         instead of failing later."""
-        texts = value if isinstance(value, list) else [value]
-        for text in texts:
-            if isinstance(text, str) and (reason := storable.problem(text)) is not None:
-                raise ValueError(reason)
+        for _where, reason in storable.problems(value, ""):
+            raise ValueError(reason)
         return value
 
 

@@ -105,6 +105,8 @@ def _details(form: UploadForm) -> tuple[str, str, dict[str, Any]]:
             metadata = None
         if not isinstance(metadata, dict):
             problems.append(("type", "metadata", "metadata must be a JSON object"))
+        else:
+            problems.extend(("format", where, reason) for where, reason in storable.problems(metadata, "metadata"))
     if problems:
         raise ValidationFailed(problems)
     return name, content_type, metadata
