@@ -7,9 +7,15 @@ import json
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from cogport.db.engine import Database
 from cogport.files.signing import download_query, signing_key
-from cogport.files.urls import UPLOADS_PATH, download_url
+from cogport.files.streams import Digest
+from cogport.files.urls import UPLOADS_PATH, download_url, output_url
+from cogport.identifiers import new_object_id
+from cogport.ops import accounts
+from cogport.ops import files as file_ops
 from cogport.settings import Settings
 from tests.support.accounts import Users
 from tests.support.registry import auth
@@ -114,3 +120,40 @@ async def test_request_bodies_are_capped_but_uploads_have_their_own_limit(
                 "/v1/files", files={"content": ("big.bin", b"x" * 50_000, "application/octet-stream")}, headers=headers
             )
             assert upload.status_code == 201, upload.text
+
+
+async def test_stored_types_and_names_reach_headers_only_when_well_formed(
+    client: httpx.AsyncClient, database: Database, app: FastAPI
+) -> None:
+    """Output files get their type and name from the model (a data: URL's type, an upload's path): a
+    malformed type is served as application/octet-stream and control characters never reach a header."""
+    storage = app.state.storage
+    served = []
+    for content_type, name in (
+        ("text/html\r\nSet-Cookie: session=stolen", "page.html"),
+        ("text/plain; charset=utf-8", "a\r\nX-Injected: 1.txt"),
+        ("image/png", "ok.png"),
+    ):
+        file_id = new_object_id()
+        key = file_ops.storage_key(file_ops.OUTPUT, file_id, "f")
+        await storage.put(key, b"bytes")
+        digest = Digest()
+        digest.update(b"bytes")
+        async with database.session() as session:
+            row = await file_ops.add(
+                session,
+                file_id=file_id,
+                kind=file_ops.OUTPUT,
+                account_id=(await accounts.any_admin(session)).id,  # type: ignore[union-attr]
+                name=name,
+                content_type=content_type,
+                digest=digest,
+                storage_key=key,
+            )
+            token = row.access_token
+        response = await client.get(output_url("", file_id, token, name))
+        assert response.status_code == 200, response.text
+        assert not any(c in value for value in response.headers.values() for c in "\r\n\x00")
+        assert "set-cookie" not in response.headers and "x-injected" not in response.headers
+        served.append(response.headers["content-type"])
+    assert served == ["application/octet-stream", "text/plain; charset=utf-8", "image/png"]

@@ -75,9 +75,10 @@ class Resolve:
         principal = await self.principal(token or self.users.alice)
         checked = inputs.validate(schema, payload)
         async with self.database.session() as session:
-            return await resolve_inputs(
+            resolved = await resolve_inputs(
                 session, self.app.state.storage, principal, schema, checked, "http://testserver", self.settings
             )
+            return resolved.value
 
 
 @pytest.fixture

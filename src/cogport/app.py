@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import Depends, FastAPI
 
-from cogport import bootstrap, hardware
+from cogport import bootstrap, hardware, netfetch
 from cogport.api import presenters, problems
 from cogport.api.body_limits import MIB, BodyLimit
 from cogport.api.deps import reject_nul
@@ -42,6 +42,7 @@ from cogport.files.signing import signing_key
 from cogport.files.tokens import UploadTokens
 from cogport.lifecycle.autoscaler import Autoscaler
 from cogport.lifecycle.dispatcher import Dispatcher
+from cogport.lifecycle.files_in import InputFetcher, input_policy
 from cogport.lifecycle.files_out import OutputFiles
 from cogport.lifecycle.hub import Hub
 from cogport.lifecycle.recorder import Recorder
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recorder = Recorder(
             database, writer, transitions, hub, storage, settings, on_finished=lambda: dispatcher.capacity_changed()
         )
+        fetch_client = netfetch.client()
         dispatcher = Dispatcher(
             database,
             writer,
@@ -106,8 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings,
             node=node_name(settings),
             lease=settings.lease_seconds,
+            fetcher=InputFetcher(database, storage, settings, fetch_client, input_policy(settings)),
         )
-        webhook_client = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(10.0, connect=5.0))
+        webhook_client = httpx.AsyncClient(
+            follow_redirects=False, trust_env=False, timeout=httpx.Timeout(10.0, connect=5.0)
+        )
         hooks = settings.webhooks
         webhook_policy = HostPolicy.of(hooks.allow_private_networks, hooks.allowed_hosts, hooks.denied_hosts)
         announcer = WebhookAnnouncer(
@@ -149,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await writer.stop()
             await announcer.close()
             await webhook_client.aclose()
+            await fetch_client.aclose()
             await database.dispose()
 
     app = FastAPI(

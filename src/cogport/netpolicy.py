@@ -10,9 +10,11 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+import httpx
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -22,8 +24,11 @@ _HOST_CHARS = re.compile(r"[a-z0-9.\-_:\[\]]+", re.IGNORECASE)
 def ambiguous(url: str) -> bool:
     """Whether URL parsers may disagree on ``url``'s host (a backslash, user info, %-encoded or other odd
     characters in the host): then what is checked here might not be what a downloader connects to."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return True
     return "\\" in url or "@" in parts.netloc or not _HOST_CHARS.fullmatch(host)
 
 
@@ -117,6 +122,19 @@ class Refusal:
     """True when the check could not be made (the name did not resolve): it may work later."""
 
 
+Resolver = Callable[[str, int], Awaitable[list[Address]]]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A URL the policy lets through, with the addresses checked: connect to one of these, not to what the
+    name resolves to later (see :func:`pinned`)."""
+
+    url: str
+    host: str
+    addresses: tuple[Address, ...]
+
+
 @dataclass(frozen=True)
 class HostPolicy:
     """Whether a URL's host may be reached; see :meth:`check`."""
@@ -126,6 +144,11 @@ class HostPolicy:
     denied: tuple[HostRule, ...] = field(default=())
     settings_prefix: str = "COGPORT_WEBHOOKS"
     """Where its settings live (named in refusals)."""
+    refuse_local: bool = False
+    """Refuse loopback, link-local and unspecified addresses even when private networks are allowed
+    (entries of ``allowed`` still admit them)."""
+    resolver: Resolver = field(default=lambda host, port: resolve(host, port), compare=False)
+    """How names become addresses (:func:`resolve`; tests give a name two answers to show pinning)."""
 
     @classmethod
     def of(
@@ -135,32 +158,43 @@ class HostPolicy:
         denied: Iterable[str] = (),
         *,
         settings_prefix: str = "COGPORT_WEBHOOKS",
+        refuse_local: bool = False,
     ) -> HostPolicy:
         return cls(
             allow_private_networks,
             tuple(HostRule.parse(entry) for entry in allowed),
             tuple(HostRule.parse(entry) for entry in denied),
             settings_prefix,
+            refuse_local,
         )
 
     async def check(self, url: str) -> Refusal | None:
-        """``None`` when ``url`` may be reached, else why not.
+        """``None`` when ``url`` may be reached, else why not (see :meth:`admit`)."""
+        verdict = await self.admit(url)
+        return verdict if isinstance(verdict, Refusal) else None
+
+    async def admit(self, url: str) -> Admitted | Refusal:
+        """The addresses ``url`` may be reached at, or why it may not.
 
         Order: a denied entry refuses; with ``allowed`` set, only a host matching one of its entries
         passes (and such a host may be private); otherwise a host any of whose addresses is not public is
         refused unless private networks are allowed.
         """
-        parts = urlsplit(url)
-        host = (parts.hostname or "").rstrip(".")
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").rstrip(".")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:  # bad brackets, a port out of range
+            return Refusal(f"it is not a valid URL ({exc})")
         if parts.scheme not in ("http", "https") or not host:
             return Refusal("it is not an http(s) URL with a host")
 
         private_refused = not self.allow_private_networks and not self.allowed
-        if private_refused and is_local_host(host):  # localhost names need no resolving to be refused
-            return self._private(host)
+        local_refused = (private_refused or self.refuse_local) and not self.allowed
+        if local_refused and is_local_host(host):  # localhost names need no resolving to be refused
+            return self._private(host) if private_refused else self._local(host)
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            addresses = await resolve(host, port)
+            addresses = await self.resolver(host, port)
         except (OSError, ValueError) as exc:
             return Refusal(f"its host {host!r} does not resolve ({exc})", retry=True)
         if not addresses:
@@ -169,14 +203,38 @@ class HostPolicy:
             return Refusal(f"its host {host!r} is denied ({self.settings_prefix}__DENIED_HOSTS)")
         if self.allowed:
             if any(rule.matches(host, addresses) for rule in self.allowed):
-                return None
+                return Admitted(url, host, tuple(addresses))
             return Refusal(f"its host {host!r} is not in {self.settings_prefix}__ALLOWED_HOSTS")
         if private_refused and any(map(is_private_address, addresses)):
             return self._private(host)
-        return None
+        if local_refused and any(map(is_local_address, addresses)):
+            return self._local(host)
+        return Admitted(url, host, tuple(addresses))
+
+    def _local(self, host: str) -> Refusal:
+        return Refusal(
+            f"its host {host!r} is a loopback or link-local address "
+            f"(admitted only by an entry of {self.settings_prefix}__ALLOWED_HOSTS)"
+        )
 
     def _private(self, host: str) -> Refusal:
         return Refusal(
             f"its host {host!r} is a loopback, link-local or private address "
             f"(allowed with {self.settings_prefix}__ALLOW_PRIVATE_NETWORKS=true)"
         )
+
+
+def pinned(client: httpx.AsyncClient, method: str, admitted: Admitted, **kwargs: object) -> httpx.Request:
+    """A request for ``admitted.url`` that connects to the first address checked, whatever the name
+    resolves to by then (DNS rebinding): the URL carries the address, ``Host`` the name, and for HTTPS the
+    TLS server name (SNI, and the name the certificate is verified against) stays the name."""
+    url = httpx.URL(admitted.url)
+    address = admitted.addresses[0]
+    headers = httpx.Headers(kwargs.pop("headers", None) or {})  # type: ignore[arg-type]
+    headers["Host"] = url.netloc.decode("ascii").rpartition("@")[2]
+    extensions: dict[str, object] = {}
+    if url.scheme == "https":
+        extensions["sni_hostname"] = url.host
+    request = client.build_request(method, url.copy_with(host=str(address)), headers=headers, **kwargs)  # type: ignore[arg-type]
+    request.extensions.update(extensions)
+    return request

@@ -88,11 +88,23 @@ class RuntimeSettings(BaseModel):
 
 
 class InputSettings(BaseModel):
-    """Input URLs a model is handed to fetch."""
+    """Input URLs: cogport fetches them itself (the model gets the bytes, never the URL)."""
 
     allow_private_networks: bool = False
-    """Accept input URLs whose host resolves to a private (or loopback, link-local) address: for installs
-    that fetch inputs from their own network. Loopback names and addresses of this machine stay refused."""
+    """Accept input URLs whose host resolves to a private address: for installs that fetch inputs from
+    their own network. Loopback and link-local names and addresses stay refused (unless ``allowed_hosts``
+    names them)."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """When set, the only hosts input URLs may name: names, ``.domain`` suffixes, addresses or networks
+    (CIDR); an entry admits its hosts even when they are private or loopback (the operator said so)."""
+    denied_hosts: list[str] = Field(default_factory=list)
+    """Input hosts always refused (same forms as ``allowed_hosts``)."""
+    max_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    """The largest body an input URL may have (1 GiB); larger fails the run."""
+    fetch_timeout: float = Field(default=300.0, gt=0)
+    """Seconds one input URL may take, redirects and body included."""
+    max_redirects: int = Field(default=5, ge=0)
+    """Redirects followed per input URL (each checked like the first URL)."""
 
 
 class WebhookSettings(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from fastapi import Request, Response
@@ -9,11 +10,15 @@ from fastapi.responses import StreamingResponse
 
 from cogport.db.tables import StoredFile
 from cogport.errors import FileNotFound
+from cogport.files.media import media_type
 from cogport.storage.base import Storage
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _disposition(name: str) -> str:
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    name = _CONTROL.sub("_", name)
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_").replace("\\", "_")
     return f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
@@ -34,5 +39,6 @@ async def file_response(request: Request, storage: Storage, row: StoredFile, *, 
         raise FileNotFound()
     headers["Content-Length"] = str(row.size)
     if request.method == "HEAD":
-        return Response(headers=headers, media_type=row.content_type)
-    return StreamingResponse(storage.open_chunks(row.storage_key), headers=headers, media_type=row.content_type)
+        return Response(headers=headers, media_type=media_type(row.content_type))
+    chunks = storage.open_chunks(row.storage_key)
+    return StreamingResponse(chunks, headers=headers, media_type=media_type(row.content_type))

@@ -16,10 +16,12 @@ with file inputs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -33,7 +35,7 @@ from cogport.db.writer import GroupWriter
 from cogport.errors import SetupFailed, ValidationFailed
 from cogport.files import urls as file_urls
 from cogport.lifecycle import inputs
-from cogport.lifecycle.files_in import resolve_inputs
+from cogport.lifecycle.files_in import InputFetcher, ModelInput, resolve_inputs
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.status import Status, Transitions
 from cogport.ops import predictions as prediction_ops
@@ -63,6 +65,15 @@ PREFETCH = 2
 RESTART_ERROR = "The prediction was interrupted because the server running it stopped; please run it again."
 
 
+class _Fetch:
+    """A run whose input URLs are being fetched."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.end: Status | None = None
+        """How it ends when its task is canceled: ``canceled`` or ``aborted`` (None: the server stops)."""
+
+
 class Dispatcher(Service):
     name = "dispatcher"
     interval = 1.0
@@ -79,8 +90,11 @@ class Dispatcher(Service):
         *,
         node: str,
         lease: float,
+        fetcher: InputFetcher | None = None,
     ) -> None:
         super().__init__()
+        self.fetcher = fetcher
+        """Fetches input URLs before a run starts (none: they reach the model as they are; tests only)."""
         self.database = database
         self.writer = writer
         self.transitions = transitions
@@ -102,6 +116,8 @@ class Dispatcher(Service):
         self._waiting: dict[QueueKey, deque[Prediction]] = {}
         self._handing_over: set[str] = set()
         """Claimed by this process and not yet in ``backend.running()``."""
+        self._fetching: dict[str, _Fetch] = {}
+        """Claimed runs whose input URLs are being fetched (then submitted)."""
 
     async def run_once(self) -> bool:
         now = time.monotonic()
@@ -232,10 +248,20 @@ class Dispatcher(Service):
         written: bool = True,
     ) -> None:
         self.recorder.hold(prediction, written=written)
-        try:
+        async with self._ending_on_failure(prediction):
             if model_input is None:
-                model_input = await self._model_input(prediction)
+                resolved = await self._model_input(prediction)
+                if resolved.to_fetch and self.fetcher is not None:
+                    self._fetch_then_submit(prediction, spec)
+                    return
+                model_input = resolved.value
             await self.backend.submit(Job(prediction_id=prediction.id, spec=spec, input=model_input), self.recorder)
+
+    @contextlib.asynccontextmanager
+    async def _ending_on_failure(self, prediction: Prediction) -> AsyncIterator[None]:
+        """A run that cannot be handed to the backend ends ``failed``, with the reason."""
+        try:
+            yield
         except ValidationFailed as exc:
             await self.recorder.not_started(prediction, f"Invalid input: {exc.detail.strip()}")
         except SetupFailed as exc:
@@ -244,15 +270,58 @@ class Dispatcher(Service):
             log.exception("submitting %s failed", prediction.id)
             await self.recorder.not_started(prediction, f"The model could not be started: {exc}")
 
-    async def _model_input(self, prediction: Prediction) -> dict[str, Any]:
+    def _fetch_then_submit(self, prediction: Prediction, spec: VersionSpec) -> None:
+        """Fetch the run's input URLs in a task of its own (a slow URL holds up nothing else), then submit.
+        Canceled or past its deadline while fetching: it ends so, without starting."""
+        fetch = _Fetch()
+        self._fetching[prediction.id] = fetch
+
+        async def run() -> None:
+            try:
+                async with self._ending_on_failure(prediction):
+                    resolved = await self._model_input(prediction, fetch=True)
+                    job = Job(prediction_id=prediction.id, spec=spec, input=resolved.value)
+                    self._handing_over.add(prediction.id)
+                    del self._fetching[prediction.id]  # from here on, a cancel goes to the backend
+                    await self.backend.submit(job, self.recorder)
+            except asyncio.CancelledError:
+                if fetch.end is None:  # the server stops: the claim lapses and the run is queued again
+                    raise
+                await self.recorder.not_started(prediction, None, status=fetch.end)
+            finally:
+                self._fetching.pop(prediction.id, None)
+                self._handing_over.discard(prediction.id)
+
+        fetch.task = asyncio.create_task(run(), name=f"cogport-fetch-{prediction.id}")
+
+    def stop_fetching(self, prediction_id: str, end: Status) -> bool:
+        """Stop fetching the inputs of ``prediction_id``, which then ends ``end``; False when it is not."""
+        fetch = self._fetching.get(prediction_id)
+        if fetch is None or fetch.task is None:
+            return False
+        fetch.end = end
+        fetch.task.cancel()
+        return True
+
+    async def stop(self) -> None:
+        await super().stop()
+        tasks = [fetch.task for fetch in self._fetching.values() if fetch.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _model_input(self, prediction: Prediction, *, fetch: bool = False) -> ModelInput:
         """The input as the model gets it: this server's own file URLs resolved (at dispatch time, so
-        signed URLs are fresh however long the prediction waited). It was validated at create time."""
+        signed URLs are fresh however long the prediction waited), other URLs fetched when ``fetch`` (else
+        counted in ``to_fetch``). It was validated at create time."""
         name = "TrainingInput" if prediction.kind == "training" else "Input"
         version = self._versions.get(prediction.version_pk)
         schema = (version.openapi_schema if version else None) or {}
         checked = inputs.stored(schema, prediction.input, component_name=name)
         if not checked.file_fields and inputs.component(schema, name) is not None:
-            return checked.value
+            return ModelInput(checked.value)
         async with self.database.session() as session:
             if version is None:
                 version = await session.get(Version, prediction.version_pk)
@@ -270,6 +339,8 @@ class Dispatcher(Service):
                 checked,
                 file_urls.public_base_url(self.settings),
                 self.settings,
+                fetcher=self.fetcher if fetch else None,
+                prediction_id=prediction.id,
             )
 
     async def hardware_of(self, session: AsyncSession, version: Version, deployment: str) -> str:
@@ -326,11 +397,11 @@ class Dispatcher(Service):
             overdue = await prediction_ops.past_deadline(session)
             cancels = await prediction_ops.cancel_requests(session, self.node)
         # Read after the rows: a claim committed before that read is handed over or running by now.
-        running = self.backend.running() | self._handing_over
+        running = self.backend.running() | self._handing_over | self._fetching.keys()
         await self.writer.run(lambda tx: prediction_ops.renew_leases(tx, self.node, running, self.lease))
         lost = [p for p in candidates if p.claimed_by != self.node or p.id not in running]
         for prediction_id in cancels:
-            if prediction_id in running:
+            if not self.stop_fetching(prediction_id, Status.CANCELED) and prediction_id in running:
                 await self.backend.cancel(prediction_id)
         for prediction in lost:
             if prediction.status == Status.STARTING:
@@ -347,6 +418,8 @@ class Dispatcher(Service):
             self.wake()
 
     async def _deadline(self, prediction: Prediction) -> None:
+        if self.stop_fetching(prediction.id, Status.ABORTED):
+            return
         if prediction.id in self.backend.running():
             await self.backend.cancel(prediction.id)
         elif prediction.status == Status.STARTING and prediction.claimed_by in (None, self.node):

@@ -1,39 +1,153 @@
 """File inputs: what a model receives for each file-typed input.
 
-File inputs take ``http(s)://`` and ``data:`` URLs. Those are passed on unchanged (coglet fetches them),
-except URLs of this server itself, which are resolved here, without a network round trip:
+File inputs take ``http(s)://`` and ``data:`` URLs. ``data:`` URLs pass on unchanged. URLs of this server
+itself are resolved here, without a network round trip:
 
 * an upload's ``urls.get`` (``{base}/v1/files/{id}``, what the official clients put into inputs): only the
   caller's own uploads; anyone else's is 422, exactly like a missing one (nothing leaks);
 * an output capability URL (``{base}/v1/files/outputs/{id}/{token}/{name}``, to chain predictions).
 
-A resolved file reaches the model as a ``data:`` URL when it is small (``files_inline_max_bytes``), else
-as a signed download URL on this server's internal (loopback) address, valid ``files_input_url_ttl``
-seconds. Other URLs that point at this machine's loopback or link-local addresses are refused, so an input
-cannot make the model fetch from services on the host.
+Any other URL is checked against the input policy (``COGPORT_INPUTS__*``: loopback, link-local and private
+addresses refused, every spelling) when the run is created, and fetched by cogport itself when it starts
+(:class:`InputFetcher`, through :mod:`cogport.netfetch`: pinned to the address checked, redirects checked
+again, bounded size and time). The model never gets the URL, only the bytes, so its downloader cannot be
+sent anywhere. A fetch that fails fails the run with the reason.
+
+A file reaches the model as a ``data:`` URL when it is small (``files_inline_max_bytes``), else as a signed
+download URL on this server's internal (loopback) address, valid ``files_input_url_ttl`` seconds.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cogport.db.tables import StoredFile
+from cogport import netfetch
+from cogport.db.engine import Database
+from cogport.db.tables import StoredFile, utcnow
 from cogport.errors import FileNotFound, ValidationFailed
+from cogport.files import media
 from cogport.files.signing import download_query, signing_key
+from cogport.files.streams import Digest
 from cogport.files.urls import download_url, internal_base_url, known_bases, output_url, own_file_id, own_output
+from cogport.identifiers import new_object_id
 from cogport.lifecycle.inputs import FILE_SCHEMES, CheckedInput, component
-from cogport.netpolicy import HostPolicy, ambiguous, is_local_host
+from cogport.netpolicy import HostPolicy, ambiguous
 from cogport.ops import files as file_ops
 from cogport.ops.principals import Principal
 from cogport.settings import Settings
 from cogport.storage.base import Storage
 
 Problem = tuple[str, str, str]
+
+
+def input_policy(settings: Settings) -> HostPolicy:
+    """The policy input URLs are checked (and fetched) under."""
+    inputs = settings.inputs
+    return HostPolicy.of(
+        inputs.allow_private_networks,
+        inputs.allowed_hosts,
+        inputs.denied_hosts,
+        settings_prefix="COGPORT_INPUTS",
+        refuse_local=True,
+    )
+
+
+@dataclass
+class ModelInput:
+    value: dict[str, Any]
+    """The input for the model."""
+    to_fetch: int = 0
+    """URLs left as they are because no fetcher was given (checked only): fetch before running."""
+
+
+class InputFetcher:
+    """Fetches input URLs (see the module docstring) for the account of the run that names them."""
+
+    def __init__(
+        self, database: Database, storage: Storage, settings: Settings, http: httpx.AsyncClient, policy: HostPolicy
+    ) -> None:
+        self.database = database
+        self.storage = storage
+        self.settings = settings
+        self.http = http
+        self.policy = policy
+        self.limits = netfetch.FetchLimits(
+            max_bytes=settings.inputs.max_bytes,
+            timeout=settings.inputs.fetch_timeout,
+            max_redirects=settings.inputs.max_redirects,
+        )
+
+    async def deliver(self, url: str, principal: Principal, prediction_id: str | None) -> str:
+        """What the model gets for ``url``: a ``data:`` URL or a signed internal URL of the fetched bytes.
+        Raises :class:`~cogport.netfetch.FetchFailed`."""
+        inline_max = self.settings.files_inline_max_bytes
+        async with netfetch.fetch(self.http, self.policy, url, self.limits) as fetched:
+            media_type = media.media_type(fetched.content_type.split(";")[0])
+            head: list[bytes] = []
+            size = 0
+            chunks = fetched.chunks
+            async for chunk in chunks:
+                head.append(chunk)
+                size += len(chunk)
+                if size > inline_max:
+                    break
+            else:
+                return f"data:{media_type};base64,{base64.b64encode(b''.join(head)).decode()}"
+            row = await self._store(fetched, media_type, _chain(head, chunks), principal, prediction_id)
+        query = download_query(
+            signing_key(self.settings), principal.account.username, row.id, self.settings.files_input_url_ttl
+        )
+        return download_url(internal_base_url(self.settings), row.id, query, name=row.name)
+
+    async def _store(
+        self,
+        fetched: netfetch.Fetched,
+        media_type: str,
+        chunks: AsyncIterator[bytes],
+        principal: Principal,
+        prediction_id: str | None,
+    ) -> StoredFile:
+        file_id = new_object_id()
+        key = file_ops.storage_key(file_ops.FETCHED, file_id)
+        digest = Digest()
+
+        async def counted() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                digest.update(chunk)
+                yield chunk
+
+        try:
+            await self.storage.put_stream(key, counted())
+            async with self.database.session() as session:
+                return await file_ops.add(
+                    session,
+                    file_id=file_id,
+                    kind=file_ops.FETCHED,
+                    account_id=principal.id,
+                    name=fetched.name[:200],
+                    content_type=media_type[:255],
+                    digest=digest,
+                    storage_key=key,
+                    expires_at=utcnow() + timedelta(seconds=self.settings.files_input_url_ttl),
+                    prediction_id=prediction_id,
+                )
+        except BaseException:
+            await file_ops.remove_bytes(self.storage, file_id, key)
+            raise
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 async def resolve_inputs(
@@ -44,7 +158,10 @@ async def resolve_inputs(
     checked_input: CheckedInput,
     base_url: str,
     settings: Settings,
-) -> dict[str, Any]:
+    *,
+    fetcher: InputFetcher | None = None,
+    prediction_id: str | None = None,
+) -> ModelInput:
     """The input to hand to the model, from a validated input (:func:`cogport.lifecycle.inputs.validate`).
 
     ``schema`` is the version's OpenAPI schema and ``base_url`` the public base URL of the request (both
@@ -53,9 +170,12 @@ async def resolve_inputs(
     ``Input`` schema, every top-level string (or list of strings) that is one of this server's file URLs
     is. Everything else is returned as it is. Raises :class:`~cogport.errors.ValidationFailed` (422, one
     ``invalid_fields`` entry per bad file) for someone else's or a missing file, a local path, another
-    scheme, or a loopback URL. Call it inside the create-prediction transaction, after ``validate``.
+    scheme, or a URL the input policy refuses. Other URLs are fetched with ``fetcher`` (for
+    ``prediction_id``; a fetch that fails is a 422 too), or, without one, checked and counted in
+    ``to_fetch``.
     """
-    resolver = _Resolver(session, storage, principal, settings, known_bases(settings, base_url))
+    resolver = _Resolver(session, storage, principal, settings, known_bases(settings, base_url), fetcher)
+    resolver.prediction_id = prediction_id
     value = dict(checked_input.value)
     if component(schema, "Input") is not None:
         names = list(checked_input.file_fields)
@@ -71,20 +191,29 @@ async def resolve_inputs(
             value[name] = await resolver.resolve(name, item, only_own)
     if resolver.problems:
         raise ValidationFailed(resolver.problems)
-    return value
+    return ModelInput(value, resolver.to_fetch)
 
 
 class _Resolver:
     def __init__(
-        self, session: AsyncSession, storage: Storage, principal: Principal, settings: Settings, bases: list[str]
+        self,
+        session: AsyncSession,
+        storage: Storage,
+        principal: Principal,
+        settings: Settings,
+        bases: list[str],
+        fetcher: InputFetcher | None,
     ) -> None:
         self.session = session
         self.storage = storage
         self.principal = principal
         self.settings = settings
         self.bases = bases
+        self.fetcher = fetcher
+        self.prediction_id: str | None = None
+        self.to_fetch = 0
         self.problems: list[Problem] = []
-        self.policy = HostPolicy.of(settings.inputs.allow_private_networks, settings_prefix="COGPORT_INPUTS")
+        self.policy = fetcher.policy if fetcher is not None else input_policy(settings)
 
     def fail(self, kind: str, name: str, description: str) -> Any:
         self.problems.append((kind, f"input.{name}", description))
@@ -103,15 +232,20 @@ class _Resolver:
             return value
         if not value.startswith(FILE_SCHEMES):
             return self.fail("format", name, f"{name} must be an http(s) or data URL")
-        if value.startswith(("http://", "https://")):
-            if is_local_host(urlsplit(value).hostname):
-                return self.fail("format", name, f"{name} must not point at this machine's local addresses")
-            if ambiguous(value):
-                problem = "the URL's host part is ambiguous (user info, a backslash or encoded characters)"
-                return self.fail("format", name, f"{name}: {problem}")
-            refusal = await self.policy.check(value)
-            if refusal is not None and not refusal.retry:  # a name that does not resolve fails the model's fetch
-                return self.fail("format", name, f"{name} is refused: {refusal.reason}")
+        if not value.startswith(("http://", "https://")):
+            return value  # data:
+        if self.fetcher is not None:
+            try:
+                return await self.fetcher.deliver(value, self.principal, self.prediction_id)
+            except netfetch.FetchFailed as exc:
+                return self.fail("format", name, f"{name} could not be fetched: {exc}")
+        if ambiguous(value):
+            problem = "the URL's host part is ambiguous (user info, a backslash or encoded characters)"
+            return self.fail("format", name, f"{name}: {problem}")
+        refusal = await self.policy.check(value)
+        if refusal is not None and not refusal.retry:  # a name that does not resolve fails when fetched
+            return self.fail("format", name, f"{name} is refused: {refusal.reason}")
+        self.to_fetch += 1
         return value
 
     async def _upload(self, name: str, file_id: str) -> Any:

@@ -103,15 +103,16 @@ class Recorder:
         if live is not None and live.start_timer is not None:
             live.start_timer.cancel()
 
-    async def not_started(self, row: Prediction, error: str) -> None:
-        """End a job the backend refused (``failed`` with ``error``), written or not."""
+    async def not_started(self, row: Prediction, error: str | None, *, status: Status = Status.FAILED) -> None:
+        """End a job that never reached the backend or that it refused (``failed`` with ``error``, or
+        ``status``: canceled or aborted before it started), written or not."""
         live = self._live.pop(row.id, None)
         if live is not None and live.start_timer is not None:
             live.start_timer.cancel()
         if live is not None and live.task is not None:
             await asyncio.shield(live.task)
         insert = live is not None and not live.written
-        await self.writer.run(lambda tx: self._move(tx, row, Status.FAILED, insert=insert, error=error))
+        await self.writer.run(lambda tx: self._move(tx, row, status, insert=insert, error=error))
 
     def _entry(self, job: Job) -> _Live | None:
         live = self._live.get(job.prediction_id)

@@ -240,14 +240,20 @@ class Runs:
                 hardware = await self.dispatcher.deployment_hardware(session, request.deployment)
             schema = version.openapi_schema or {}
             checked = inputs.validate(schema, request.input, component_name="TrainingInput" if training else "Input")
-            # Checks the caller may use every file it names; the sync fast path hands this to the model.
-            model_input = await resolve_inputs(session, self.storage, principal, schema, checked, base_url, settings)
+            # Checks the caller may use every file it names; the sync fast path hands this to the model
+            # unless input URLs are left to fetch (the dispatcher fetches them, off the request).
+            resolved = await resolve_inputs(session, self.storage, principal, schema, checked, base_url, settings)
+            model_input = resolved.value
         streamable = not training and cog.can_stream(schema)
         if request.stream and not streamable:
             raise Unprocessable("Streaming not supported for the output type of the requested version.")
         kind = "training" if training else "prediction"
         hardware = hardware or model.hardware or "cpu"
-        fast = wait is not None and self.dispatcher.can_start_now(version, kind, hardware, request.deployment or "")
+        fast = (
+            not resolved.to_fetch
+            and wait is not None
+            and self.dispatcher.can_start_now(version, kind, hardware, request.deployment or "")
+        )
         row = prediction_ops.new(
             principal,
             model=model,
@@ -335,6 +341,8 @@ class Runs:
             return prediction
         if prediction.id in self.backend.running():
             await self.backend.cancel(prediction.id)
+            return await self.wait(prediction.id, wait)
+        if self.dispatcher.stop_fetching(prediction.id, Status.CANCELED):  # its input URLs, here
             return await self.wait(prediction.id, wait)
 
         def cancel_queued(tx: Tx) -> tuple[Prediction, bool]:

@@ -31,6 +31,9 @@ from cogport.storage.base import Storage
 
 UPLOAD = "upload"
 OUTPUT = "output"
+FETCHED = "input"
+"""The bytes of an input URL cogport fetched for a run (:mod:`cogport.lifecycle.files_in`): not listed,
+reachable by signed URL only, removed when they expire or with their run."""
 ORPHAN_GRACE = timedelta(hours=24)
 """How long an output file may stay unlinked (its prediction still running) before it is removed."""
 
@@ -94,7 +97,7 @@ async def upload_with_owner(session: AsyncSession, file_id: str) -> tuple[Stored
     result = await session.execute(
         select(StoredFile, Account)
         .join(Account, Account.id == StoredFile.account_id)
-        .where(StoredFile.id == file_id, StoredFile.kind == UPLOAD)
+        .where(StoredFile.id == file_id, StoredFile.kind.in_((UPLOAD, FETCHED)))
     )
     row = result.one_or_none()
     return None if row is None else (row[0], row[1])
@@ -212,7 +215,10 @@ async def expired(session: AsyncSession, now: datetime, limit: int = 100) -> lis
         select(StoredFile)
         .where(
             StoredFile.expires_at < now,
-            or_(StoredFile.kind == UPLOAD, and_(StoredFile.kind == OUTPUT, StoredFile.prediction_id.is_(None))),
+            or_(
+                StoredFile.kind.in_((UPLOAD, FETCHED)),
+                and_(StoredFile.kind == OUTPUT, StoredFile.prediction_id.is_(None)),
+            ),
         )
         .limit(limit)
     )

@@ -24,6 +24,8 @@ class Action(BaseModel):
     def _storable(cls, value: Any) -> Any:
         """Text that cannot be stored (NUL, lone surrogates: see :mod:`cogport.storable`): say so now
         instead of failing later."""
+        if isinstance(value, dict):
+            return value  # inputs: checked with the path of each problem (lifecycle.inputs)
         for _where, reason in storable.problems(value, ""):
             raise ValueError(reason)
         return value

@@ -27,7 +27,7 @@ from cogport.db.engine import Database
 from cogport.db.tables import Account, Prediction, WebhookDelivery, utcnow
 from cogport.db.writer import Tx
 from cogport.lifecycle.status import Announcement, Status
-from cogport.netpolicy import HostPolicy
+from cogport.netpolicy import HostPolicy, Refusal, pinned
 from cogport.ops import webhooks as delivery_ops
 from cogport.services.base import Service
 from cogport.settings import WebhookSettings
@@ -61,13 +61,15 @@ async def post(
 ) -> Failure | None:
     """One attempt; returns None on a 2xx, else what went wrong.
 
-    The target is checked against the policy again here (it was at create time): DNS may have changed.
+    The target is checked against the policy again here (it was at create time): DNS may have changed. The
+    connection goes to the address just checked (:func:`~cogport.netpolicy.pinned`), not to a second answer.
     """
-    refusal = await policy.check(url)
-    if refusal is not None:
-        return Failure(f"the webhook URL is refused: {refusal.reason}", retry=refusal.retry)
+    verdict = await policy.admit(url)
+    if isinstance(verdict, Refusal):
+        return Failure(f"the webhook URL is refused: {verdict.reason}", retry=verdict.retry)
     try:
-        response = await client.post(url, content=body, headers=signing.headers(secret, message_id, body))
+        request = pinned(client, "POST", verdict, content=body, headers=signing.headers(secret, message_id, body))
+        response = await client.send(request)
     except httpx.HTTPError as exc:
         return Failure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, retry=True)
     if 200 <= response.status_code < 300:
