@@ -27,6 +27,10 @@ from cogport.settings import RuntimeSettings, Settings, WebhookSettings
 from tests.support import accounts as account_support
 from tests.support.webhooks import Receiver
 
+# Ray turns 127.0.0.1 in a cluster address into the machine's outward address unless "clusters" are off
+# (a flag Ray reads once, at import): with it, a driver here reaches the test clusters over loopback, where
+# they listen (tests/test_cluster_ray.py).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ADMIN_TOKEN = "r8_admintoken0000000000000000000000000000"
 PG_URL = os.environ.get("COGPORT_TEST_DATABASE_URL", "")
 

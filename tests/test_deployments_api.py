@@ -115,7 +115,7 @@ async def test_invalid_bodies(client: httpx.AsyncClient, database: Database, use
 async def test_known_hardware_is_accepted(
     client: httpx.AsyncClient, app: FastAPI, database: Database, users: Users
 ) -> None:
-    app.state.hardware = [*app.state.hardware, HardwareSku(sku="gpu-t4", name="Nvidia T4 GPU")]
+    app.state.backend.settings.hardware.append(HardwareSku(sku="gpu-t4", name="Nvidia T4 GPU"))  # an operator addition
     (v1,) = await _model_with_versions(client, database, users.alice, "alice/m", 1)
     created = await _create(client, users.alice, _body("alice/m", v1, hardware="gpu-t4"))
     assert created["current_release"]["configuration"]["hardware"] == "gpu-t4"

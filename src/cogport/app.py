@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import Depends, FastAPI
 
-from cogport import bootstrap, hardware, netfetch
+from cogport import bootstrap, netfetch
 from cogport.api import presenters, problems
 from cogport.api.body_limits import MIB, BodyLimit
 from cogport.api.deps import reject_nul
@@ -34,6 +34,7 @@ from cogport.api.routes import (
 )
 from cogport.api.routes import builds as build_routes
 from cogport.api.routes import hardware as hardware_routes
+from cogport.backends.base import Backend
 from cogport.backends.local import LocalBackend
 from cogport.db.engine import Database
 from cogport.db.writer import GroupWriter
@@ -87,13 +88,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = Hub()
         writer = GroupWriter(database)
         transitions = Transitions()
-        backend = LocalBackend(
-            settings,
-            upload_url=file_urls.upload_url(settings, upload_tokens.issue("local")),
-            file_sink=OutputFiles(database, storage, settings),
-            on_capacity=lambda: dispatcher.capacity_changed(),
-            node=socket.gethostname(),
-        )
+        backend: Backend
+        if settings.backend == "ray":
+            from cogport.backends.raycluster import RayBackend  # needs the cluster extra
+
+            backend = RayBackend(
+                settings,
+                file_sink=OutputFiles(database, storage, settings),
+                on_capacity=lambda: dispatcher.capacity_changed(),
+            )
+        else:
+            backend = LocalBackend(
+                settings,
+                upload_url=file_urls.upload_url(settings, upload_tokens.issue("local")),
+                file_sink=OutputFiles(database, storage, settings),
+                on_capacity=lambda: dispatcher.capacity_changed(),
+                node=socket.gethostname(),
+            )
         recorder = Recorder(
             database, writer, transitions, hub, storage, settings, on_finished=lambda: dispatcher.capacity_changed()
         )
@@ -142,7 +153,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.recorder = recorder
         app.state.runs = Runs(database, writer, transitions, hub, dispatcher, backend, storage, settings)
         app.state.services = services
-        app.state.hardware = hardware.available(settings)
         await writer.start()
         await backend.start()
         services.start()

@@ -124,6 +124,19 @@ class WebhookSettings(BaseModel):
     """Webhook hosts always refused (same forms as ``allowed_hosts``)."""
 
 
+class RaySettings(BaseModel):
+    """The Ray backend (``COGPORT_BACKEND=ray``, docs/cluster.md): an existing Ray cluster runs the models."""
+
+    address: str = ""
+    """The cluster to join (``host:port`` of its head, as ``ray start --address`` takes it); required."""
+    namespace: str = "cogport"
+    """The Ray namespace of cogport's node supervisors (detached actors named ``cogport-node-<node id>``)."""
+    node_dir: Path | None = None
+    """Where a node supervisor keeps its instances' files, on its node. Unset: ``<temp dir>/cogport-node``."""
+    refresh_interval: float = Field(default=0.5, gt=0)
+    """Seconds between two reads of every node's state (capacity, instances, hardware)."""
+
+
 class DeploymentSettings(BaseModel):
     """Replicate's deployments (issue 10)."""
 
@@ -186,6 +199,10 @@ class Settings(BaseSettings):
     data_retention_hours: float | None = None
     """Remove inputs, outputs, logs and output files of predictions finished this long ago
     (``data_removed: true``). Unset or 0: keep them (Replicate itself uses 1 hour for API predictions)."""
+    backend: Literal["local", "ray"] = "local"
+    """Where models run: ``local`` (coglet processes on this machine) or ``ray`` (the nodes of a Ray
+    cluster, ``COGPORT_RAY__*``; needs ``pip install 'cogport[cluster]'``)."""
+    ray: RaySettings = Field(default_factory=RaySettings)
     build: BuildSettings = Field(default_factory=BuildSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from cogport.settings import HardwareSku
+
 Mode = Literal["predict", "train"]
 
 
@@ -130,6 +132,9 @@ class Backend(Protocol):
 
     def instances(self) -> list[InstanceView]:
         """What runs now: one entry per instance (starting, idle, busy or stopping)."""
+
+    def hardware(self) -> list[HardwareSku]:
+        """The SKUs runs can ask for (``/v1/hardware``): ``cpu`` and what the GPUs can hold."""
 
 
 @dataclass(frozen=True)

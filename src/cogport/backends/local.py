@@ -33,7 +33,7 @@ from collections.abc import Callable
 from cogport import hardware
 from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.runtime.pool import InstanceInfo, Pool
-from cogport.settings import Settings
+from cogport.settings import HardwareSku, Settings
 
 
 class LocalBackend:
@@ -60,12 +60,13 @@ class LocalBackend:
         self.settings = settings
         self.node = node
         """This machine's name in the instances endpoints."""
+        self.gpus = hardware.inventory(settings)
         self.pool = Pool(
             settings.runtime,
             upload_url=upload_url,
             file_sink=file_sink,
             on_capacity=on_capacity,
-            gpus=hardware.inventory(settings),
+            gpus=self.gpus,
         )
 
     async def start(self) -> None:
@@ -120,3 +121,7 @@ class LocalBackend:
     def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
         """See :meth:`cogport.runtime.pool.Pool.ensure`."""
         self.pool.ensure(spec, minimum, maximum)
+
+    def hardware(self) -> list[HardwareSku]:
+        """``cpu``, the SKUs this machine's GPUs can hold, and the operator's additions."""
+        return hardware.available(self.settings, self.gpus)

@@ -130,9 +130,9 @@ class Instance:
         self._exit: asyncio.Future[int] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
-        output = _output_schema(spec)
+        output = output_schema(spec)
         self._iterator_output = output.get("x-cog-array-type") == "iterator"
-        self._file_sink = options.file_sink if _is_file_list(output) else None
+        self._file_sink = options.file_sink if file_list_output(output) else None
         self._endpoint = "predictions" if spec.mode == "predict" else "trainings"
         self._api = CogletApi(client, self.url, self._endpoint, self._conflict_is_fatal)
 
@@ -491,7 +491,7 @@ class Instance:
         return f"{message}.\nLast log lines:\n{tail}" if tail else f"{message}."
 
 
-def _output_schema(spec: VersionSpec) -> dict[str, Any]:
+def output_schema(spec: VersionSpec) -> dict[str, Any]:
     """The schema of the output (``{}`` when unknown), from the file coglet reads."""
     try:
         schema = json.loads((Path(spec.source_path) / ".cog" / "openapi_schema.json").read_text())
@@ -501,7 +501,7 @@ def _output_schema(spec: VersionSpec) -> dict[str, Any]:
     return output if isinstance(output, dict) else {}
 
 
-def _is_file_list(output: dict[str, Any]) -> bool:
+def file_list_output(output: dict[str, Any]) -> bool:
     """A ``list[Path]`` or ``Iterator[Path]`` output: an array of ``format: uri`` strings."""
     items = output.get("items")
     return output.get("type") == "array" and isinstance(items, dict) and items.get("format") == "uri"

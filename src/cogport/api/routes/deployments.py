@@ -27,7 +27,7 @@ router = APIRouter(tags=["deployments"], dependencies=[NoNul])
 
 
 def _known_hardware(request: Request) -> set[str]:
-    return {s.sku for s in request.app.state.hardware}
+    return {s.sku for s in request.app.state.backend.hardware()}
 
 
 async def _present(session: AsyncSession, deployment: Deployment) -> DeploymentOut:

@@ -10,4 +10,4 @@ router = APIRouter(tags=["hardware"])
 
 @router.get("/v1/hardware")
 async def list_hardware(request: Request, _principal: CurrentPrincipal) -> list[Hardware]:
-    return [Hardware(sku=s.sku, name=s.name) for s in request.app.state.hardware]
+    return [Hardware(sku=s.sku, name=s.name) for s in request.app.state.backend.hardware()]

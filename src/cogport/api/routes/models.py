@@ -52,7 +52,7 @@ async def create_model(
     body: ModelCreate, request: Request, session: SessionDep, principal: CurrentPrincipal, base_url: BaseUrl
 ) -> ModelOut:
     fields = body.model_dump(exclude={"owner", "name", "visibility", "hardware"})
-    known = {s.sku for s in request.app.state.hardware}
+    known = {s.sku for s in request.app.state.backend.hardware()}
     model, owner = await ops.create(
         session,
         principal,

@@ -1,0 +1,142 @@
+"""The node supervisor: one per Ray node, a detached actor pinned to it (see docs/cluster.md).
+
+It runs the local backend on its node: the same pool, placement on the node's own GPUs (its ``nvidia-smi``,
+or ``COGPORT_GPUS`` in the node's environment), sandbox and autoscaling as a single machine. API processes
+(:class:`cogport.backends.raycluster.RayBackend`) ask it for its state, hand it jobs and follow each job's
+events through a streaming generator. Every API process shares it: it holds no per-process state.
+
+Nothing here imports Ray: the class becomes an actor in :mod:`cogport.backends.raycluster`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cogport import hardware
+from cogport.backends.base import Capacity, InstanceView, Job, VersionSpec
+from cogport.backends.local import LocalBackend
+from cogport.errors import CogportError
+from cogport.settings import HardwareSku, RuntimeSettings, Settings
+
+log = logging.getLogger(__name__)
+
+Event = tuple[Any, ...]
+"""``("started",)``, ``("logs", text)``, ``("output", output)``, ``("refused", message)`` or
+``("finished", status, output, error, logs, metrics)``: what a job's generator yields, in order."""
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What a supervisor reports: its node, the SKUs it can run, and capacity for the specs asked about."""
+
+    node_id: str
+    name: str
+    skus: list[HardwareSku]
+    capacities: dict[str, Capacity] = field(default_factory=dict)
+    instances: list[InstanceView] = field(default_factory=list)
+    running: int = 0
+
+
+class _Queued:
+    """The job events of one job, queued for its generator."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def started(self, job: Job) -> None:
+        self.queue.put_nowait(("started",))
+
+    async def logs(self, job: Job, text: str) -> None:
+        self.queue.put_nowait(("logs", text))
+
+    async def output(self, job: Job, output: Any) -> None:
+        self.queue.put_nowait(("output", output))
+
+    async def finished(
+        self,
+        job: Job,
+        status: Literal["succeeded", "failed", "canceled"],
+        *,
+        output: Any,
+        error: str | None,
+        logs: str | None,
+        metrics: dict[str, Any],
+    ) -> None:
+        self.queue.put_nowait(("finished", status, output, error, logs, metrics))
+
+
+def node_settings(node_id: str, runtime: dict[str, Any]) -> Settings:
+    """The settings a supervisor runs with: the node's own environment (its GPUs: ``COGPORT_GPUS``,
+    ``COGPORT_RAY__NODE_DIR``), the runtime section of the API process that created it."""
+    settings = Settings()
+    root = settings.ray.node_dir or Path(tempfile.gettempdir()) / "cogport-node"
+    settings.data_dir = root / node_id[:16]
+    settings.runtime = RuntimeSettings.model_validate(runtime)
+    return settings
+
+
+class NodeSupervisor:
+    """See the module docstring. Methods are coroutines: the actor is an async actor."""
+
+    def __init__(self, node_id: str, runtime: dict[str, Any]) -> None:
+        self.node_id = node_id
+        self.settings = node_settings(node_id, runtime)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.name = f"{socket.gethostname()}/{node_id[:8]}"
+        self.gpus = hardware.inventory(self.settings)
+        self.backend = LocalBackend(self.settings, node=self.name)
+        self._started: asyncio.Task[None] | None = None
+
+    async def _ready(self) -> LocalBackend:
+        if self._started is None:
+            self._started = asyncio.ensure_future(self.backend.start())
+        await asyncio.shield(self._started)
+        return self.backend
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    async def state(self, specs: list[VersionSpec]) -> NodeState:
+        backend = await self._ready()
+        return NodeState(
+            node_id=self.node_id,
+            name=self.name,
+            skus=hardware.available(self.settings, self.gpus),
+            capacities={spec.key: backend.capacity(spec) for spec in specs},
+            instances=backend.instances(),
+            running=len(backend.running()),
+        )
+
+    async def run(self, job: Job) -> AsyncIterator[Event]:
+        """Run ``job`` here; yields its events (see :data:`Event`) until it has finished."""
+        backend = await self._ready()
+        events = _Queued()
+        try:
+            await backend.submit(job, events)
+        except CogportError as exc:
+            yield ("refused", exc.detail)
+            return
+        while True:
+            event = await events.queue.get()
+            yield event
+            if event[0] == "finished":
+                return
+
+    async def cancel(self, prediction_id: str) -> bool:
+        return await (await self._ready()).cancel(prediction_id)
+
+    async def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
+        (await self._ready()).ensure(spec, minimum, maximum)
+
+    async def shutdown(self) -> None:
+        """Stop every instance on this node (before the actor is killed: its coglet processes go too)."""
+        if self._started is not None:
+            await self.backend.stop()
