@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bootstrap.announce_admin_token(token, settings.admin_username)
         storage = LocalStorage(settings.data_dir / "files")
         services = Services()
-        services.add(Builder(database, settings))
+        services.add(Builder(database, settings, storage))
         if settings.register_examples:
             services.add(ExampleRegistrar(database, settings, on_queued=lambda: services.wake("builder")))
         services.add(RetentionService(database, storage, settings))

@@ -46,6 +46,10 @@ class VersionSpec:
     """The SKU its instances run on: ``cpu`` (no GPU visible) or ``gpu-<type>[-Nx]`` (N GPUs of their own)."""
     pool: str = ""
     """Whose instances these are: ``""`` for a model's on-demand ones, ``deployment:<owner>/<name>``."""
+    bundle_key: str = ""
+    """The storage key of the version's bundle (``bundles/<version id>/source.tar.gz``): what a node that
+    did not build the version prepares it from (:func:`cogport.build.prepare.prepare`). ``source_path`` and
+    ``venv_path`` are paths on the host that built it."""
 
     @property
     def key(self) -> str:

@@ -190,14 +190,9 @@ class ModelBuilder:
         if wanted is None:
             wanted = DEFAULT_PYTHON
             log.line(f"  warning: cog.yaml sets no build.python_version; using {DEFAULT_PYTHON}")
-        available = await asyncio.to_thread(interpreters.discover, self.settings.build.python_search_paths)
-        try:
-            interpreter, warning = interpreters.select(wanted, available)
-        except BuildError:
-            found = await asyncio.to_thread(interpreters.uv_find, self.environments.uv, wanted)
-            if found is None:
-                raise
-            interpreter, warning = found, None
+        interpreter, warning = await asyncio.to_thread(
+            interpreters.find, wanted, self.settings.build.python_search_paths, self.environments.uv
+        )
         if warning:
             log.line(f"  warning: {warning}")
         return interpreter

@@ -26,6 +26,8 @@ from cogport.build.interpreters import Interpreter
 from cogport.build.log import BuildLog
 
 COMPLETE_MARKER = ".cogport-complete"
+LOCK_FILE = "cogport-lock.txt"
+"""In a venv built from a lock: the lock it was installed from."""
 _REQUIREMENT_FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
 
 
@@ -39,6 +41,9 @@ class EnvironmentSpec:
     pre_install: tuple[str, ...] = ()
     run: tuple[str, ...] = ()
     build_env: Mapping[str, str] = field(default_factory=dict)
+    lock: str | None = None
+    """A frozen lock (``uv pip freeze`` of a venv built before): installed as it is, alone (``--no-deps``),
+    instead of ``packages`` and ``requirements``. How a node rebuilds a version's venv (:mod:`.prepare`)."""
 
     def key(self, source: Path) -> str:
         """A short hash of everything that decides the venv's contents."""
@@ -53,6 +58,8 @@ class EnvironmentSpec:
             # Commands may change the model directory too, so such a venv belongs to one build only.
             "source": str(source) if self.pre_install or self.run else None,
         }
+        if self.lock is not None:  # only then: the keys of venvs built without a lock stay as they were
+            facts["lock"] = hashlib.sha256(self.lock.encode()).hexdigest()
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -119,7 +126,7 @@ class Environments:
             log.step(f"Using environment {key} (Python {spec.interpreter.text}, cog {spec.sdk_version})")
             return venv
         self.root.mkdir(parents=True, exist_ok=True)
-        async with _file_lock(self.root / f"{key}.lock"):
+        async with file_lock(self.root / f"{key}.lock"):
             if (venv / COMPLETE_MARKER).exists():
                 log.step(f"Using environment {key}, built meanwhile by another push")
                 return venv
@@ -149,18 +156,43 @@ class Environments:
         command_env = {**env, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
         if spec.pre_install:
             await self._commands(spec.pre_install, "build.pre_install", source, command_env, log, allow_commands)
-        packages = [f"cog=={spec.sdk_version}", f"coglet=={spec.sdk_version}", *spec.packages]
-        argv = [self.uv, "pip", "install", "--python", str(venv / "bin" / "python"), *packages]
-        if spec.requirements:
-            argv += ["-r", spec.requirements]
-        extra = " and the model's Python packages" if spec.packages or spec.requirements else ""
-        log.step(f"Installing cog {spec.sdk_version}{extra}")
+        argv = [self.uv, "pip", "install", "--python", str(venv / "bin" / "python")]
+        if spec.lock is not None:
+            lock = venv / LOCK_FILE
+            lock.write_text(spec.lock, encoding="utf-8")
+            argv += ["--no-deps", "-r", str(lock)]
+            log.step(f"Installing the locked packages (cog {spec.sdk_version})")
+        else:
+            argv += [f"cog=={spec.sdk_version}", f"coglet=={spec.sdk_version}", *spec.packages]
+            if spec.requirements:
+                argv += ["-r", spec.requirements]
+            extra = " and the model's Python packages" if spec.packages or spec.requirements else ""
+            log.step(f"Installing cog {spec.sdk_version}{extra}")
         if not (self.prefer_offline and await self._install_offline(argv, source, env, log)):
             await process.run(
                 argv, cwd=source, env=env, log=log, time_limit=self.timeout, what="installing Python packages"
             )
         if spec.run:
             await self._commands(spec.run, "build.run", source, command_env, log, allow_commands)
+
+    async def freeze(self, venv: Path) -> str:
+        """``uv pip freeze`` of ``venv``: every installed distribution, pinned (the lock a node installs).
+
+        stdout alone: uv's warnings (on stderr) must not end up in the lock."""
+        argv = [self.uv, "pip", "freeze", "--python", str(venv / "bin" / "python")]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=self.uv_env({}), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            async with asyncio.timeout(self.timeout):
+                out, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        if proc.returncode != 0:
+            raise BuildError(f"freezing the environment {venv.name} failed: {err.decode(errors='replace').strip()}")
+        return out.decode()
 
     async def _install_offline(self, argv: list[str], source: Path, env: dict[str, str], log: BuildLog) -> bool:
         """Install from the uv cache alone; False (saying so) when the cache does not hold everything."""
@@ -200,7 +232,7 @@ class Environments:
 
 
 @contextlib.asynccontextmanager
-async def _file_lock(path: Path) -> AsyncIterator[None]:
+async def file_lock(path: Path) -> AsyncIterator[None]:
     """An exclusive ``flock`` that also works between processes; polled so the event loop stays free."""
     handle = path.open("a+")
     try:

@@ -119,6 +119,17 @@ def uv_find(uv: str, wanted: str) -> Interpreter | None:
     return Interpreter(version, path)
 
 
+def find(wanted: str, search_paths: Sequence[Path], uv: str) -> tuple[Interpreter, str | None]:
+    """The interpreter for ``wanted`` among the host's (:func:`select`), else uv's discovery (blocking)."""
+    try:
+        return select(wanted, discover(search_paths))
+    except BuildError:
+        found = uv_find(uv, wanted)
+        if found is None:
+            raise
+        return found, None
+
+
 def select(wanted: str, available: Sequence[Interpreter]) -> tuple[Interpreter, str | None]:
     """The interpreter for ``wanted`` (``3.11`` or ``3.11.7``), plus a warning when only the minor matched."""
     match = _VERSION.match(wanted.strip())

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport.backends.base import Backend, Job, Mode, VersionSpec
+from cogport.build import bundles
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, Version
 from cogport.db.writer import GroupWriter
@@ -375,6 +376,7 @@ class Dispatcher(Service):
                 weights=weights,
                 hardware=hardware,
                 pool=f"deployment:{deployment}" if deployment else "",
+                bundle_key=bundles.bundle_key(version.id),
             )
             self._specs[key] = spec
         return spec

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cogport.build import bundles
 from cogport.build.builder import ModelBuilder, final_source_path, publish_source
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
@@ -25,6 +26,7 @@ from cogport.errors import Conflict
 from cogport.ops import builds, versions
 from cogport.services.base import Service
 from cogport.settings import Settings
+from cogport.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,11 @@ class Builder(Service):
     save_interval = 0.25
     renew_interval = 10.0
 
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(self, database: Database, settings: Settings, storage: Storage) -> None:
         super().__init__()
         self.database = database
         self.settings = settings
+        self.storage = storage
         self.model_builder = ModelBuilder(settings)
         self._running: dict[str, asyncio.Task[None]] = {}
 
@@ -141,11 +144,25 @@ class Builder(Service):
             reuse = {name: getattr(built, name) for name in _VERSION_FIELDS} if built is not None else None
         if reuse is not None and await asyncio.to_thread(_both_dirs, reuse["source_path"], reuse["venv_path"]):
             job.log.step("These files are already built (for another model); reusing that build")
-            return reuse
-        job.log.step(f"Building version {job.version_id}")
-        fields = await self.model_builder.build(job.staging, job.log)
-        fields["source_path"] = str(await asyncio.to_thread(publish_source, job.staging, final))
+            fields = reuse
+        else:
+            job.log.step(f"Building version {job.version_id}")
+            fields = await self.model_builder.build(job.staging, job.log)
+            fields["source_path"] = str(await asyncio.to_thread(publish_source, job.staging, final))
+        await self._store_bundle(job, Path(fields["source_path"]), Path(fields["venv_path"]))
         return fields
+
+    async def _store_bundle(self, job: _Job, source: Path, venv: Path) -> None:
+        """What another node needs to run the version (:mod:`cogport.build.bundles`), before it exists."""
+        job.log.step("Storing the version's bundle (its files and a lock of its environment)")
+        try:
+            await bundles.store(
+                self.storage, job.version_id, source, venv, self.model_builder.environments, self.settings
+            )
+        except BuildError:
+            raise
+        except Exception as exc:
+            raise BuildError(f"storing the version's bundle failed: {type(exc).__name__}: {exc}") from exc
 
     async def _succeed(self, job: _Job, fields: dict[str, Any]) -> None:
         async with self.database.session() as session:

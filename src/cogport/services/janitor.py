@@ -1,4 +1,4 @@
-"""Removes deleted versions in the background: predictions, output files, environments.
+"""Removes deleted versions in the background: predictions, output files, bundles, environments.
 
 A version's unfinished predictions end first, through the normal path, so their terminal webhooks are
 sent: the ones this process runs are canceled in the backend (they end ``canceled`` once the model has
@@ -14,6 +14,7 @@ import logging
 import shutil
 
 from cogport.backends.base import Backend
+from cogport.build import bundles
 from cogport.db.engine import Database
 from cogport.db.writer import GroupWriter
 from cogport.lifecycle import trainings
@@ -61,6 +62,7 @@ class Janitor(Service):
                 source = version.source_path
                 await versions.purge(session, version)
                 await trainings.release_weights(session, self.storage, version)
+                await self.storage.delete_prefix(bundles.prefix(version.id))
                 log.info("deleted version %s", version.id)
                 purged += 1
                 if source and not await versions.source_in_use(session, source):
