@@ -33,7 +33,7 @@ from typing import Any
 
 from cogport import hardware
 from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
-from cogport.backends.supervisor import NodeState, NodeSupervisor
+from cogport.backends.supervisor import NodeConfig, NodeState, NodeSupervisor
 from cogport.errors import BackendUnavailable
 from cogport.runtime.instance import file_list_output, output_schema
 from cogport.settings import HardwareSku, Settings
@@ -84,6 +84,9 @@ class RayBackend:
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_now = asyncio.Event()
         self._actor: Any = None
+        self.node_config = NodeConfig(
+            runtime=settings.runtime.model_dump(mode="json"), storage_root=str(settings.data_dir / "files")
+        )
 
     # --- life ----------------------------------------------------------------------------------
 
@@ -161,7 +164,7 @@ class RayBackend:
                 max_concurrency=10_000,
                 max_restarts=-1,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            ).remote(node_id, self.settings.runtime.model_dump(mode="json"))
+            ).remote(node_id, self.node_config)
             self._nodes[node_id] = _Node(node_id, handle)
         now = time.monotonic()
         self._interest = {key: (spec, at) for key, (spec, at) in self._interest.items() if now - at < INTEREST_TTL}

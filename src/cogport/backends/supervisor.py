@@ -1,8 +1,10 @@
 """The node supervisor: one per Ray node, a detached actor pinned to it (see docs/cluster.md).
 
 It runs the local backend on its node: the same pool, placement on the node's own GPUs (its ``nvidia-smi``,
-or ``COGPORT_GPUS`` in the node's environment), sandbox and autoscaling as a single machine. API processes
-(:class:`cogport.backends.raycluster.RayBackend`) ask it for its state, hand it jobs and follow each job's
+or ``COGPORT_GPUS`` in the node's environment), sandbox and autoscaling as a single machine. A version is
+prepared on the node before its first instance starts: its bundle is fetched from storage and its virtualenv
+built from the bundle's lock, once per node (:func:`cogport.build.prepare.prepare`, cached in the node dir).
+API processes (:class:`cogport.backends.raycluster.RayBackend`) ask it for its state, hand it jobs and follow each job's
 events through a streaming generator. Every API process shares it: it holds no per-process state.
 
 Nothing here imports Ray: the class becomes an actor in :mod:`cogport.backends.raycluster`.
@@ -16,15 +18,19 @@ import os
 import socket
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from cogport import hardware
 from cogport.backends.base import Capacity, InstanceView, Job, VersionSpec
 from cogport.backends.local import LocalBackend
+from cogport.build.errors import BuildError
+from cogport.build.prepare import prepare
 from cogport.errors import CogportError
 from cogport.settings import HardwareSku, RuntimeSettings, Settings
+from cogport.storage.base import Storage
+from cogport.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +79,35 @@ class _Queued:
         self.queue.put_nowait(("finished", status, output, error, logs, metrics))
 
 
-def node_settings(node_id: str, runtime: dict[str, Any]) -> Settings:
+@dataclass(frozen=True)
+class NodeConfig:
+    """What the API process that creates a supervisor passes on: its runtime settings (sandbox, timeouts,
+    limits) and where the installation's storage is."""
+
+    runtime: dict[str, Any]
+    storage_root: str
+    """The local storage directory (one machine or a shared filesystem)."""
+
+
+def node_settings(node_id: str, config: NodeConfig) -> Settings:
     """The settings a supervisor runs with: the node's own environment (its GPUs: ``COGPORT_GPUS``,
     ``COGPORT_RAY__NODE_DIR``), the runtime section of the API process that created it."""
     settings = Settings()
     root = settings.ray.node_dir or Path(tempfile.gettempdir()) / "cogport-node"
     settings.data_dir = root / node_id[:16]
-    settings.runtime = RuntimeSettings.model_validate(runtime)
+    settings.runtime = RuntimeSettings.model_validate(config.runtime)
     return settings
 
 
 class NodeSupervisor:
     """See the module docstring. Methods are coroutines: the actor is an async actor."""
 
-    def __init__(self, node_id: str, runtime: dict[str, Any]) -> None:
+    def __init__(self, node_id: str, config: NodeConfig) -> None:
         self.node_id = node_id
-        self.settings = node_settings(node_id, runtime)
+        self.settings = node_settings(node_id, config)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage: Storage = LocalStorage(Path(config.storage_root))
+        self._prepared: dict[str, VersionSpec] = {}
         self.name = f"{socket.gethostname()}/{node_id[:8]}"
         self.gpus = hardware.inventory(self.settings)
         self.backend = LocalBackend(self.settings, node=self.name)
@@ -115,12 +133,24 @@ class NodeSupervisor:
             running=len(backend.running()),
         )
 
+    async def _local(self, spec: VersionSpec) -> VersionSpec:
+        """``spec`` with this node's paths: its version prepared here first (once)."""
+        local = self._prepared.get(spec.key)
+        if local is None:
+            prepared = await prepare(self.storage, spec, self.settings.data_dir / "cache", self.settings)
+            local = self._prepared[spec.key] = prepared.spec(spec)
+        return local
+
     async def run(self, job: Job) -> AsyncIterator[Event]:
         """Run ``job`` here; yields its events (see :data:`Event`) until it has finished."""
         backend = await self._ready()
         events = _Queued()
         try:
+            job = replace(job, spec=await self._local(job.spec))
             await backend.submit(job, events)
+        except BuildError as exc:
+            yield ("refused", f"The model could not be prepared on node {self.name}: {exc.message}")
+            return
         except CogportError as exc:
             yield ("refused", exc.detail)
             return
@@ -134,7 +164,14 @@ class NodeSupervisor:
         return await (await self._ready()).cancel(prediction_id)
 
     async def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
-        (await self._ready()).ensure(spec, minimum, maximum)
+        backend = await self._ready()
+        if minimum == 0 and spec.key not in self._prepared:
+            backend.ensure(spec, minimum, maximum)  # nothing to start: no need to prepare
+            return
+        try:
+            backend.ensure(await self._local(spec), minimum, maximum)
+        except BuildError as exc:
+            log.error("preparing %s on %s failed: %s", spec.version_id, self.name, exc.message)
 
     async def shutdown(self) -> None:
         """Stop every instance on this node (before the actor is killed: its coglet processes go too)."""
