@@ -1,6 +1,6 @@
 """File rows (:class:`~cogport.db.tables.StoredFile`): uploads (Files API) and model output files.
 
-Storage keys are ``uploads/<file id>/content`` and ``outputs/<file id>/<basename>``: one folder per file,
+Storage keys are ``uploads/<file id>/<name>`` (``content`` for older rows) and ``outputs/<file id>/<basename>``: one folder per file,
 so names never collide and removing a file removes its folder.
 
 An output file is created *unlinked* when coglet uploads it (the receiver does not know the prediction):
