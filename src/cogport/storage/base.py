@@ -7,6 +7,13 @@ from pathlib import Path
 from typing import Protocol
 
 
+def check_key(key: str) -> str:
+    """``key`` when it is a well-formed storage key (``/``-separated, no empty, ``.`` or ``..`` segment)."""
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
 class Storage(Protocol):
     """Blob storage keyed by opaque strings such as ``outputs/<file id>/<name>``.
 

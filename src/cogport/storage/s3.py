@@ -20,6 +20,7 @@ from typing import Any
 from cogport.errors import FileNotFound, StorageUnavailable
 from cogport.files.media import content_disposition
 from cogport.settings import StorageSettings
+from cogport.storage.base import check_key
 
 PART_SIZE = 8 * 1024 * 1024
 """Multipart upload part size, and the span of one ranged read."""
@@ -70,9 +71,7 @@ class S3Storage:
             await context.__aexit__(None, None, None)
 
     def _key(self, key: str) -> str:
-        parts = key.split("/")
-        if any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"invalid storage key {key!r}")
+        check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     async def _call(self, operation: str, **params: Any) -> Any:
