@@ -8,7 +8,6 @@ input larger than the inline limit reaches the model as a presigned URL of the b
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from cogport.storage.s3 import S3Storage
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support.accounts import Users
 from tests.support.models import push
+from tests.support.predictions import wait_for
 from tests.support.pushing import EXAMPLES, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
 from tests.support.registry import auth
 from tests.support.seaweed import Seaweed, seaweed  # noqa: F401 - the fixture
@@ -141,12 +141,7 @@ def test_prediction_with_file_input_and_output(
         timeout=90,
     )
     assert response.status_code in (200, 201), response.text
-    prediction = response.json()
-    deadline = time.monotonic() + 60
-    while prediction["status"] not in ("succeeded", "failed", "canceled"):
-        assert time.monotonic() < deadline, prediction
-        time.sleep(0.2)
-        prediction = httpx.get(f"{server.url}/v1/predictions/{prediction['id']}", headers=AUTH).json()
+    prediction = wait_for(server, response.json()["id"], {"succeeded", "failed", "canceled"})
     assert prediction["status"] == "succeeded", (prediction["error"], prediction["logs"])
     output = httpx.get(prediction["output"])
     assert output.status_code == 200
