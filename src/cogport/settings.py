@@ -119,6 +119,7 @@ class StorageSettings(BaseModel):
     path style (``{endpoint}/{bucket}/{key}``). It is also the host of the presigned URLs models fetch
     input files from, so it must be reachable from where models run."""
     region: str = "us-east-1"
+    """The region requests (and presigned URLs) are signed for."""
 
     @field_validator("url")
     @classmethod
@@ -214,7 +215,8 @@ class Settings(BaseSettings):
     """The secret that signs ``/v1/files/{id}/download`` URLs and derives upload tokens. Unset: generated once
     and kept in ``<data_dir>/secrets/files_signing_key`` (so every process sharing the data dir agrees)."""
     files_inline_max_bytes: int = 1024 * 1024
-    """Own uploaded files up to this size reach the model as ``data:`` URLs; larger ones as signed URLs."""
+    """Own uploaded files up to this size reach the model as ``data:`` URLs; larger ones as signed URLs
+    (presigned bucket URLs with S3 storage)."""
     files_input_url_ttl: float = 86400.0
     """Seconds a signed download URL handed to a model for an input file stays valid."""
     data_retention_hours: float | None = None
