@@ -242,6 +242,11 @@ class Trainings:
         self.storage = app.state.storage
         self.base = base
 
+    def local_path(self, key: str | None) -> str:
+        """Where the (local directory) storage keeps ``key``."""
+        assert key is not None
+        return str(self.app.state.settings.data_dir / "files" / key)
+
     async def start(self, destination: str = "alice/dest", username: str = "alice") -> str:
         """A training of the base, running elsewhere (the dispatcher leaves it alone)."""
         async with self.database.session() as session:
@@ -352,7 +357,7 @@ async def test_success_publishes_a_version_with_the_weights(
     assert not [p for p in version.openapi_schema["paths"] if p.startswith("/trainings")]
     # The weights are the version's own: a link (same bytes) beside the training's output file.
     assert version.weights_key == f"weights/{expected_id}/weights.json"
-    local = runs.storage.local_path(version.weights_key)
+    local = runs.local_path(version.weights_key)
     assert read(local) == weights
     ref = file_urls.own_output(url)
     assert ref is not None
@@ -360,7 +365,7 @@ async def test_success_publishes_a_version_with_the_weights(
         output_row = await session.get(StoredFile, ref[0])
         assert output_row is not None
         assert output_row.prediction_id == training_id and output_row.expires_at is None  # the training's file
-        assert same_file(runs.storage.local_path(output_row.storage_key), local)
+        assert same_file(runs.local_path(output_row.storage_key), local)
         # Removing the training's files (data retention) leaves the version's weights alone.
         assert await file_ops.delete_prediction_files(session, runs.storage, [training_id]) == 1
     assert read(local) == weights
@@ -399,7 +404,7 @@ async def test_inline_weights_are_stored(runs: Trainings) -> None:
     assert row.status == "succeeded", row.error
     [version] = await runs.versions()
     assert version.weights_key is not None and version.weights_key.endswith("/weights.json")
-    assert read(runs.storage.local_path(version.weights_key)) == b'{"a": 1}'
+    assert read(runs.local_path(version.weights_key)) == b'{"a": 1}'
     ref = file_urls.own_output(out(row)["weights"])
     assert ref is not None
     async with runs.database.session() as session:
@@ -489,7 +494,7 @@ async def test_release_weights_keeps_shared_bytes(client: httpx.AsyncClient, use
     assert out(first)["version"].split(":")[1] == out(second)["version"].split(":")[1]
     [one], [two] = await runs.versions("dest"), await runs.versions("other")
     assert one.weights_key == two.weights_key and one.pk != two.pk
-    path = Path(runs.storage.local_path(one.weights_key))
+    path = Path(runs.local_path(one.weights_key))
     async with runs.database.session() as session:
         for version in (one, two):
             row = await session.get(Version, version.pk)

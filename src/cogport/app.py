@@ -57,7 +57,7 @@ from cogport.services.examples import ExampleRegistrar
 from cogport.services.janitor import Janitor
 from cogport.services.retention import RetentionService
 from cogport.settings import Settings
-from cogport.storage.local import LocalStorage
+from cogport.storage.factory import open_storage
 from cogport.webhooks.sender import DeliveryService, WebhookAnnouncer
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         token = await bootstrap.ensure_admin(database, settings)
         if token is not None:
             bootstrap.announce_admin_token(token, settings.admin_username)
-        storage = LocalStorage(settings.data_dir / "files")
+        storage = await open_storage(settings)
         services = Services()
         services.add(Builder(database, settings, storage))
         if settings.register_examples:
@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         transitions.after_commit(hub_hook(hub))
         transitions.after_commit(announcer.after_commit)
         dispatcher.deployment_hardware = deployment_ops.hardware_of
-        services.add(Janitor(database, storage, writer, transitions, backend))
+        services.add(Janitor(database, storage, writer, transitions, backend, dispatcher.weights))
         services.add(dispatcher)
         services.add(Autoscaler(database, backend, dispatcher))
         services.add(DeliveryService(database, webhook_client, announcer, settings.webhooks))
@@ -165,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await announcer.close()
             await webhook_client.aclose()
             await fetch_client.aclose()
+            await storage.close()
             await database.dispose()
 
     app = FastAPI(

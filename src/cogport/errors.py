@@ -21,7 +21,8 @@
     ├── RateLimited                 429  (with Retry-After)
     └── BackendUnavailable          503
         ├── SetupFailed             (a version's model cannot start: its setup failed)
-        └── InstanceUnavailable     (a model instance is not in a state to do what was asked)
+        ├── InstanceUnavailable     (a model instance is not in a state to do what was asked)
+        └── StorageUnavailable      (the object storage refused or could not be reached)
 
 Every error carries ``title`` and ``detail``; the HTTP layer renders them as problem JSON
 (``{"title", "detail", "status"}``), the body the official clients read.
@@ -178,3 +179,9 @@ class InstanceUnavailable(BackendUnavailable):
     """An operation on a model instance that its state does not allow (e.g. a prediction while STARTING)."""
 
     title = "Model instance unavailable"
+
+
+class StorageUnavailable(BackendUnavailable):
+    """The object storage (S3) refused a request or could not be reached."""
+
+    title = "Storage unavailable"

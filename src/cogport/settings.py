@@ -107,6 +107,41 @@ class InputSettings(BaseModel):
     """Redirects followed per input URL (each checked like the first URL)."""
 
 
+class StorageSettings(BaseModel):
+    """Where file bytes live: a directory under the data dir (the default) or an S3-compatible bucket."""
+
+    url: str | None = None
+    """``s3://bucket`` or ``s3://bucket/prefix``: keep files in that bucket (AWS S3, SeaweedFS, MinIO),
+    under ``prefix/`` when given. Unset: ``<data_dir>/files``. Credentials come from botocore's default
+    chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, instance roles)."""
+    endpoint_url: str | None = None
+    """The S3 endpoint, for services other than AWS (``http://127.0.0.1:8333`` for SeaweedFS). Addressing is
+    path style (``{endpoint}/{bucket}/{key}``). It is also the host of the presigned URLs models fetch
+    input files from, so it must be reachable from where models run."""
+    region: str = "us-east-1"
+    """The region requests (and presigned URLs) are signed for."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        bucket = value.removeprefix("s3://").split("/", 1)[0]
+        if not value.startswith("s3://") or not bucket:
+            raise ValueError("COGPORT_STORAGE__URL must look like s3://bucket or s3://bucket/prefix")
+        return value
+
+    @property
+    def bucket(self) -> str:
+        return (self.url or "").removeprefix("s3://").split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix inside the bucket, without slashes at either end (may be empty)."""
+        parts = (self.url or "").removeprefix("s3://").split("/", 1)
+        return parts[1].strip("/") if len(parts) > 1 else ""
+
+
 class WebhookSettings(BaseModel):
     """Delivery of terminal webhooks (``completed``), which are retried until one is answered 2xx."""
 
@@ -193,7 +228,8 @@ class Settings(BaseSettings):
     """The secret that signs ``/v1/files/{id}/download`` URLs and derives upload tokens. Unset: generated once
     and kept in ``<data_dir>/secrets/files_signing_key`` (so every process sharing the data dir agrees)."""
     files_inline_max_bytes: int = 1024 * 1024
-    """Own uploaded files up to this size reach the model as ``data:`` URLs; larger ones as signed URLs."""
+    """Own uploaded files up to this size reach the model as ``data:`` URLs; larger ones as signed URLs
+    (presigned bucket URLs with S3 storage)."""
     files_input_url_ttl: float = 86400.0
     """Seconds a signed download URL handed to a model for an input file stays valid."""
     data_retention_hours: float | None = None
@@ -208,6 +244,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     inputs: InputSettings = Field(default_factory=InputSettings)
     deployments: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
     @field_validator("admin_token")
     @classmethod

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import quote
-
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from cogport.db.tables import StoredFile
 from cogport.errors import FileNotFound
-from cogport.files.media import media_type
+from cogport.files.media import content_disposition, media_type
 from cogport.storage.base import Storage
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def _disposition(name: str) -> str:
-    name = _CONTROL.sub("_", name)
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_").replace("\\", "_")
-    return f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 async def file_response(request: Request, storage: Storage, row: StoredFile, *, cache: str) -> Response:
@@ -28,7 +17,7 @@ async def file_response(request: Request, storage: Storage, row: StoredFile, *, 
     headers = {
         "ETag": etag,
         "Cache-Control": cache,
-        "Content-Disposition": _disposition(row.name),
+        "Content-Disposition": content_disposition(row.name),
         "X-Content-Type-Options": "nosniff",
         # User content on the API's origin: never let it run as a page of that origin.
         "Content-Security-Policy": "sandbox; default-src 'none'",

@@ -41,7 +41,10 @@ class VersionSpec:
     concurrency: int = 1
     environment: dict[str, str] = field(default_factory=dict)
     weights: str | None = None
-    """Passed to ``setup(weights)`` through ``COG_WEIGHTS`` (trained versions)."""
+    """Passed to ``setup(weights)`` through ``COG_WEIGHTS`` (trained versions): a file on this machine,
+    copied out of storage by the dispatcher before a job or instance of the spec starts."""
+    weights_key: str | None = None
+    """The storage key ``weights`` was copied from (so a backend on another node can fetch it itself)."""
     hardware: str = "cpu"
     """The SKU its instances run on: ``cpu`` (no GPU visible) or ``gpu-<type>[-Nx]`` (N GPUs of their own)."""
     pool: str = ""

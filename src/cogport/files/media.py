@@ -1,12 +1,18 @@
-"""Media types as they may appear in a header: stored types come from uploads and from model outputs."""
+"""Media types and file names as they may appear in a header, a URL or a storage key: stored types and
+names come from uploads, fetched inputs and model outputs."""
 
 from __future__ import annotations
 
+import posixpath
 import re
+from urllib.parse import quote
 
 _TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
 _MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|\"[^\"\\\x00-\x1f\x7f]*\"))*")
 FALLBACK = "application/octet-stream"
+NAME_MAX_BYTES = 200
+"""The longest name (UTF-8) kept as a storage key's last part."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def media_type(value: str) -> str:
@@ -14,3 +20,25 @@ def media_type(value: str) -> str:
     header never carries what a client or a model sent unchecked."""
     value = value.strip()
     return value if len(value) <= 255 and _MEDIA_TYPE.fullmatch(value) else FALLBACK
+
+
+def content_disposition(name: str) -> str:
+    """``Content-Disposition: inline`` naming ``name`` (control characters replaced; an ASCII fallback and
+    the UTF-8 form)."""
+    name = _CONTROL.sub("_", name)
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_").replace("\\", "_")
+    return f"inline; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def safe_name(raw: str) -> str:
+    """A file's basename, usable as the last part of a storage key and of a URL."""
+    name = posixpath.basename(raw.replace("\\", "/").rstrip("/"))
+    name = "".join("_" if ord(c) < 32 or c == "\x7f" else c for c in name).strip()
+    if name in ("", ".", ".."):
+        name = "file"
+    if len(name.encode()) > NAME_MAX_BYTES:  # a file system's limit is 255 bytes, with room for a suffix
+        stem, ext = posixpath.splitext(name)
+        ext = ext[:20]
+        budget = NAME_MAX_BYTES - len(ext.encode())
+        name = stem.encode()[:budget].decode(errors="ignore") + ext
+    return name

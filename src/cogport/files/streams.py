@@ -62,6 +62,14 @@ async def digested(chunks: AsyncIterator[bytes], digest: Digest, limit: int | No
         yield chunk
 
 
+async def prepended(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``head``'s chunks (already read from a stream), then the rest of it."""
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
 def _decode(raw: bytes) -> str:
     try:
         return raw.decode()

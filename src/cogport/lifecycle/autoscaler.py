@@ -52,6 +52,7 @@ class Autoscaler(Service):
             if previous is not None and previous[0].key != spec.key:
                 self._release(*previous)
             try:
+                await self.dispatcher.weights.ensure(spec.weights_key)
                 self.backend.ensure(spec, row.min_instances, row.max_instances)
             except Exception:
                 log.exception(

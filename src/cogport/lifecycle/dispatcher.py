@@ -39,6 +39,7 @@ from cogport.lifecycle import inputs
 from cogport.lifecycle.files_in import InputFetcher, ModelInput, resolve_inputs
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.status import Status, Transitions
+from cogport.lifecycle.weights import WeightsCache
 from cogport.ops import predictions as prediction_ops
 from cogport.ops.principals import Principal
 from cogport.services.base import Service
@@ -103,6 +104,8 @@ class Dispatcher(Service):
         self.recorder = recorder
         self.storage = storage
         self.settings = settings
+        self.weights = WeightsCache(storage, settings.data_dir / "cache" / "weights")
+        """Trained weights copied out of storage for the runtime (see :mod:`cogport.lifecycle.weights`)."""
         self.node = node
         self.lease = lease
         self._specs: dict[tuple[int, str, str, str], VersionSpec] = {}
@@ -256,6 +259,7 @@ class Dispatcher(Service):
                     self._fetch_then_submit(prediction, spec)
                     return
                 model_input = resolved.value
+            await self.weights.ensure(spec.weights_key)
             await self.backend.submit(Job(prediction_id=prediction.id, spec=spec, input=model_input), self.recorder)
 
     @contextlib.asynccontextmanager
@@ -281,6 +285,7 @@ class Dispatcher(Service):
             try:
                 async with self._ending_on_failure(prediction):
                     resolved = await self._model_input(prediction, fetch=True)
+                    await self.weights.ensure(spec.weights_key)
                     job = Job(prediction_id=prediction.id, spec=spec, input=resolved.value)
                     self._handing_over.add(prediction.id)
                     del self._fetching[prediction.id]  # from here on, a cancel goes to the backend
@@ -363,7 +368,7 @@ class Dispatcher(Service):
         spec = self._specs.get(key)
         if spec is None:
             ref = version.train_ref if mode == "train" else version.predict_ref
-            weights = self.storage.local_path(version.weights_key) if version.weights_key else None
+            weights = str(self.weights.path_for(version.weights_key)) if version.weights_key else None
             spec = VersionSpec(
                 version_pk=version.pk,
                 version_id=version.id,
@@ -374,6 +379,7 @@ class Dispatcher(Service):
                 concurrency=max(1, version.concurrency) if mode == "predict" else 1,
                 environment={str(k): str(v) for k, v in (version.environment or {}).items()},
                 weights=weights,
+                weights_key=version.weights_key,
                 hardware=hardware,
                 pool=f"deployment:{deployment}" if deployment else "",
                 bundle_key=bundles.bundle_key(version.id),

@@ -13,8 +13,9 @@ addresses refused, every spelling) when the run is created, and fetched by cogpo
 again, bounded size and time). The model never gets the URL, only the bytes, so its downloader cannot be
 sent anywhere. A fetch that fails fails the run with the reason.
 
-A file reaches the model as a ``data:`` URL when it is small (``files_inline_max_bytes``), else as a signed
-download URL on this server's internal (loopback) address, valid ``files_input_url_ttl`` seconds.
+A file reaches the model as a ``data:`` URL when it is small (``files_inline_max_bytes``), else as a URL
+valid ``files_input_url_ttl`` seconds: presigned by the storage when it can (S3: the model fetches straight
+from the bucket), else a signed download URL on this server's internal (loopback) address.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from cogport.db.engine import Database
 from cogport.db.tables import StoredFile, utcnow
 from cogport.errors import FileNotFound, ValidationFailed
 from cogport.files import media
+from cogport.files.media import safe_name
 from cogport.files.signing import download_query, signing_key
-from cogport.files.streams import Digest
+from cogport.files.streams import Digest, prepended
 from cogport.files.urls import download_url, internal_base_url, known_bases, output_url, own_file_id, own_output
 from cogport.identifiers import new_object_id
 from cogport.lifecycle.inputs import FILE_SCHEMES, CheckedInput, component
@@ -100,11 +102,11 @@ class InputFetcher:
                     break
             else:
                 return f"data:{media_type};base64,{base64.b64encode(b''.join(head)).decode()}"
-            row = await self._store(fetched, media_type, _chain(head, chunks), principal, prediction_id)
-        query = download_query(
-            signing_key(self.settings), principal.account.username, row.id, self.settings.files_input_url_ttl
+            row = await self._store(fetched, media_type, prepended(head, chunks), principal, prediction_id)
+        username = principal.account.username
+        return await handed_over(
+            self.storage, self.settings, row, lambda: signed_download(self.settings, row, username)
         )
-        return download_url(internal_base_url(self.settings), row.id, query, name=row.name)
 
     async def _store(
         self,
@@ -115,7 +117,7 @@ class InputFetcher:
         prediction_id: str | None,
     ) -> StoredFile:
         file_id = new_object_id()
-        key = file_ops.storage_key(file_ops.FETCHED, file_id)
+        key = file_ops.storage_key(file_ops.FETCHED, file_id, safe_name(fetched.name[:200] or "content"))
         digest = Digest()
 
         async def counted() -> AsyncIterator[bytes]:
@@ -141,13 +143,6 @@ class InputFetcher:
         except BaseException:
             await file_ops.remove_bytes(self.storage, file_id, key)
             raise
-
-
-async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in head:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
 
 
 async def resolve_inputs(
@@ -253,7 +248,7 @@ class _Resolver:
         if row is None or row.kind != file_ops.UPLOAD or row.account_id != self.principal.id:
             return self.fail("file_not_found", name, f"The file {file_id} does not exist or is not yours to use")
         username = self.principal.account.username
-        return await self._deliver(name, row, lambda: self._signed(row, username))
+        return await self._deliver(name, row, lambda: signed_download(self.settings, row, username))
 
     async def _output(self, name: str, file_id: str, token: str) -> Any:
         row = await file_ops.output_by_capability(self.session, file_id, token)
@@ -263,9 +258,9 @@ class _Resolver:
         return await self._deliver(name, row, lambda: output_url(internal, row.id, row.access_token, row.name))
 
     async def _deliver(self, name: str, row: StoredFile, url: Callable[[], str]) -> Any:
-        """A ``data:`` URL for a small file, else ``url()``."""
+        """A ``data:`` URL for a small file, else a URL to fetch it from (see :func:`handed_over`)."""
         if row.size > self.settings.files_inline_max_bytes:
-            return url()
+            return await handed_over(self.storage, self.settings, row, url)
         try:
             data = await self.storage.get(row.storage_key)
         except FileNotFound:
@@ -273,6 +268,21 @@ class _Resolver:
         media_type = row.content_type.replace(" ", "")
         return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
-    def _signed(self, row: StoredFile, owner: str) -> str:
-        query = download_query(signing_key(self.settings), owner, row.id, self.settings.files_input_url_ttl)
-        return download_url(internal_base_url(self.settings), row.id, query, name=row.name)
+
+async def handed_over(storage: Storage, settings: Settings, row: StoredFile, fallback: Callable[[], str]) -> str:
+    """The URL a model fetches ``row`` from: presigned by the storage (S3: straight from the bucket, the
+    bytes never pass through this server), else ``fallback()``, a URL on this server's internal address.
+    Either is valid ``files_input_url_ttl`` seconds."""
+    presigned = await storage.presign(
+        row.storage_key,
+        settings.files_input_url_ttl,
+        filename=row.name,
+        content_type=media.media_type(row.content_type),
+    )
+    return presigned or fallback()
+
+
+def signed_download(settings: Settings, row: StoredFile, owner: str) -> str:
+    """The signed internal download URL of an uploaded (or fetched) file ``row`` of ``owner``."""
+    query = download_query(signing_key(settings), owner, row.id, settings.files_input_url_ttl)
+    return download_url(internal_base_url(settings), row.id, query, name=row.name)

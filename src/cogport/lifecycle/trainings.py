@@ -15,8 +15,9 @@ The trained version is the base version's code and environment plus the weights:
   virtualenv is reused, nothing is rebuilt);
 * ``weights_key``: the weights file, kept under ``weights/<version id>/<name>`` in storage (a hard link
   to the training's output file where storage is local, a copy otherwise), so it outlives the training's
-  own output file (data retention, version deletion of the base's predictions). The dispatcher hands
-  ``storage.local_path(weights_key)`` to ``setup(weights)`` through ``COG_WEIGHTS``;
+  own output file (data retention, version deletion of the base's predictions). The dispatcher copies it
+  to a local file once (:mod:`cogport.lifecycle.weights`) and hands that to ``setup(weights)`` through
+  ``COG_WEIGHTS``;
 * ``openapi_schema``: the base's prediction schema (``Training*`` components and ``/trainings`` paths
   dropped) and no ``train_ref``: a trained version predicts, it is not trained again;
 * ``base_version_pk``: the base (which therefore cannot be deleted while the trained version exists);
@@ -30,14 +31,11 @@ output file URL; other fields ``train()`` returned are kept.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import logging
 import mimetypes
-import os
-import shutil
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes
 
@@ -276,24 +274,10 @@ def prediction_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def keep_weights(storage: Storage, source_key: str, key: str) -> None:
-    """Put the bytes at ``source_key`` also at ``key`` (a hard link when both are local files)."""
+    """Put the bytes at ``source_key`` also at ``key`` (a hard link locally, a server-side copy on S3)."""
     if await storage.exists(key):
         return  # content-addressed: the same version's weights are already there
-    source, target = storage.local_path(source_key), storage.local_path(key)
-    if source is not None and target is not None:
-        await asyncio.to_thread(_link_or_copy, source, target)
-    else:
-        await storage.put_stream(key, storage.open_chunks(source_key))
-
-
-def _link_or_copy(source: str, target: str) -> None:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    temporary = f"{target}.{os.getpid()}.tmp"
-    try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    await storage.copy(source_key, key)
 
 
 async def release_weights(session: AsyncSession, storage: Storage, version: Version) -> None:

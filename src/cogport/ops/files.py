@@ -1,7 +1,7 @@
 """File rows (:class:`~cogport.db.tables.StoredFile`): uploads (Files API) and model output files.
 
-Storage keys are ``uploads/<file id>/content`` and ``outputs/<file id>/<basename>``: one folder per file,
-so names never collide and removing a file removes its folder.
+Storage keys are ``uploads/<file id>/<name>`` (``content`` for older rows) and ``outputs/<file id>/<basename>``:
+one folder per file, so names never collide and removing a file removes its folder.
 
 An output file is created *unlinked* when coglet uploads it (the receiver does not know the prediction):
 owned by the admin account, ``prediction_id`` NULL, expiring after :data:`ORPHAN_GRACE`. When the

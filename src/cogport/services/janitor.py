@@ -19,8 +19,10 @@ from cogport.db.engine import Database
 from cogport.db.writer import GroupWriter
 from cogport.lifecycle import trainings
 from cogport.lifecycle.status import Status, Transitions
+from cogport.lifecycle.weights import WeightsCache
 from cogport.ops import files as file_ops
 from cogport.ops import versions
+from cogport.ops.trainings import weights_in_use
 from cogport.services.base import Service
 from cogport.storage.base import Storage
 
@@ -40,8 +42,11 @@ class Janitor(Service):
         writer: GroupWriter,
         transitions: Transitions,
         backend: Backend,
+        weights: WeightsCache | None = None,
     ) -> None:
         super().__init__()
+        self.weights = weights
+        """The local copies of trained weights, removed with the last version using them."""
         self.database = database
         self.storage = storage
         self.writer = writer
@@ -63,6 +68,9 @@ class Janitor(Service):
                 await versions.purge(session, version)
                 await trainings.release_weights(session, self.storage, version)
                 await self.storage.delete_prefix(bundles.prefix(version.id))
+                key = version.weights_key
+                if self.weights is not None and key and not await weights_in_use(session, key):
+                    await self.weights.forget(key)
                 log.info("deleted version %s", version.id)
                 purged += 1
                 if source and not await versions.source_in_use(session, source):

@@ -1,14 +1,16 @@
-"""Files in a local directory."""
+"""Files in a local directory (the default: ``<data_dir>/files``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from cogport.errors import FileNotFound
+from cogport.storage.base import check_key
 
 
 class LocalStorage:
@@ -17,7 +19,7 @@ class LocalStorage:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        path = (self.root / check_key(key)).resolve()
         if not path.is_relative_to(self.root) or path == self.root:
             raise ValueError(f"invalid storage key {key!r}")
         return path
@@ -72,5 +74,38 @@ class LocalStorage:
         else:
             path.unlink(missing_ok=True)
 
-    def local_path(self, key: str) -> str | None:
-        return str(self._path(key))
+    async def copy(self, source: str, key: str) -> None:
+        source_path, target = self._path(source), self._path(key)
+        if not source_path.is_file():
+            raise FileNotFound()
+        await asyncio.to_thread(_link_or_copy, source_path, target)
+
+    async def download_to(self, key: str, path: Path) -> None:
+        source = self._path(key)
+        if not source.is_file():
+            raise FileNotFound()
+        await asyncio.to_thread(_link_or_copy, source, path)
+
+    async def presign(
+        self, key: str, ttl: float, *, filename: str | None = None, content_type: str | None = None
+    ) -> str | None:
+        return None  # this server serves local files itself (signed internal URLs)
+
+    async def close(self) -> None:
+        return None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` gets ``source``'s bytes: a hard link (stored files are never written in place, only
+    replaced), else a copy; through a temporary name, so ``target`` is whole or absent."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

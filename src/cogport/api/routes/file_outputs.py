@@ -10,13 +10,13 @@ every host, the JS client none): the token in the path is the capability.
 from __future__ import annotations
 
 import mimetypes
-import posixpath
 
 from fastapi import APIRouter, Request, Response
 
 from cogport.api.deps import DatabaseDep, SessionDep, SettingsDep
 from cogport.api.file_bodies import file_response
 from cogport.errors import FileNotFound, Forbidden
+from cogport.files.media import safe_name
 from cogport.files.tokens import UploadTokens
 from cogport.files.urls import OUTPUTS_PATH, UPLOADS_PATH
 from cogport.lifecycle.files_out import store_output
@@ -25,7 +25,6 @@ from cogport.ops import files as ops
 router = APIRouter(tags=["files"])
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
-NAME_MAX_CHARS = 200
 
 
 def is_loopback(request: Request) -> bool:
@@ -34,18 +33,6 @@ def is_loopback(request: Request) -> bool:
     if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
         return False
     return host in LOOPBACK or host.startswith("127.")
-
-
-def safe_name(raw: str) -> str:
-    """A file's basename, usable as the last part of a storage key and of a URL."""
-    name = posixpath.basename(raw.replace("\\", "/").rstrip("/"))
-    name = "".join("_" if ord(c) < 32 or c == "\x7f" else c for c in name).strip()
-    if name in ("", ".", ".."):
-        name = "file"
-    if len(name) > NAME_MAX_CHARS:
-        stem, ext = posixpath.splitext(name)
-        name = stem[: NAME_MAX_CHARS - len(ext[:20])] + ext[:20]
-    return name
 
 
 @router.put(f"{UPLOADS_PATH}/{{token}}/{{filename:path}}", status_code=201, include_in_schema=False)

@@ -22,8 +22,9 @@ from cogport.api.presenters import timestamp
 from cogport.db.engine import Database
 from cogport.db.tables import StoredFile, utcnow
 from cogport.errors import FileNotFound, Forbidden, Unauthenticated, ValidationFailed
+from cogport.files.media import safe_name
 from cogport.files.signing import check_download, signing_key
-from cogport.files.streams import FIELDS_MAX_BYTES, Digest, UploadForm, digested, too_large
+from cogport.files.streams import FIELDS_MAX_BYTES, Digest, UploadForm, digested, prepended, too_large
 from cogport.files.urls import file_url
 from cogport.identifiers import new_object_id
 from cogport.ops import accounts
@@ -122,7 +123,12 @@ async def create_file(request: Request, database: DatabaseDep, settings: Setting
     key = ops.storage_key(ops.UPLOAD, file_id)
     digest = Digest()
     try:
-        await storage.put_stream(key, digested(form.content(request.stream()), digest, settings.files_max_bytes))
+        chunks = digested(form.content(request.stream()), digest, settings.files_max_bytes)
+        first = await anext(chunks, None)  # the content part's headers are read by now: name the key after it
+        key = ops.storage_key(
+            ops.UPLOAD, file_id, safe_name(form.text("filename") or form.content_filename or "content")
+        )
+        await storage.put_stream(key, prepended([first] if first is not None else [], chunks))
         name, content_type, metadata = _details(form)
         async with database.session() as session:
             row = await ops.add(
