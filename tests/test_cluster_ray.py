@@ -95,9 +95,12 @@ def nodes_of(server: LiveServer) -> list[dict[str, Any]]:
     return results
 
 
+def skus_of(server: LiveServer) -> set[str]:
+    return {item["sku"] for item in httpx.get(f"{server.url}/v1/hardware", headers=AUTH).json()}
+
+
 def test_hardware_is_the_union_of_the_nodes(live_server: LiveServer) -> None:
-    skus = {item["sku"] for item in httpx.get(f"{live_server.url}/v1/hardware", headers=AUTH).json()}
-    assert {"cpu", "gpu-a100-large", "gpu-t4"} <= skus, skus
+    skus = until(lambda: (found := skus_of(live_server)) >= {"cpu", "gpu-a100-large", "gpu-t4"} and found, 60)
     assert "gpu-a100-large-2x" not in skus  # no node has two
 
 
@@ -174,9 +177,8 @@ def test_a_lost_node_fails_what_it_ran_and_the_others_carry_on(
     done = predictions.wait_for(live_server, running["id"], {"succeeded", "failed", "canceled"}, timeout=90)
     assert done["status"] == "failed" and "node" in done["error"] and "lost" in done["error"], done
     assert time.monotonic() - lost_at < 60
-    skus = {item["sku"] for item in httpx.get(f"{live_server.url}/v1/hardware", headers=AUTH).json()}
-    until(lambda: "gpu-t4" not in {i["sku"] for i in httpx.get(f"{live_server.url}/v1/hardware", headers=AUTH).json()})
-    assert "cpu" in skus
+    until(lambda: "gpu-t4" not in skus_of(live_server))
+    assert "cpu" in skus_of(live_server)
     after = predictions.create(live_server, version, {"seconds": 0.1}, headers={"Prefer": "wait=60"})
     after = predictions.wait_for(live_server, after["id"], {"succeeded", "failed", "canceled"}, timeout=120)
     assert after["status"] == "succeeded", after

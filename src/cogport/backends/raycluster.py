@@ -85,7 +85,9 @@ class RayBackend:
         self._refresh_now = asyncio.Event()
         self._actor: Any = None
         self.node_config = NodeConfig(
-            runtime=settings.runtime.model_dump(mode="json"), storage_root=str(settings.data_dir / "files")
+            runtime=settings.runtime.model_dump(mode="json"),
+            storage=settings.storage.model_dump(mode="json"),
+            storage_root=str(settings.data_dir / "files"),
         )
 
     # --- life ----------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ from cogport.backends.local import LocalBackend
 from cogport.build.errors import BuildError
 from cogport.build.prepare import prepare
 from cogport.errors import CogportError
-from cogport.settings import HardwareSku, RuntimeSettings, Settings
+from cogport.settings import HardwareSku, RuntimeSettings, Settings, StorageSettings
 from cogport.storage.base import Storage
+from cogport.storage.factory import open_storage
 from cogport.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,10 @@ class NodeConfig:
     limits) and where the installation's storage is."""
 
     runtime: dict[str, Any]
+    storage: dict[str, Any]
+    """The installation's storage settings (a bucket: credentials come from the node's own environment)."""
     storage_root: str
-    """The local storage directory (one machine or a shared filesystem)."""
+    """Without a bucket, the API host's storage directory (one machine or a shared filesystem)."""
 
 
 def node_settings(node_id: str, config: NodeConfig) -> Settings:
@@ -96,6 +99,7 @@ def node_settings(node_id: str, config: NodeConfig) -> Settings:
     root = settings.ray.node_dir or Path(tempfile.gettempdir()) / "cogport-node"
     settings.data_dir = root / node_id[:16]
     settings.runtime = RuntimeSettings.model_validate(config.runtime)
+    settings.storage = StorageSettings.model_validate(config.storage)
     return settings
 
 
@@ -106,7 +110,8 @@ class NodeSupervisor:
         self.node_id = node_id
         self.settings = node_settings(node_id, config)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.storage: Storage = LocalStorage(Path(config.storage_root))
+        self.storage_root = Path(config.storage_root)
+        self._storage: Storage | None = None
         self._prepared: dict[str, VersionSpec] = {}
         self.name = f"{socket.gethostname()}/{node_id[:8]}"
         self.gpus = hardware.inventory(self.settings)
@@ -137,7 +142,11 @@ class NodeSupervisor:
         """``spec`` with this node's paths: its version prepared here first (once)."""
         local = self._prepared.get(spec.key)
         if local is None:
-            prepared = await prepare(self.storage, spec, self.settings.data_dir / "cache", self.settings)
+            if self._storage is None:
+                self._storage = (
+                    await open_storage(self.settings) if self.settings.storage.url else LocalStorage(self.storage_root)
+                )
+            prepared = await prepare(self._storage, spec, self.settings.data_dir / "cache", self.settings)
             local = self._prepared[spec.key] = prepared.spec(spec)
         return local
 
