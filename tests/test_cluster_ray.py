@@ -23,6 +23,7 @@ from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support import predictions
 from tests.support.models import push_fixture
 from tests.support.pushing import shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
+from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, seaweed  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.usefixtures("shared_build_dirs"), pytest.mark.xdist_group("ray-cluster")]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -33,14 +34,16 @@ T4 = "Tesla T4"
 class RayCluster:
     def __init__(self) -> None:
         common = {"node_ip_address": "127.0.0.1", "num_cpus": 1}
+        # the bucket's credentials come from each node's own environment, as on real machines
+        keys = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
         self.cluster = Cluster(
             initialize_head=True,
-            head_node_args={**common, "include_dashboard": False, "env_vars": {"COGPORT_GPUS": "[]"}},
+            head_node_args={**common, "include_dashboard": False, "env_vars": {"COGPORT_GPUS": "[]", **keys}},
         )
         gpus_a = json.dumps([{"index": 0, "name": A100}])
         gpus_b = json.dumps([{"index": 0, "name": A100}, {"index": 1, "name": T4}])
-        self.a = self.cluster.add_node(**common, env_vars={"COGPORT_GPUS": gpus_a})
-        self.b = self.cluster.add_node(**common, env_vars={"COGPORT_GPUS": gpus_b})
+        self.a = self.cluster.add_node(**common, env_vars={"COGPORT_GPUS": gpus_a, **keys})
+        self.b = self.cluster.add_node(**common, env_vars={"COGPORT_GPUS": gpus_b, **keys})
         self.cluster.wait_for_nodes()
 
     @property
@@ -62,8 +65,10 @@ def cluster() -> Iterator[RayCluster]:
 
 
 @pytest.fixture
-def settings(settings: Settings, cluster: RayCluster) -> Iterator[Settings]:
+def settings(settings: Settings, cluster: RayCluster, seaweed: Seaweed) -> Iterator[Settings]:  # noqa: F811
+    """The Ray backend, and S3 storage: nodes prepare versions from bundles in the bucket."""
     namespace = f"cogport-test-{time.monotonic_ns()}"  # supervisors of this test only (its sandbox binds)
+    settings.storage = seaweed.storage_settings()
     settings.backend = "ray"
     settings.ray.address = cluster.address
     settings.ray.namespace = namespace
@@ -182,3 +187,6 @@ def test_a_lost_node_fails_what_it_ran_and_the_others_carry_on(
     after = predictions.create(live_server, version, {"seconds": 0.1}, headers={"Prefer": "wait=60"})
     after = predictions.wait_for(live_server, after["id"], {"succeeded", "failed", "canceled"}, timeout=120)
     assert after["status"] == "succeeded", after
+    assert not (live_server.settings.data_dir / "files").exists() or not any(
+        path.is_file() for path in (live_server.settings.data_dir / "files").rglob("*")
+    )  # bundles, outputs: all in the bucket
