@@ -401,8 +401,7 @@ class Dispatcher(Service):
         await self.writer.run(lambda tx: prediction_ops.renew_leases(tx, self.node, running, self.lease))
         lost = [p for p in candidates if p.claimed_by != self.node or p.id not in running]
         for prediction_id in cancels:
-            if not self.stop_fetching(prediction_id, Status.CANCELED) and prediction_id in running:
-                await self.backend.cancel(prediction_id)
+            await self.cancel_requested(prediction_id)
         for prediction in lost:
             if prediction.status == Status.STARTING:
                 await self.writer.run(
@@ -416,6 +415,19 @@ class Dispatcher(Service):
         if lost:
             self._fresh = True
             self.wake()
+
+    async def cancel_requested(self, prediction_id: str) -> None:
+        """A cancel of ``prediction_id`` was asked (here or, through another process, by its flag): stop it
+        if it runs here (being fetched, handed over or in the backend); else nothing."""
+        if self.stop_fetching(prediction_id, Status.CANCELED):
+            return
+        if prediction_id in self.backend.running() or prediction_id in self._handing_over:
+            await self.backend.cancel(prediction_id)
+
+    def housekeeping_soon(self) -> None:
+        """Run housekeeping at the next round (cancels asked while this process could not hear of them)."""
+        self._next_housekeeping = 0.0
+        self.wake()
 
     async def _deadline(self, prediction: Prediction) -> None:
         if self.stop_fetching(prediction.id, Status.ABORTED):
