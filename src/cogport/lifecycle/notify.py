@@ -43,7 +43,7 @@ from cogport.lifecycle.hub import Change, EventKind, Hub
 from cogport.lifecycle.status import Announcement
 from cogport.settings import Settings
 
-__all__ = ["MAX_PAYLOAD", "Notifier", "channel_names"]
+__all__ = ["MAX_PAYLOAD", "Notifier", "channel_names", "payloads"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ MAX_PAYLOAD = 7900
 HEALTH_CHECK = 10.0
 """Seconds between checks that an idle connection still answers."""
 CONNECT_TIMEOUT = 5.0
+MAX_PENDING = 100_000
+"""Lines kept per channel while the connection is down."""
 MAX_BACKOFF = 5.0
 KINDS: frozenset[str] = frozenset({"start", "output", "logs", "completed"})
 
@@ -127,7 +129,10 @@ class Notifier:
 
     def _queue(self, channel: str, line: str) -> None:
         if self.enabled:
-            self._pending[channel][line] = None
+            pending = self._pending[channel]
+            if len(pending) >= MAX_PENDING:  # disconnected for long: the oldest are dropped (readers poll)
+                del pending[next(iter(pending))]
+            pending[line] = None
             self._wake.set()
 
     # --- the connection -------------------------------------------------------------------------

@@ -313,8 +313,9 @@ class Runs:
     async def wait(self, prediction_id: str, seconds: float, *, current: Prediction | None = None) -> Prediction:
         """Wait up to ``seconds`` for the prediction to end; returns its latest state either way.
 
-        The end is announced by the hub (with the final row) when this process runs it; otherwise
-        the database is polled. ``current`` spares the first read when the caller has the row.
+        The end is announced by the hub: with the final row when this process runs it, without it (then
+        the row is read) when another process does (lifecycle/notify.py); the database is polled too.
+        ``current`` spares the first read when the caller has the row.
         """
         deadline = time.monotonic() + seconds
         done = self.hub.completion(prediction_id)
