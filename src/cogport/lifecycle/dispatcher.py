@@ -118,6 +118,8 @@ class Dispatcher(Service):
         """Claimed by this process and not yet in ``backend.running()``."""
         self._fetching: dict[str, _Fetch] = {}
         """Claimed runs whose input URLs are being fetched (then submitted)."""
+        self._cancel_on_submit: set[str] = set()
+        """Runs being handed over whose cancel was asked meanwhile: canceled once in the backend."""
 
     async def run_once(self) -> bool:
         now = time.monotonic()
@@ -235,9 +237,13 @@ class Dispatcher(Service):
                     set_committed_value(prediction, "claimed_by", self.node)
                     await self._submit(prediction, spec)
                     submitted += 1
+                    if prediction.id in self._cancel_on_submit:
+                        self._cancel_on_submit.discard(prediction.id)
+                        await self.cancel_requested(prediction.id)  # now fetching or in the backend
             return submitted
         finally:
             self._handing_over.difference_update(ids)
+            self._cancel_on_submit.difference_update(ids)
 
     async def _submit(
         self,
@@ -421,8 +427,10 @@ class Dispatcher(Service):
         if it runs here (being fetched, handed over or in the backend); else nothing."""
         if self.stop_fetching(prediction_id, Status.CANCELED):
             return
-        if prediction_id in self.backend.running() or prediction_id in self._handing_over:
+        if prediction_id in self.backend.running():
             await self.backend.cancel(prediction_id)
+        elif prediction_id in self._handing_over:
+            self._cancel_on_submit.add(prediction_id)  # claimed, not in the backend yet
 
     def housekeeping_soon(self) -> None:
         """Run housekeeping at the next round (cancels asked while this process could not hear of them)."""
