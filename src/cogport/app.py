@@ -46,6 +46,7 @@ from cogport.lifecycle.dispatcher import Dispatcher
 from cogport.lifecycle.files_in import InputFetcher, input_policy
 from cogport.lifecycle.files_out import OutputFiles
 from cogport.lifecycle.hub import Hub
+from cogport.lifecycle.notify import Notifier
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.runs import Runs, hub_hook
 from cogport.lifecycle.status import Transitions
@@ -133,10 +134,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             wake=lambda: services.wake("webhooks"),
             policy=webhook_policy,
         )
+        # Other API processes on the same PostgreSQL database hear of changes and cancels (off on SQLite).
+        notifier = Notifier(
+            settings,
+            hub,
+            node=dispatcher.node,
+            on_cancel=dispatcher.cancel_requested,
+            on_reconnect=dispatcher.housekeeping_soon,
+        )
         # Every announcement of a change goes through these, registered once (see lifecycle/status.py).
         transitions.within(announcer.within)
         transitions.after_commit(hub_hook(hub))
         transitions.after_commit(announcer.after_commit)
+        if notifier.enabled:
+            transitions.after_commit(notifier.after_commit)
         dispatcher.deployment_hardware = deployment_ops.hardware_of
         services.add(Janitor(database, storage, writer, transitions, backend, dispatcher.weights))
         services.add(dispatcher)
@@ -151,10 +162,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.writer = writer
         app.state.transitions = transitions
         app.state.recorder = recorder
-        app.state.runs = Runs(database, writer, transitions, hub, dispatcher, backend, storage, settings)
+        app.state.notifier = notifier
+        app.state.runs = Runs(
+            database,
+            writer,
+            transitions,
+            hub,
+            dispatcher,
+            backend,
+            storage,
+            settings,
+            notify_cancel=notifier.cancel if notifier.enabled else None,
+        )
         app.state.services = services
         await writer.start()
         await backend.start()
+        await notifier.start()
         services.start()
         try:
             yield
@@ -162,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.stop()
             await backend.stop()  # running jobs end (failed: interrupted) through the writer
             await writer.stop()
+            await notifier.close()  # after the last writes: the other processes hear of them
             await announcer.close()
             await webhook_client.aclose()
             await fetch_client.aclose()

@@ -122,6 +122,8 @@ class Dispatcher(Service):
         """Claimed by this process and not yet in ``backend.running()``."""
         self._fetching: dict[str, _Fetch] = {}
         """Claimed runs whose input URLs are being fetched (then submitted)."""
+        self._cancel_on_submit: set[str] = set()
+        """Runs being handed over whose cancel was asked meanwhile: canceled once in the backend."""
 
     async def run_once(self) -> bool:
         now = time.monotonic()
@@ -239,9 +241,13 @@ class Dispatcher(Service):
                     set_committed_value(prediction, "claimed_by", self.node)
                     await self._submit(prediction, spec)
                     submitted += 1
+                    if prediction.id in self._cancel_on_submit:
+                        self._cancel_on_submit.discard(prediction.id)
+                        await self.cancel_requested(prediction.id)  # now fetching or in the backend
             return submitted
         finally:
             self._handing_over.difference_update(ids)
+            self._cancel_on_submit.difference_update(ids)
 
     async def _submit(
         self,
@@ -409,8 +415,7 @@ class Dispatcher(Service):
         await self.writer.run(lambda tx: prediction_ops.renew_leases(tx, self.node, running, self.lease))
         lost = [p for p in candidates if p.claimed_by != self.node or p.id not in running]
         for prediction_id in cancels:
-            if not self.stop_fetching(prediction_id, Status.CANCELED) and prediction_id in running:
-                await self.backend.cancel(prediction_id)
+            await self.cancel_requested(prediction_id)
         for prediction in lost:
             if prediction.status == Status.STARTING:
                 await self.writer.run(
@@ -424,6 +429,21 @@ class Dispatcher(Service):
         if lost:
             self._fresh = True
             self.wake()
+
+    async def cancel_requested(self, prediction_id: str) -> None:
+        """A cancel of ``prediction_id`` was asked (here or, through another process, by its flag): stop it
+        if it runs here (being fetched, handed over or in the backend); else nothing."""
+        if self.stop_fetching(prediction_id, Status.CANCELED):
+            return
+        if prediction_id in self.backend.running():
+            await self.backend.cancel(prediction_id)
+        elif prediction_id in self._handing_over:
+            self._cancel_on_submit.add(prediction_id)  # claimed, not in the backend yet
+
+    def housekeeping_soon(self) -> None:
+        """Run housekeeping at the next round (cancels asked while this process could not hear of them)."""
+        self._next_housekeeping = 0.0
+        self.wake()
 
     async def _deadline(self, prediction: Prediction) -> None:
         if self.stop_fetching(prediction.id, Status.ABORTED):

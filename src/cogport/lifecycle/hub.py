@@ -1,7 +1,8 @@
 """In-process fan-out of prediction changes: sync waiters and stream subscribers.
 
-The database is the source of truth; the hub only makes this process react at once. Waiters
-that may be served by another process fall back to polling the database.
+The database is the source of truth; the hub only makes this process react at once. On PostgreSQL the
+changes of other API processes are published here too (by lifecycle/notify.py, without data: the
+subscriber reads the row); waiters and streams poll the database as well, in case a notification is lost.
 """
 
 from __future__ import annotations

@@ -211,7 +211,11 @@ class Runs:
         backend: Backend,
         storage: Storage,
         settings: Settings,
+        *,
+        notify_cancel: Callable[[str], None] | None = None,
     ) -> None:
+        self.notify_cancel = notify_cancel
+        """Tells the process running a prediction that its cancel was asked (see lifecycle/notify.py)."""
         self.database = database
         self.writer = writer
         self.transitions = transitions
@@ -309,8 +313,9 @@ class Runs:
     async def wait(self, prediction_id: str, seconds: float, *, current: Prediction | None = None) -> Prediction:
         """Wait up to ``seconds`` for the prediction to end; returns its latest state either way.
 
-        The end is announced by the hub (with the final row) when this process runs it; otherwise
-        the database is polled. ``current`` spares the first read when the caller has the row.
+        The end is announced by the hub: with the final row when this process runs it, without it (then
+        the row is read) when another process does (lifecycle/notify.py); the database is polled too.
+        ``current`` spares the first read when the caller has the row.
         """
         deadline = time.monotonic() + seconds
         done = self.hub.completion(prediction_id)
@@ -349,8 +354,12 @@ class Runs:
             current = read(tx, prediction.id)
             if current.status == Status.STARTING and current.claimed_by is None:
                 return self.transitions.transition(tx, current, Status.CANCELED)
-            # Running in another process: it sees the flag and cancels (see Dispatcher.housekeeping).
+            # Running in another process: it hears of it at once (notify_cancel), or sees the flag at its
+            # next housekeeping (Dispatcher.housekeeping).
             tx.conn.execute(update(PREDICTIONS).where(PREDICTIONS.c.id == prediction.id).values(cancel_requested=True))
+            notify = self.notify_cancel
+            if notify is not None and current.status not in TERMINAL:
+                tx.on_commit(lambda: notify(prediction.id))
             return current, False
 
         current, changed = await self.writer.run(cancel_queued)

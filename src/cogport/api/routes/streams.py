@@ -5,6 +5,10 @@ client emits an event only after it has seen one). The id is ``"<outputs sent>-<
 so a client reconnecting with ``Last-Event-ID`` resumes without a lost or repeated chunk. A finished
 prediction's stream replays everything and ends with ``done``. ``: keepalive`` comments go out at
 least every 15 s.
+
+A prediction running in this process is streamed from what its recorder publishes, before it is
+written; one running in another process from its row, read again whenever that process announces a
+write (lifecycle/notify.py), and every ``POLL`` seconds in any case.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from cogport.api.deps import BaseUrl
 from cogport.db.tables import Prediction
 from cogport.errors import NotFound
 from cogport.files import urls as file_urls
-from cogport.lifecycle.hub import Hub
+from cogport.lifecycle.hub import Change, Hub
 from cogport.lifecycle.status import TERMINAL
 from cogport.ops import predictions as prediction_ops
 
@@ -122,21 +126,18 @@ class PredictionStream:
             logs = prediction.logs or ""
             last_sent = time.monotonic()
             while prediction.status not in TERMINAL:
-                try:
-                    change = await asyncio.wait_for(queue.get(), timeout=POLL)
-                except TimeoutError:
-                    change = None
-                if change is not None and change.kind == "output":
-                    out = self._diff(change.data, logs)
-                elif change is not None and change.kind == "logs":
-                    logs = str(change.data or "")
-                    out = self._diff(None, logs)
-                else:
+                output, fresh_logs, reread = _merge(await _next_changes(queue))
+                out = []
+                if reread:
                     reloaded = await self._load()
                     if reloaded is None:
                         return
                     prediction, logs = reloaded, reloaded.logs or ""
                     out = self._diff(prediction.output, logs)
+                if fresh_logs is not None and len(fresh_logs) >= len(logs):
+                    logs = fresh_logs  # published before it is written: ahead of the row
+                if output is not None or fresh_logs is not None:
+                    out += self._diff(output, logs)
                 for event in out:
                     yield event
                     last_sent = time.monotonic()
@@ -147,6 +148,34 @@ class PredictionStream:
                 yield event
         finally:
             self.hub.unsubscribe(self.prediction_id, queue)
+
+
+async def _next_changes(queue: asyncio.Queue[Change]) -> list[Change]:
+    """The changes announced since the last look (waiting up to ``POLL`` for one); none: read the row."""
+    try:
+        changes = [await asyncio.wait_for(queue.get(), timeout=POLL)]
+    except TimeoutError:
+        return []
+    while not queue.empty():
+        changes.append(queue.get_nowait())
+    return changes
+
+
+def _merge(changes: list[Change]) -> tuple[Any, str | None, bool]:
+    """``(output, logs, reread)`` of a burst of changes: the latest output and logs the recorder of this
+    process published, or ``reread`` when the row must be read (a timeout, a start or end, or a change
+    another process announced: those carry no data, see lifecycle/notify.py)."""
+    output: Any = None
+    logs: str | None = None
+    reread = not changes
+    for change in changes:
+        if change.data is None or change.kind not in ("output", "logs"):
+            reread = True
+        elif change.kind == "output":
+            output = change.data
+        else:
+            logs = str(change.data)
+    return output, logs, reread
 
 
 @router.get("/v1/streams/{token}")
