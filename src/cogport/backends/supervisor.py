@@ -28,6 +28,7 @@ from cogport.backends.local import LocalBackend
 from cogport.build.errors import BuildError
 from cogport.build.prepare import prepare
 from cogport.errors import CogportError
+from cogport.lifecycle.weights import WeightsCache
 from cogport.settings import HardwareSku, RuntimeSettings, Settings, StorageSettings
 from cogport.storage.base import Storage
 from cogport.storage.factory import open_storage
@@ -147,7 +148,12 @@ class NodeSupervisor:
                     await open_storage(self.settings) if self.settings.storage.url else LocalStorage(self.storage_root)
                 )
             prepared = await prepare(self._storage, spec, self.settings.data_dir / "cache", self.settings)
-            local = self._prepared[spec.key] = prepared.spec(spec)
+            local = prepared.spec(spec)
+            if spec.weights_key:  # trained weights: fetched from storage into this node's cache
+                weights = WeightsCache(self._storage, self.settings.data_dir / "cache" / "weights")
+                await weights.ensure(spec.weights_key)
+                local = replace(local, weights=str(weights.path_for(spec.weights_key)))
+            self._prepared[spec.key] = local
         return local
 
     async def run(self, job: Job) -> AsyncIterator[Event]:
@@ -181,6 +187,8 @@ class NodeSupervisor:
             backend.ensure(await self._local(spec), minimum, maximum)
         except BuildError as exc:
             log.error("preparing %s on %s failed: %s", spec.version_id, self.name, exc.message)
+        except CogportError as exc:
+            log.error("preparing %s on %s failed: %s", spec.version_id, self.name, exc.detail)
 
     async def shutdown(self) -> None:
         """Stop every instance on this node (before the actor is killed: its coglet processes go too)."""
