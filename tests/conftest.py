@@ -125,7 +125,7 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    for _ in range(500):
+    for _ in range(6000):  # 120 s: a server joining a Ray cluster on a loaded machine takes a while
         if server.started:
             break
         if not thread.is_alive():

@@ -113,16 +113,13 @@ def test_work_spreads_over_the_nodes(live_server: LiveServer, tmp_path: Path, cl
     """One instance per version per node: three slow predictions at once run on three nodes."""
     version = push_fixture(live_server, tmp_path, "slow")
     with ThreadPoolExecutor(3) as pool:
-        created = list(pool.map(lambda _: predictions.create(live_server, version, {"seconds": 4}), range(3)))
-    seen = until(lambda: {i["node"] for i in nodes_of(live_server) if i["state"] == "busy"} or None)
-    until(lambda: len({i["node"] for i in nodes_of(live_server) if i["state"] in ("busy", "idle")}) >= 2)
-    assert seen
+        created = list(pool.map(lambda _: predictions.create(live_server, version, {"seconds": 8}), range(3)))
+    # at least two nodes run them at once (idle instances stop after 2 s, so look while they are busy)
+    until(lambda: len({i["node"] for i in nodes_of(live_server) if i["state"] == "busy"}) >= 2)
     for body in created:
         done = predictions.wait_for(live_server, body["id"], {"succeeded", "failed", "canceled"}, timeout=120)
         assert done["status"] == "succeeded", done
         assert done["output"] == "awake" and "sleeping" in done["logs"]
-    nodes = {i["node"] for i in nodes_of(live_server)}
-    assert len(nodes) >= 2, nodes_of(live_server)
 
 
 def test_a_deployment_spreads_over_the_nodes_that_have_its_gpus(
