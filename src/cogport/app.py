@@ -14,9 +14,11 @@ from fastapi import Depends, FastAPI
 
 from cogport import bootstrap, netfetch
 from cogport.api import presenters, problems
+from cogport.api.access import AccessLog
 from cogport.api.body_limits import MIB, BodyLimit
 from cogport.api.deps import reject_nul
 from cogport.api.principal_cache import PrincipalCache
+from cogport.api.rate_limits import RateLimiter
 from cogport.api.routes import (
     account,
     admin,
@@ -34,6 +36,7 @@ from cogport.api.routes import (
 )
 from cogport.api.routes import builds as build_routes
 from cogport.api.routes import hardware as hardware_routes
+from cogport.api.routes import metrics as metrics_routes
 from cogport.backends.base import Backend
 from cogport.backends.local import LocalBackend
 from cogport.db.engine import Database
@@ -50,6 +53,7 @@ from cogport.lifecycle.notify import Notifier
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.runs import Runs, hub_hook
 from cogport.lifecycle.status import Transitions
+from cogport.metrics.registry import Metrics
 from cogport.netpolicy import HostPolicy
 from cogport.ops import deployments as deployment_ops
 from cogport.services.base import Services
@@ -89,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hub = Hub()
         writer = GroupWriter(database)
         transitions = Transitions()
+        observed: Metrics | None = app.state.metrics
         backend: Backend
         if settings.backend == "ray":
             from cogport.backends.raycluster import RayBackend  # needs the cluster extra
@@ -105,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 file_sink=OutputFiles(database, storage, settings),
                 on_capacity=lambda: dispatcher.capacity_changed(),
                 node=socket.gethostname(),
+                on_ready=observed.instance_ready if observed is not None else None,
             )
         recorder = Recorder(
             database, writer, transitions, hub, storage, settings, on_finished=lambda: dispatcher.capacity_changed()
@@ -148,6 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         transitions.after_commit(announcer.after_commit)
         if notifier.enabled:
             transitions.after_commit(notifier.after_commit)
+        if observed is not None:
+            transitions.after_commit(observed.after_commit)  # the run counters (cogport/metrics)
+            announcer.on_outcome = observed.webhook_outcome
         dispatcher.deployment_hardware = deployment_ops.hardware_of
         services.add(Janitor(database, storage, writer, transitions, backend, dispatcher.weights))
         services.add(dispatcher)
@@ -161,6 +170,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.backend = backend
         app.state.writer = writer
         app.state.transitions = transitions
+        app.state.rate_limiter = RateLimiter(
+            settings.rate_limit,
+            writer,
+            on_limited=observed.rate_limited_hit if observed is not None else None,
+        )
         app.state.recorder = recorder
         app.state.notifier = notifier
         app.state.runs = Runs(
@@ -203,8 +217,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.principals = PrincipalCache()
+    app.state.metrics = Metrics() if settings.metrics.enabled else None
+    app.state.rate_limiter = None  # set by the lifespan (it needs the writer)
     problems.install(app)
     app.add_middleware(BodyLimit, limit_bytes=int(settings.max_request_body_mb * MIB))
+    # outermost: it sees every request's end, errors included (one request log line, the HTTP metrics)
+    app.add_middleware(AccessLog, metrics=app.state.metrics, json_lines=settings.log_format == "json")
     routers = (
         account,
         hardware_routes,
@@ -224,4 +242,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     app.include_router(build_routes.router)
+    app.include_router(metrics_routes.router)
     return app

@@ -180,6 +180,34 @@ class DeploymentSettings(BaseModel):
     through it) before it can be deleted: Replicate's 15 minutes."""
 
 
+class MetricsSettings(BaseModel):
+    """``GET /metrics`` (Prometheus text format; docs/operations.md)."""
+
+    enabled: bool = True
+    """Serve ``/metrics`` (off: 404) and record the counters."""
+    token: str | None = None
+    """A scrape token ``/metrics`` accepts as ``Authorization: Bearer <token>`` besides the admin's (which
+    always works). It opens nothing else."""
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("COGPORT_METRICS__TOKEN must be at least 16 characters")
+        return value or None
+
+
+class RateLimitSettings(BaseModel):
+    """Requests per account and minute, as Replicate limits them (429 with ``Retry-After`` beyond); 0: no limit.
+
+    The counters are in the database, so every API process sharing it shares the limits."""
+
+    creates_per_minute: int = Field(default=600, ge=0)
+    """Prediction and training creates (``POST /v1/predictions``, model, deployment and training creates)."""
+    requests_per_minute: int = Field(default=3000, ge=0)
+    """Every other authenticated request (the admin account is never limited)."""
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure."""
 
@@ -206,6 +234,8 @@ class Settings(BaseSettings):
     gpus: list[GpuSpec] | None = None
     """The GPUs instances may use, instead of what ``nvidia-smi`` reports (``detect_gpus``)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: every log line (the ``cogport.access`` request log included) is one JSON object."""
     aborted_status: Literal["aborted", "canceled"] = "canceled"
     """How predictions aborted by a ``Cancel-After`` deadline are reported. Replicate says ``aborted``,
     which the official Python client 1.0.7 cannot parse and its polling loops never stop on, so the
@@ -245,6 +275,8 @@ class Settings(BaseSettings):
     inputs: InputSettings = Field(default_factory=InputSettings)
     deployments: DeploymentSettings = Field(default_factory=DeploymentSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     @field_validator("admin_token")
     @classmethod

@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.api.access import ACCOUNT_SCOPE_KEY
 from cogport.api.principal_cache import PrincipalCache
+from cogport.api.rate_limits import RateLimiter
 from cogport.db.engine import Database
 from cogport.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from cogport.ops import accounts
@@ -70,13 +72,18 @@ def bearer_token(request: Request) -> str | None:
 
 async def _authenticate(request: Request, token: str) -> Principal:
     """The caller behind ``token``, from the cache or a short transaction of its own (not the
-    request's: a request that waits, e.g. ``Prefer: wait``, must not hold a connection)."""
+    request's: a request that waits, e.g. ``Prefer: wait``, must not hold a connection), counted against
+    its account's rate limit."""
     cache: PrincipalCache = request.app.state.principals
     principal = cache.get(token)
     if principal is None:
         async with get_database(request).session() as session:
             principal = await accounts.authenticate(session, token)
         cache.put(token, principal)
+    request.scope[ACCOUNT_SCOPE_KEY] = principal.account.username  # for the request log
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        await limiter.check(request, principal)
     return principal
 
 

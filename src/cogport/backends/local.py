@@ -56,6 +56,7 @@ class LocalBackend:
         file_sink: OutputFileSink | None = None,
         on_capacity: Callable[[], None] | None = None,
         node: str = "local",
+        on_ready: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.node = node
@@ -67,6 +68,7 @@ class LocalBackend:
             file_sink=file_sink,
             on_capacity=on_capacity,
             gpus=self.gpus,
+            on_ready=on_ready,
         )
 
     async def start(self) -> None:

@@ -41,8 +41,10 @@ def serve(
 
     import uvicorn
 
+    from cogport import logs
     from cogport.app import create_app
 
+    logs.configure(settings)
     app = create_app(settings)
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler it found
     # installed; make that handler a clean exit, so that a stopped server reports success (0).
@@ -55,5 +57,6 @@ def serve(
         proxy_headers=proxy_headers,
         forwarded_allow_ips="127.0.0.1" if proxy_headers else None,
         timeout_graceful_shutdown=10,
-        access_log=settings.log_level == "debug",
+        log_config=None,  # logging is configured once, by cogport.logs
+        access_log=False,  # cogport.access is the request log (one line per request, route templates)
     )

@@ -323,3 +323,19 @@ class Deployment(Base):
     """When a prediction was last created through the deployment."""
     offline_since: Mapped[datetime | None] = mapped_column()
     """Since when ``min_instances`` has been 0 (None while it is above): delete's offline rule reads it."""
+
+
+class RateLimitWindow(Base):
+    """Requests of one account and kind in one fixed window (a minute), shared by every API process.
+
+    One UPSERT per request increments ``count`` and returns it (:mod:`cogport.ops.rate_limits`); windows
+    before the previous one are deleted as time moves on."""
+
+    __tablename__ = "rate_limit_windows"
+
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """``create`` or ``request``."""
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """The window's start, in seconds since the epoch (a multiple of its length)."""
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -86,6 +86,8 @@ class InstanceOptions:
     ``--upload-url`` (coglet reports uploads in completion order) and their ``data:`` URLs come here."""
     sandbox: Sandbox | None = field(default_factory=Sandbox)
     """The sandbox the model runs in (see :mod:`cogport.runtime.sandbox`); ``None``: unconfined."""
+    on_ready: Callable[[float], None] | None = None
+    """Told the seconds from spawn to READY of every instance that starts (the cold-start metric)."""
 
 
 class Instance:
@@ -187,6 +189,8 @@ class Instance:
         self.ready_after = time.monotonic() - began
         self.last_used = time.monotonic()
         self._set_state(InstanceState.READY)
+        if self.options.on_ready is not None:
+            self.options.on_ready(self.ready_after)
         self._watcher = asyncio.create_task(self._watch(), name=f"cogport-watch-{self.name}")
         log.info("%s is ready (%.2fs, port %d, pid %d)", self.name, self.ready_after, self.port, self.process.pid)
 

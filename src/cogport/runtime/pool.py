@@ -107,6 +107,7 @@ class Pool:
         file_sink: OutputFileSink | None = None,
         on_capacity: Callable[[], None] | None = None,
         gpus: Iterable[Gpu] = (),
+        on_ready: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
         self.gpus = GpuAllocator(gpus)
@@ -116,6 +117,7 @@ class Pool:
             upload_url=upload_url,
             file_sink=file_sink,
             sandbox=Sandbox(binds=tuple(settings.sandbox_binds)) if settings.sandbox else None,
+            on_ready=on_ready,
         )
         self._on_capacity = on_capacity
         self._groups: dict[str, VersionGroup] = {}

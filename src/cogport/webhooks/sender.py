@@ -98,6 +98,13 @@ class WebhookAnnouncer:
         self._last_sent: dict[tuple[str, str], float] = {}
         self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.on_outcome: Callable[[str], None] | None = None
+        """Told the outcome of every attempt (best-effort and terminal): ``delivered``, ``retrying``
+        (a terminal webhook to be tried again) or ``failed`` (not tried again): the metrics' hook."""
+
+    def outcome(self, outcome: str) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
     def within(self, tx: Tx, announcement: Announcement) -> None:
         """In the terminal transition's transaction: the terminal webhook's durable row."""
@@ -182,6 +189,7 @@ class WebhookAnnouncer:
     async def _deliver_once(self, url: str, account_id: int, body: str) -> None:
         secret = await self.secret_for(account_id)
         failure = await post(self.client, self.policy, url, secret, signing.new_message_id(), body)
+        self.outcome("failed" if failure else "delivered")
         if failure:
             log.info("webhook to %s failed (not retried: not terminal): %s", url, failure.reason)
 
@@ -238,6 +246,7 @@ class DeliveryService(Service):
             now = utcnow()
             delay = retry_delay(self.settings, attempt, (now - delivery.created_at).total_seconds())
             retry_at = None if delay is None else now + timedelta(seconds=delay)
+        self.announcer.outcome("delivered" if failure is None else "retrying" if retry_at else "failed")
         if failure:
             log.info(
                 "webhook %s attempt %d to %s failed: %s", delivery.message_id, attempt, delivery.url, failure.reason
