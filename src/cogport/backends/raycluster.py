@@ -176,7 +176,11 @@ class RayBackend:
         changed = False
         for node, state in zip(nodes, states, strict=True):
             if isinstance(state, BaseException):
+                # its supervisor is gone or unreachable: no work goes there, and the next refresh looks it
+                # up (or makes it) again
                 log.info("Ray node %s did not answer: %s", node.node_id, state)
+                self._nodes.pop(node.node_id, None)
+                changed = True
                 continue
             changed = changed or node.state != state
             node.state = state
