@@ -72,8 +72,23 @@ def test_run_streams_tokens(live_server: LiveServer, tmp_path: Path) -> None:
     push_fixture(live_server, tmp_path, "iterator")
     result = cogport(live_server, "run", "admin/iterator", "-i", "count=3")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "token0 token1 token2"
+    assert result.stdout == "token0 token1 token2 \n"
     assert "yielding token2" in result.stderr
+
+    # the first token is printed while the prediction still runs (it waits for the gate after it)
+    gate = tmp_path / "gate"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COGPORT_", "REPLICATE_"))}
+    env.update(COGPORT_BASE_URL=live_server.url, COGPORT_API_TOKEN=ADMIN_TOKEN)
+    args = [COGPORT, "run", "admin/iterator", "-i", "count=2", "-i", f"gate={gate}"]
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        first = process.stdout.read(len(b"token0 "))
+        assert first == b"token0 "
+        assert process.poll() is None
+        gate.touch()
+        rest, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert rest == b"token1 \n"
 
 
 def test_run_downloads_file_outputs_and_uploads_inputs(live_server: LiveServer, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -27,6 +28,14 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 def _fields(title: str, item: dict[str, Any], keys: list[str]) -> None:
     _table(title, ["field", "value"], [[key, _short(item.get(key))] for key in keys])
+
+
+def _emit(value: Any, json_out: bool, render: Callable[[], None]) -> None:
+    """The API's JSON with --json, else the human-readable rendering."""
+    if json_out:
+        print_json(value)
+    else:
+        render()
 
 
 def _short(value: Any, limit: int = 200) -> str:
@@ -65,11 +74,8 @@ def list_predictions(
 ) -> None:
     """List your predictions, newest first."""
     results = _all(Client(base_url, token), "/v1/predictions", limit)
-    if json_out:
-        print_json(results)
-        return
     rows = [[p["id"], p.get("model"), p["status"], p.get("created_at"), p.get("source")] for p in results]
-    _table("predictions", ["id", "model", "status", "created", "source"], rows)
+    _emit(results, json_out, lambda: _table("predictions", ["id", "model", "status", "created", "source"], rows))
 
 
 @predictions_app.command("get")
@@ -82,11 +88,8 @@ def get_prediction(
 ) -> None:
     """Show one prediction."""
     prediction = Client(base_url, token).request("GET", f"/v1/predictions/{prediction_id}")
-    if json_out:
-        print_json(prediction)
-        return
     keys = ["id", "model", "version", "status", "input", "output", "error", "created_at", "completed_at"]
-    _fields(f"prediction {prediction_id}", prediction, keys)
+    _emit(prediction, json_out, lambda: _fields(f"prediction {prediction_id}", prediction, keys))
 
 
 @predictions_app.command("cancel")
@@ -99,10 +102,7 @@ def cancel_prediction(
 ) -> None:
     """Cancel a prediction."""
     prediction = Client(base_url, token).request("POST", f"/v1/predictions/{prediction_id}/cancel")
-    if json_out:
-        print_json(prediction)
-    else:
-        typer.echo(f"prediction {prediction['id']}: {prediction['status']}")
+    _emit(prediction, json_out, lambda: typer.echo(f"prediction {prediction['id']}: {prediction['status']}"))
 
 
 # models
@@ -118,9 +118,6 @@ def list_models(
 ) -> None:
     """List public models (as Replicate's API does)."""
     results = _all(Client(base_url, token), "/v1/models", limit)
-    if json_out:
-        print_json(results)
-        return
     rows = [
         [
             f"{m['owner']}/{m['name']}",
@@ -130,7 +127,7 @@ def list_models(
         ]
         for m in results
     ]
-    _table("models", ["model", "visibility", "latest version", "runs"], rows)
+    _emit(results, json_out, lambda: _table("models", ["model", "visibility", "latest version", "runs"], rows))
 
 
 @models_app.command("get")
@@ -144,12 +141,9 @@ def get_model(
     """Show one model."""
     owner, name = _split(ref)
     model = Client(base_url, token).request("GET", f"/v1/models/{owner}/{name}")
-    if json_out:
-        print_json(model)
-        return
     shown = {**model, "latest_version": (model.get("latest_version") or {}).get("id")}
     keys = ["owner", "name", "description", "visibility", "latest_version", "run_count", "url"]
-    _fields(f"model {owner}/{name}", shown, keys)
+    _emit(model, json_out, lambda: _fields(f"model {owner}/{name}", shown, keys))
 
 
 # deployments
@@ -178,10 +172,7 @@ _DEPLOYMENT_COLUMNS = ["deployment", "model", "version", "hardware", "min", "max
 
 
 def _show_deployment(deployment: dict[str, Any], json_out: bool) -> None:
-    if json_out:
-        print_json(deployment)
-    else:
-        _table("deployment", _DEPLOYMENT_COLUMNS, _deployment_rows([deployment]))
+    _emit(deployment, json_out, lambda: _table("deployment", _DEPLOYMENT_COLUMNS, _deployment_rows([deployment])))
 
 
 @deployments_app.command("list")
@@ -189,10 +180,7 @@ def _show_deployment(deployment: dict[str, Any], json_out: bool) -> None:
 def list_deployments(json_out: bool = JsonOption, base_url: str = BaseUrlOption, token: str = TokenOption) -> None:
     """List your deployments."""
     results = _all(Client(base_url, token), "/v1/deployments")
-    if json_out:
-        print_json(results)
-    else:
-        _table("deployments", _DEPLOYMENT_COLUMNS, _deployment_rows(results))
+    _emit(results, json_out, lambda: _table("deployments", _DEPLOYMENT_COLUMNS, _deployment_rows(results)))
 
 
 @deployments_app.command("get")
@@ -280,9 +268,6 @@ def instances(
         answer = client.request("GET", f"/v1/deployments/{owner}/{name}/instances")
     else:
         answer = client.request("GET", "/admin/v1/instances")
-    if json_out:
-        print_json(answer)
-        return
     rows = [
         [
             i["id"],
@@ -296,4 +281,4 @@ def instances(
         for i in answer["results"]
     ]
     title = "instances" + (f" (queued: {answer['queued']})" if "queued" in answer else "")
-    _table(title, ["id", "pool", "state", "hardware", "node", "gpus", "started"], rows)
+    _emit(answer, json_out, lambda: _table(title, ["id", "pool", "state", "hardware", "node", "gpus", "started"], rows))
