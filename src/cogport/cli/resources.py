@@ -19,8 +19,8 @@ JsonOption = typer.Option(False, "--json", help="Print the API's JSON.")
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for i, column in enumerate(columns):
+        table.add_column(column, overflow="fold", no_wrap=i == 0)  # ids and names stay whole, for copying
     for row in rows:
         table.add_row(*("" if value is None else str(value) for value in row))
     Console().print(table)
