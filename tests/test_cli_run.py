@@ -6,9 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support.models import fixture_dir, push, push_fixture
@@ -16,9 +20,14 @@ from tests.support.models import fixture_dir, push, push_fixture
 COGPORT = str(Path(sys.executable).with_name("cogport"))
 
 
-def cogport(server: LiveServer, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _env(server: LiveServer) -> dict[str, str]:
+    """A user's environment: the server and a token in COGPORT_* variables, nothing else of ours."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COGPORT_", "REPLICATE_"))}
-    env = {**clean, "COGPORT_BASE_URL": server.url, "COGPORT_API_TOKEN": ADMIN_TOKEN, "COLUMNS": "200"}
+    return {**clean, "COGPORT_BASE_URL": server.url, "COGPORT_API_TOKEN": ADMIN_TOKEN}
+
+
+def cogport(server: LiveServer, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**_env(server), "COLUMNS": "200"}
     return subprocess.run([COGPORT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180, check=False)
 
 
@@ -77,8 +86,7 @@ def test_run_streams_tokens(live_server: LiveServer, tmp_path: Path) -> None:
 
     # the first token is printed while the prediction still runs (it waits for the gate after it)
     gate = tmp_path / "gate"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COGPORT_", "REPLICATE_"))}
-    env.update(COGPORT_BASE_URL=live_server.url, COGPORT_API_TOKEN=ADMIN_TOKEN)
+    env = _env(live_server)
     args = [COGPORT, "run", "admin/iterator", "-i", "count=2", "-i", f"gate={gate}"]
     with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         assert process.stdout is not None
@@ -174,3 +182,41 @@ def test_deployments_and_instances(live_server: LiveServer, tmp_path: Path) -> N
     answer = json.loads(one.stdout)
     assert answer["queued"] == 0 and isinstance(answer["results"], list)
     assert cogport(live_server, "instances").returncode == 0
+
+
+def test_cancel_a_prediction(live_server: LiveServer, tmp_path: Path) -> None:
+    push_fixture(live_server, tmp_path, "iterator")
+    created = httpx.post(
+        f"{live_server.url}/v1/models/admin/iterator/predictions",
+        json={"input": {"count": 2, "gate": str(tmp_path / "never")}},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert created.status_code == 201, created.text
+    prediction_id = created.json()["id"]
+    canceled = cogport(live_server, "predictions", "cancel", prediction_id, "--json")
+    assert canceled.returncode == 0, canceled.stderr
+    assert json.loads(canceled.stdout)["id"] == prediction_id
+    _wait_until_canceled(live_server, prediction_id)
+
+    # Ctrl-C during `cogport run` cancels the prediction on the server
+    env = _env(live_server)
+    args = [COGPORT, "run", "admin/iterator", "-i", "count=2", "-i", f"gate={tmp_path / 'never'}"]
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        assert process.stdout.read(len(b"token0 ")) == b"token0 "
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert b"canceled prediction" in stderr
+    _wait_until_canceled(live_server, stderr.decode().split("canceled prediction ")[1].split()[0])
+
+
+def _wait_until_canceled(server: LiveServer, prediction_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        got = cogport(server, "predictions", "get", prediction_id, "--json")
+        status = json.loads(got.stdout)["status"]
+        if status == "canceled":
+            return
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)

@@ -181,11 +181,17 @@ def run(
     headers = {} if streaming else {"Prefer": "wait"}
     prediction = client.request("POST", path, json=body, headers=headers)
     streamed = False
-    if streaming and prediction.get("urls", {}).get("stream") and prediction["status"] not in TERMINAL:
-        stream(client, prediction)
-        streamed = True
-        prediction = client.request("GET", f"/v1/predictions/{prediction['id']}")
-    prediction = wait(client, prediction, quiet=json_out or streamed)
+    try:
+        if streaming and prediction.get("urls", {}).get("stream") and prediction["status"] not in TERMINAL:
+            stream(client, prediction)
+            streamed = True
+            prediction = client.request("GET", f"/v1/predictions/{prediction['id']}")
+        prediction = wait(client, prediction, quiet=json_out or streamed)
+    except KeyboardInterrupt:
+        # Ctrl-C cancels the prediction rather than leaving it running on the server
+        client.request("POST", f"/v1/predictions/{prediction['id']}/cancel")
+        err.print(f"canceled prediction {prediction['id']}", highlight=False)
+        raise typer.Exit(130) from None
     if json_out:
         print_json(prediction)
     elif prediction["status"] == "succeeded":
