@@ -41,7 +41,12 @@ class Client:
         if response.status_code >= 400:
             try:
                 body = response.json()
-                detail = body.get("detail") or body.get("title") or response.text
+                title, detail = body.get("title"), body.get("detail")
+                if isinstance(detail, list | dict):  # a validation error's details
+                    detail = json.dumps(detail)
+                if title and detail and str(title) not in str(detail):
+                    detail = f"{title}: {detail}"
+                detail = detail or title or response.text
             except ValueError:
                 detail = response.text or response.reason_phrase
             raise ApiError(response.status_code, str(detail).strip())
