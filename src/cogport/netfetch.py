@@ -55,8 +55,7 @@ async def fetch(http: httpx.AsyncClient, policy: HostPolicy, url: str, limits: F
     """Open ``url`` under ``policy`` and ``limits``; raises :class:`FetchFailed`."""
     try:
         async with asyncio.timeout(limits.timeout):
-            response = await _follow(http, policy, url, limits)
-            final = str(response.request.extensions.get("cogport_url", url))
+            response, final = await _follow(http, policy, url, limits)
             try:
                 yield Fetched(
                     url=final,
@@ -72,17 +71,19 @@ async def fetch(http: httpx.AsyncClient, policy: HostPolicy, url: str, limits: F
         raise FetchFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
 
 
-async def _follow(http: httpx.AsyncClient, policy: HostPolicy, url: str, limits: FetchLimits) -> httpx.Response:
+async def _follow(
+    http: httpx.AsyncClient, policy: HostPolicy, url: str, limits: FetchLimits
+) -> tuple[httpx.Response, str]:
+    """The response with the body, and the URL it came from (after the redirects)."""
     for _hop in range(limits.max_redirects + 1):
         admitted = await _admit(policy, url)
         request = pinned(http, "GET", admitted, headers={"Accept": "*/*", "User-Agent": "cogport"})
-        request.extensions["cogport_url"] = url
         response = await http.send(request, stream=True)
         if not response.is_redirect:
             if response.status_code >= 400:
                 await response.aclose()
                 raise FetchFailed(f"{_show(url)} answered {response.status_code} {response.reason_phrase}".rstrip())
-            return response
+            return response, url
         location = response.headers.get("location", "")
         await response.aclose()
         url = urljoin(url, location)

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 INTEREST_TTL = 120.0
 """Seconds a spec's capacity keeps being read after the dispatcher last asked about it."""
+ENSURE_AGAIN = 10.0
+"""Seconds after which a node is sent its deployments' bounds again, unchanged."""
 LOST = "The node running this prediction was lost ({reason}); please run it again."
 
 
@@ -53,6 +55,20 @@ class _Node:
     state: NodeState | None = None
     submitted: dict[str, int] = field(default_factory=dict)
     """Jobs handed to it per spec key since its state was last read (its capacity is that much less)."""
+    ensured: dict[str, tuple[tuple[int, int], float]] = field(default_factory=dict)
+    """The instance bounds last sent to it per spec key, and when: sent again when they change, or after
+    :data:`ENSURE_AGAIN` seconds (a restarted supervisor has forgotten them)."""
+
+    def known(self, spec: VersionSpec) -> Capacity | None:
+        """Its capacity for ``spec`` as last read (None: not read yet)."""
+        return self.state.capacities.get(spec.key) if self.state is not None else None
+
+    def free(self, spec: VersionSpec) -> int:
+        """Jobs for ``spec`` it would start now: as last read, less what was handed to it since."""
+        known = self.known(spec)
+        if known is None or known.refused is not None:
+            return 0
+        return max(0, known.free - self.submitted.get(spec.key, 0))
 
 
 @dataclass
@@ -220,20 +236,10 @@ class RayBackend:
             if any(node.state is not None for node in self._nodes.values()):
                 return Capacity(0, refused=f"No node of the cluster has the hardware {spec.hardware!r}")
             return Capacity(0)
-        free = 0
-        refusals: list[Capacity] = []
-        for node in eligible:
-            assert node.state is not None
-            known = node.state.capacities.get(spec.key)
-            if known is None:
-                continue
-            if known.refused is not None:
-                refusals.append(known)
-                continue
-            free += max(0, known.free - node.submitted.get(spec.key, 0))
+        refusals = [known for node in eligible if (known := node.known(spec)) is not None and known.refused]
         if refusals and len(refusals) == len(eligible):
             return refusals[0]
-        return Capacity(free)
+        return Capacity(sum(node.free(spec) for node in eligible))
 
     def waiting(self, spec: VersionSpec) -> int:
         return sum(1 for f in self._flights.values() if f.job.spec.key == spec.key and not f.started)
@@ -258,18 +264,11 @@ class RayBackend:
         if not eligible:
             return None
 
-        def free(node: _Node) -> int:
-            assert node.state is not None
-            known = node.state.capacities.get(spec.key)
-            if known is None or known.refused is not None:
-                return 0
-            return known.free - node.submitted.get(spec.key, 0)
-
         def load(node: _Node) -> int:
             mine = sum(1 for f in self._flights.values() if f.node == node.node_id)
             return (node.state.running if node.state is not None else 0) + mine
 
-        best = max(eligible, key=lambda node: (free(node), -load(node)))
+        best = max(eligible, key=lambda node: (node.free(spec), -load(node)))
         best.submitted[spec.key] = best.submitted.get(spec.key, 0) + 1
         return best
 
@@ -290,6 +289,7 @@ class RayBackend:
         self._apply_ensured()
 
     def _apply_ensured(self) -> None:
+        now = time.monotonic()
         for key, (spec, minimum, maximum) in list(self._ensured.items()):
             nodes = self._eligible(spec)
             if not nodes:
@@ -298,7 +298,11 @@ class RayBackend:
             lows = _spread(minimum, limits)
             highs = _spread(maximum, limits)
             for node, low, high in zip(nodes, lows, highs, strict=True):
-                node.handle.ensure.remote(spec, low, max(low, high))
+                bounds = (low, max(low, high))
+                sent = node.ensured.get(key)
+                if sent is None or sent[0] != bounds or now - sent[1] > ENSURE_AGAIN:
+                    node.ensured[key] = (bounds, now)
+                    node.handle.ensure.remote(spec, *bounds)
             if minimum == 0 and maximum == 0:
                 del self._ensured[key]
 
