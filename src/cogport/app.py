@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from cogport import bootstrap, netfetch
 from cogport.api import presenters, problems
@@ -63,6 +64,9 @@ from cogport.services.janitor import Janitor
 from cogport.services.retention import RetentionService
 from cogport.settings import Settings
 from cogport.storage.factory import open_storage
+from cogport.web import auth as web_auth
+from cogport.web import pages as web_pages
+from cogport.web import render as web_render
 from cogport.webhooks.sender import DeliveryService, WebhookAnnouncer
 
 log = logging.getLogger(__name__)
@@ -243,4 +247,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(build_routes.router)
     app.include_router(metrics_routes.router)
+    if settings.web.enabled:
+        # Last: ``/{owner}/{name}`` must not shadow an API path.
+        app.mount(web_render.STATIC_PATH, StaticFiles(directory=web_render.STATIC_DIR), name="static")
+        app.include_router(web_auth.router)
+        app.include_router(web_pages.router)
     return app

@@ -208,6 +208,15 @@ class RateLimitSettings(BaseModel):
     """Every other authenticated request (the admin account is never limited)."""
 
 
+class WebSettings(BaseModel):
+    """The web playground (``/``, ``/{owner}/{name}``, ``/p/{id}``; :mod:`cogport.web`)."""
+
+    enabled: bool = True
+    """Serve the playground's pages (off: they answer 404; the API is unchanged)."""
+    session_days: float = Field(default=7.0, gt=0)
+    """How long a browser stays signed in (the session cookie's and its row's lifetime)."""
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure."""
 
@@ -277,6 +286,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @field_validator("admin_token")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,7 +13,7 @@ from cogport.api.principal_cache import PrincipalCache
 from cogport.api.rate_limits import RateLimiter
 from cogport.db.engine import Database
 from cogport.errors import BadRequest, Forbidden, NotFound, Unauthenticated
-from cogport.ops import accounts
+from cogport.ops import accounts, web_sessions
 from cogport.ops.principals import Principal
 from cogport.settings import Settings
 
@@ -74,12 +74,22 @@ async def _authenticate(request: Request, token: str) -> Principal:
     """The caller behind ``token``, from the cache or a short transaction of its own (not the
     request's: a request that waits, e.g. ``Prefer: wait``, must not hold a connection), counted against
     its account's rate limit."""
+    return await _admit(request, await _cached(request, token, lambda s: accounts.authenticate(s, token)))
+
+
+async def _cached(request: Request, key: str, load: Callable[[AsyncSession], Awaitable[Principal]]) -> Principal:
+    """The principal cached under ``key``, else ``load``-ed in a short transaction of its own."""
     cache: PrincipalCache = request.app.state.principals
-    principal = cache.get(token)
+    principal = cache.get(key)
     if principal is None:
         async with get_database(request).session() as session:
-            principal = await accounts.authenticate(session, token)
-        cache.put(token, principal)
+            principal = await load(session)
+        cache.put(key, principal)
+    return principal
+
+
+async def _admit(request: Request, principal: Principal) -> Principal:
+    """Count an authenticated request against its account's rate limit; name the account in the log."""
     request.scope[ACCOUNT_SCOPE_KEY] = principal.account.username  # for the request log
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
@@ -87,16 +97,59 @@ async def _authenticate(request: Request, token: str) -> Principal:
     return principal
 
 
-async def get_principal(request: Request) -> Principal:
+SESSION_COOKIE = "cogport_session"
+"""The playground's session cookie (HttpOnly, SameSite=Strict; :mod:`cogport.web.auth`)."""
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "QUERY"})
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser says this request comes from a page of this server (the CSRF check for cookies)."""
+    if request.headers.get("sec-fetch-site") == "same-origin":
+        return True
+    origin = request.headers.get("origin")
+    if not origin:
+        return False
+    own = {f"{request.url.scheme}://{request.headers.get('host', '')}"}
+    public_url = get_settings(request).public_url
+    if public_url:
+        own.add(public_url.rstrip("/"))
+    return origin in own
+
+
+async def authenticate_session(request: Request, secret: str) -> Principal:
+    """The caller behind a playground cookie. Besides SameSite=Strict, a request that changes anything
+    must come from one of this server's pages."""
+    if request.method not in _SAFE_METHODS and not same_origin(request):
+        raise Forbidden("A request signed in by cookie must come from this server's own pages")
+    principal = await _cached(request, session_cache_key(secret), lambda s: web_sessions.principal_for(s, secret))
+    return await _admit(request, principal)
+
+
+def session_cache_key(secret: str) -> str:
+    """A session's entry in the principal cache (the prefix keeps it apart from tokens)."""
+    return f"session:{secret}"
+
+
+async def _admitted_caller(request: Request) -> Principal | None:
     token = bearer_token(request)
-    if token is None:
+    if token is not None:
+        return await _authenticate(request, token)
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret:
+        return await authenticate_session(request, secret)
+    return None
+
+
+async def get_principal(request: Request) -> Principal:
+    principal = await _admitted_caller(request)
+    if principal is None:
         raise Unauthenticated("You did not pass an authentication token")
-    return await _authenticate(request, token)
+    return principal
 
 
 async def get_optional_principal(request: Request) -> Principal | None:
-    token = bearer_token(request)
-    return None if token is None else await _authenticate(request, token)
+    return await _admitted_caller(request)
 
 
 async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

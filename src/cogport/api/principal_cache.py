@@ -33,5 +33,8 @@ class PrincipalCache:
             self._entries.clear()
         self._entries[hash_token(token)] = (time.monotonic() + self.ttl, principal)
 
+    def forget(self, token: str) -> None:
+        self._entries.pop(hash_token(token), None)
+
     def clear(self) -> None:
         self._entries.clear()

@@ -339,3 +339,15 @@ class RateLimitWindow(Base):
     window: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     """The window's start, in seconds since the epoch (a multiple of its length)."""
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class WebSession(Base):
+    """A signed-in browser (the playground, :mod:`cogport.web`): its cookie's SHA-256 and the API token it
+    was opened with. Revoking the token ends its sessions; signing out deletes the row."""
+
+    __tablename__ = "web_sessions"
+
+    secret_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -167,6 +167,11 @@ async def authenticate(session: AsyncSession, token: str) -> Principal:
     account = result.scalar_one_or_none()
     if account is None:
         raise Unauthenticated("You did not pass a valid authentication token")
+    return await principal_of(session, account)
+
+
+async def principal_of(session: AsyncSession, account: Account) -> Principal:
+    """``account`` as a caller: itself plus the organizations it belongs to."""
     orgs = await session.execute(select(Membership.organization_id).where(Membership.user_id == account.id))
     return Principal(account=account, acting_ids=frozenset({account.id, *orgs.scalars()}))
 

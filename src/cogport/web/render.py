@@ -1,0 +1,61 @@
+"""Pages as HTML responses: one Jinja2 environment (autoescaped), and the headers every page carries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from cogport.ops.principals import Principal
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+STATIC_PATH = "/-/static"
+
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def security_headers(request: Request) -> dict[str, str]:
+    """Only this server's own scripts, styles and connections; media also from its public URL (file outputs
+    and streams are addressed there) and from data:/blob: URLs."""
+    public_url: str | None = request.app.state.settings.public_url
+    extra = f" {_origin(public_url)}" if public_url else ""
+    policy = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
+        f"img-src 'self' data: blob:{extra}; media-src 'self' data: blob:{extra}; connect-src 'self'{extra}; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
+
+
+def page(
+    request: Request,
+    template: str,
+    principal: Principal | None,
+    *,
+    title: str,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {"principal": principal, "title": title, "static": STATIC_PATH, **context},
+        status_code=status_code,
+        headers=security_headers(request),
+    )
+    return response
