@@ -16,20 +16,17 @@ from fastapi import APIRouter, Query, Request, Response
 
 from cogport import storable
 from cogport.api import pagination
-from cogport.api.deps import BaseUrl, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep, bearer_token
+from cogport.api.deps import BaseUrl, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep, get_principal
 from cogport.api.file_bodies import file_response
 from cogport.api.presenters import timestamp
-from cogport.db.engine import Database
 from cogport.db.tables import StoredFile, utcnow
-from cogport.errors import FileNotFound, Forbidden, Unauthenticated, ValidationFailed
+from cogport.errors import FileNotFound, Forbidden, ValidationFailed
 from cogport.files.media import safe_name
 from cogport.files.signing import check_download, signing_key
 from cogport.files.streams import FIELDS_MAX_BYTES, Digest, UploadForm, digested, prepended, too_large
 from cogport.files.urls import file_url
 from cogport.identifiers import new_object_id
-from cogport.ops import accounts
 from cogport.ops import files as ops
-from cogport.ops.principals import Principal
 from cogport.schemas.files import File
 from cogport.schemas.responses import Page
 from cogport.storage.base import Storage
@@ -54,15 +51,6 @@ def present(row: StoredFile, base_url: str) -> File:
         expires_at=timestamp(row.expires_at) or created,
         urls={"get": file_url(base_url, row.id)},
     )
-
-
-async def _caller(request: Request, database: Database) -> Principal:
-    """Authenticate in a short transaction of its own (an upload may take minutes)."""
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthenticated("You did not pass an authentication token")
-    async with database.session() as session:
-        return await accounts.authenticate(session, token)
 
 
 def _storage(request: Request) -> Storage:
@@ -115,7 +103,7 @@ def _details(form: UploadForm) -> tuple[str, str, dict[str, Any]]:
 
 @router.post("/v1/files", status_code=201)
 async def create_file(request: Request, database: DatabaseDep, settings: SettingsDep, base_url: BaseUrl) -> File:
-    principal = await _caller(request, database)
+    principal = await get_principal(request)  # its own short transaction: an upload may take minutes
     _check_length(request, settings.files_max_bytes)
     form = UploadForm(request.headers.get("content-type"))
     storage = _storage(request)
