@@ -11,7 +11,7 @@ from cogport.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 
 
-GROUPS = ("build", "runtime", "webhooks", "inputs", "deployments", "storage", "ray", "metrics", "rate_limit")
+GROUPS = ("build", "runtime", "webhooks", "inputs", "deployments", "storage", "ray", "metrics", "rate_limit", "web")
 
 
 def env_names(model: type[BaseModel], prefix: str = "COGPORT_") -> list[str]:

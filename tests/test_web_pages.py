@@ -212,3 +212,30 @@ def test_page_data_cannot_end_its_script_element() -> None:
 
     assert "</script>" not in _json({"output": "</script><script>alert(1)</script>"})
     assert re.search(r"<\\/script>", _json("</script>"))
+
+
+async def test_a_training_has_its_page_too(app: FastAPI, client: httpx.AsyncClient, users: Users) -> None:
+    from tests.support.registry import create_model
+    from tests.test_trainings_api import DATA, add_base, post_training, stop_dispatcher
+
+    await stop_dispatcher(app)  # it stays queued: the page shows it as it is
+    await create_model(client, users.alice, "alice/base", visibility="private")
+    await create_model(client, users.alice, "alice/dest", visibility="private")
+    version = await add_base(app.state.database, "alice/base")
+    created = await post_training(
+        client, users.alice, "alice/base", version, {"destination": "alice/dest", "input": {"data": DATA}}
+    )
+    training = created.json()
+    assert training["urls"]["web"] == f"http://testserver/p/{training['id']}"
+    async with browser(app) as web:
+        await sign_in(web, users.alice)
+        shown = await web.get(f"/p/{training['id']}")
+        assert shown.status_code == 200
+        assert f"Training <span class=\"mono\">{training['id']}</span>" in shown.text
+        assert 'data-kind="training"' in shown.text and DATA in shown.text
+        # the page's data is what GET /v1/trainings/{id} answers
+        data = re.search(r'<script type="application/json" id="run-data">(.*?)</script>', shown.text, re.S)
+        assert data is not None and json.loads(data.group(1))["id"] == training["id"]
+    async with browser(app) as web:
+        await sign_in(web, users.bob)
+        assert (await web.get(f"/p/{training['id']}")).status_code == 404
