@@ -71,6 +71,7 @@ def test_playground_end_to_end(live_server: LiveServer, tmp_path: Path) -> None:
     push(url, EXAMPLES / "image", "image")
     push(url, fixture_dir(tmp_path, "tokens"), "tokens")
     slow = push(url, fixture_dir(tmp_path, "slow"), "slow")
+    push(url, fixture_dir(tmp_path, "media"), "media")
     with browsing(live_server, tmp_path) as browser:
         walk_through(browser, url, slow, tmp_path)
 
@@ -186,6 +187,21 @@ def walk_through(browser: Browser, url: str, slow: str, tmp_path: Path) -> None:
     assert page.get_by_role("img", name="Output image 1: output.png").evaluate("img => img.naturalWidth") == 24
     assert page.get_by_role("heading", name=f"Prediction {prediction_id}").is_visible()
     browser.screenshot(page, "prediction-page")
+
+    # several files of several kinds, in the model's order: audio and an image inline, a link for the rest
+    page.goto("/admin/media")
+    page.get_by_role("button", name="Run").click()
+    wait_status(page, "succeeded")
+    figures = page.locator(".file-output figcaption").all_inner_texts()
+    # (coglet sends them inline, without names: cogport names them by position and type)
+    assert figures == ["Download output-0.wav", "Download output-1.png", "Download output-2.txt"]
+    audio = page.get_by_label("Output audio output-0.wav")
+    audio.wait_for()
+    page.wait_for_function("document.querySelector('audio').readyState >= 1")  # the browser parsed the WAV
+    assert 0.4 < audio.evaluate("a => a.duration") < 0.6
+    assert page.locator(".file-output img").evaluate("img => img.naturalWidth") == 40
+    assert page.locator(".file-output video").count() == 0
+    browser.screenshot(page, "media")
 
     # cancel a running prediction
     page.goto("/admin/slow")

@@ -3,6 +3,7 @@ names come from uploads, fetched inputs and model outputs."""
 
 from __future__ import annotations
 
+import mimetypes
 import posixpath
 import re
 from urllib.parse import quote
@@ -20,6 +21,31 @@ def media_type(value: str) -> str:
     header never carries what a client or a model sent unchecked."""
     value = value.strip()
     return value if len(value) <= 255 and _MEDIA_TYPE.fullmatch(value) else FALLBACK
+
+
+_EXTENSIONS = {
+    "audio/wav": ".wav",
+    "audio/wave": ".wav",
+    "audio/vnd.wave": ".wav",
+    "audio/flac": ".flac",
+    "audio/x-flac": ".flac",
+    "audio/ogg": ".ogg",
+    "audio/opus": ".opus",
+    "audio/webm": ".weba",
+    "audio/mp4": ".m4a",
+    "image/webp": ".webp",
+    "image/avif": ".avif",
+    "video/webm": ".webm",
+    "video/ogg": ".ogv",
+}
+"""Types common in model outputs that :mod:`mimetypes` names no extension for (Python 3.11)."""
+
+
+def extension(content_type: str) -> str:
+    """The usual file extension of a media type (``".wav"``), or ``""``: output names carry it, so that
+    browsers and clients can tell an image or a sound from its URL."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return mimetypes.guess_extension(base) or _EXTENSIONS.get(base, "")
 
 
 def content_disposition(name: str) -> str:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import mimetypes
 from collections.abc import AsyncIterator
 from urllib.parse import unquote_to_bytes
 
 from cogport.db.engine import Database
 from cogport.db.tables import utcnow
+from cogport.files import media
 from cogport.files.streams import Digest, digested
 from cogport.files.urls import output_url, public_base_url
 from cogport.identifiers import new_object_id
@@ -77,7 +77,7 @@ class OutputFiles:
         """Store ``data_url``, the ``index``-th item of an output, as ``output-<index><ext>``; its URL.
         (A ``data:`` URL carries the file's type but not its name.) ``ValueError`` if it is not one."""
         content_type, chunks = decode_data_url(data_url)
-        name = f"output-{index}{mimetypes.guess_extension(content_type) or ''}"
+        name = f"output-{index}{media.extension(content_type)}"
         return await store_output(
             self.database, self.storage, self.settings, name=name, content_type=content_type, chunks=chunks
         )

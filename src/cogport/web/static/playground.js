@@ -155,6 +155,7 @@
     }
 
     update(run) {
+      if (run.status === "starting" && this.run.status === "processing") run = Object.assign({}, run, { status: "processing" });
       this.run = run;
       this.status.textContent = run.status;
       this.status.dataset.status = run.status;
@@ -173,6 +174,15 @@
       if (TERMINAL.has(run.status)) this.stop();
     }
 
+    running() {
+      // Output or logs on the stream: the model is at work, whatever the last poll said.
+      if (this.run.status === "starting") {
+        this.run = Object.assign({}, this.run, { status: "processing" });
+        this.status.textContent = "processing";
+        this.status.dataset.status = "processing";
+      }
+    }
+
     path() {
       return `/v1/${this.kind === "training" ? "trainings" : "predictions"}/${this.run.id}`;
     }
@@ -183,11 +193,13 @@
         this.source = new EventSource(stream);
         this.source.addEventListener("output", (event) => {
           this.streamed.push(event.data);
+          this.running();
           if (isConcatenated(this.schema) || !fileSchema(this.schema)) {
             this.output.replaceChildren(el("pre", { class: "output-text", text: this.streamed.join(isConcatenated(this.schema) ? "" : "\n") }));
           }
         });
         this.source.addEventListener("logs", (event) => {
+          this.running();
           this.streamedLogs = (this.streamedLogs || "") + event.data + "\n";
           this.logs.textContent = this.streamedLogs;
         });
