@@ -197,6 +197,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await backend.start()
         await notifier.start()
         services.start()
+        if settings.web.enabled and settings.port:
+            log.info(
+                "the web playground: %s/",
+                (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/"),
+            )
         try:
             yield
         finally:
