@@ -195,10 +195,11 @@ async def test_setup_failure_raises_with_the_setup_error(make_instance: MakeInst
 
 
 async def test_setup_hang_fails_after_the_timeout_and_is_killed(make_instance: MakeInstance) -> None:
-    instance = await make_instance(spec("setup_hang"), start=False, setup_timeout=1.0)
+    # 4 s: on a loaded box coglet and the worker may take more than a second to reach setup's first line
+    instance = await make_instance(spec("setup_hang"), start=False, setup_timeout=4.0)
     with pytest.raises(SetupFailed) as caught:
         await instance.start()
-    assert caught.value.detail == "Model setup timed out after 1 seconds"
+    assert caught.value.detail == "Model setup timed out after 4 seconds"
     assert "setup is hanging" in caught.value.logs
     assert instance.process is not None
     pgid = instance.process.pgid
