@@ -205,7 +205,10 @@
         });
         const end = () => { if (this.source) { this.source.close(); this.source = null; } this.poll(); };
         this.source.addEventListener("done", end);
-        this.source.addEventListener("error", (event) => { if (event.data !== undefined || this.source.readyState === 2) end(); });
+        this.source.addEventListener("error", (event) => {
+          // the stream's own error event (the prediction failed), or a connection the browser gave up on
+          if (this.source && (event.data !== undefined || this.source.readyState === EventSource.CLOSED)) end();
+        });
       }
       this.timer = setInterval(() => this.poll(), 800);
     }
