@@ -18,6 +18,7 @@ import httpx
 
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support.models import fixture_dir, push, push_fixture
+from tests.support.predictions import create
 from tests.support.tcp_proxy import REFUSE, cutting_proxy
 
 COGPORT = str(Path(sys.executable).with_name("cogport"))
@@ -29,8 +30,10 @@ def _env(server: LiveServer) -> dict[str, str]:
     return {**clean, "COGPORT_BASE_URL": server.url, "COGPORT_API_TOKEN": ADMIN_TOKEN}
 
 
-def cogport(server: LiveServer, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**_env(server), "COLUMNS": "200"}
+def cogport(
+    server: LiveServer, *args: str, cwd: Path | None = None, columns: str | None = "200"
+) -> subprocess.CompletedProcess[str]:
+    env = _env(server) | ({} if columns is None else {"COLUMNS": columns})
     return subprocess.run([COGPORT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180, check=False)
 
 
@@ -136,6 +139,20 @@ def test_run_polls_when_the_stream_cannot_be_resumed(live_server: LiveServer, tm
     assert "the stream was lost: polling for the rest" in result.stderr
     assert result.stdout == _tokens(8)
     assert _log_lines(result.stderr) == list(range(8))
+
+
+def test_tables_keep_long_ids_and_names_whole_in_a_pipe(live_server: LiveServer, tmp_path: Path) -> None:
+    name = "a-model-whose-name-is-much-too-long-for-an-eighty-column-table"
+    version = push(live_server, fixture_dir(tmp_path, "noop"), name, visibility="public")
+    prediction = create(live_server, version, {}, headers={"Prefer": "wait=60"})
+    for columns in (None, "40"):  # rich's default off a terminal is 80 columns; COLUMNS does not narrow it
+        listed = cogport(live_server, "predictions", "list", columns=columns)
+        assert listed.returncode == 0, listed.stderr
+        row = next(line for line in listed.stdout.splitlines() if prediction["id"] in line)
+        assert f"admin/{name}" in row and prediction["created_at"] in row and "api" in row
+        models = cogport(live_server, "models", "list", columns=columns)
+        row = next(line for line in models.stdout.splitlines() if f"admin/{name}" in line)
+        assert version in row
 
 
 def test_run_downloads_file_outputs_and_uploads_inputs(live_server: LiveServer, tmp_path: Path) -> None:
