@@ -3,9 +3,11 @@ subprocesses against a live server with real pushed models."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,8 @@ import httpx
 
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support.models import fixture_dir, push, push_fixture
+from tests.support.predictions import create
+from tests.support.tcp_proxy import REFUSE, cutting_proxy
 
 COGPORT = str(Path(sys.executable).with_name("cogport"))
 
@@ -26,8 +30,10 @@ def _env(server: LiveServer) -> dict[str, str]:
     return {**clean, "COGPORT_BASE_URL": server.url, "COGPORT_API_TOKEN": ADMIN_TOKEN}
 
 
-def cogport(server: LiveServer, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**_env(server), "COLUMNS": "200"}
+def cogport(
+    server: LiveServer, *args: str, cwd: Path | None = None, columns: str | None = "200"
+) -> subprocess.CompletedProcess[str]:
+    env = _env(server) | ({} if columns is None else {"COLUMNS": columns})
     return subprocess.run([COGPORT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180, check=False)
 
 
@@ -97,6 +103,56 @@ def test_run_streams_tokens(live_server: LiveServer, tmp_path: Path) -> None:
         rest, _ = process.communicate(timeout=120)
     assert process.returncode == 0
     assert rest == b"token1 \n"
+
+
+def _tokens(count: int) -> str:
+    return "".join(f"token{i} " for i in range(count)) + "\n"
+
+
+def _log_lines(stderr: str) -> list[int]:
+    return [int(n) for n in re.findall(r"^line (\d+)$", stderr, re.MULTILINE)]
+
+
+def test_run_resumes_a_dropped_stream(live_server: LiveServer, tmp_path: Path) -> None:
+    push_fixture(live_server, tmp_path, "tokens")
+    # the first stream connection is cut inside its 4th event, the second inside its 6th: the CLI comes
+    # back with Last-Event-ID each time, and prints every token and log line once
+    with cutting_proxy(live_server.url, {0: 3, 1: 5}.get) as proxy:
+        through = dataclasses.replace(live_server, url=proxy.url)
+        result = cogport(through, "run", "admin/tokens", "-i", "count=20", "-i", "delay=0.02")
+    assert result.returncode == 0, result.stderr
+    assert proxy.streams == 3
+    assert result.stdout == _tokens(20)
+    assert _log_lines(result.stderr) == list(range(20))
+    assert "stream was lost" not in result.stderr
+
+
+def test_run_polls_when_the_stream_cannot_be_resumed(live_server: LiveServer, tmp_path: Path) -> None:
+    push_fixture(live_server, tmp_path, "tokens")
+    # cut inside the 3rd event, then every reconnection is closed before an answer: after the last
+    # attempt the CLI polls the prediction, and prints what the stream had not
+    with cutting_proxy(live_server.url, lambda n: 2 if n == 0 else REFUSE) as proxy:
+        through = dataclasses.replace(live_server, url=proxy.url)
+        result = cogport(through, "run", "admin/tokens", "-i", "count=8", "-i", "delay=0.05")
+    assert result.returncode == 0, result.stderr
+    assert proxy.streams == 1 + 5  # the first, then RECONNECTS attempts
+    assert "the stream was lost: polling for the rest" in result.stderr
+    assert result.stdout == _tokens(8)
+    assert _log_lines(result.stderr) == list(range(8))
+
+
+def test_tables_keep_long_ids_and_names_whole_in_a_pipe(live_server: LiveServer, tmp_path: Path) -> None:
+    name = "a-model-whose-name-is-much-too-long-for-an-eighty-column-table"
+    version = push(live_server, fixture_dir(tmp_path, "noop"), name, visibility="public")
+    prediction = create(live_server, version, {}, headers={"Prefer": "wait=60"})
+    for columns in (None, "40"):  # rich's default off a terminal is 80 columns; COLUMNS does not narrow it
+        listed = cogport(live_server, "predictions", "list", columns=columns)
+        assert listed.returncode == 0, listed.stderr
+        row = next(line for line in listed.stdout.splitlines() if prediction["id"] in line)
+        assert f"admin/{name}" in row and prediction["created_at"] in row and "api" in row
+        models = cogport(live_server, "models", "list", columns=columns)
+        row = next(line for line in models.stdout.splitlines() if f"admin/{name}" in line)
+        assert version in row
 
 
 def test_run_downloads_file_outputs_and_uploads_inputs(live_server: LiveServer, tmp_path: Path) -> None:

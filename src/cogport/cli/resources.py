@@ -15,6 +15,15 @@ predictions_app = typer.Typer(help="List, inspect and cancel predictions.", no_a
 models_app = typer.Typer(help="List and inspect models.", no_args_is_help=True)
 deployments_app = typer.Typer(help="Manage deployments.", no_args_is_help=True)
 JsonOption = typer.Option(False, "--json", help="Print the API's JSON.")
+PIPE_WIDTH = 100_000
+"""The width of tables when stdout is no terminal (a pipe, a file): as wide as their widest row, never
+wrapped, whatever ``COLUMNS`` says (rich's default there is 80), so that ids and names stay whole for
+``grep``, ``cut`` and ``awk``."""
+
+
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -23,7 +32,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         table.add_column(column, overflow="fold", no_wrap=i == 0)  # ids and names stay whole, for copying
     for row in rows:
         table.add_row(*("" if value is None else str(value) for value in row))
-    Console().print(table)
+    _console().print(table)
 
 
 def _fields(title: str, item: dict[str, Any], keys: list[str]) -> None:

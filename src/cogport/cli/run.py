@@ -6,10 +6,12 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import httpx
 import typer
 
 from cogport.cli.client import BaseUrlOption, Client, TokenOption, err, handle_errors, print_json
@@ -50,60 +52,137 @@ def parse_ref(ref: str) -> tuple[str, str, str | None]:
     return match.group(1), match.group(2), match.group(3)
 
 
-def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
-    """(event, data) pairs from server-sent event lines."""
-    event, data = "message", list[str]()
+@dataclass(frozen=True)
+class Event:
+    name: str
+    data: str
+    id: str | None
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[Event]:
+    """Server-sent events from their lines. An event is complete at its blank line: one cut off by the end
+    of the lines (a dropped connection) is dropped, as the SSE spec says, and comes again on resuming."""
+    name, data, event_id = "message", list[str](), None
     for line in lines:
         if line == "":
             if data:
-                yield event, "\n".join(data)
-            event, data = "message", list[str]()
+                yield Event(name, "\n".join(data), event_id)
+            name, data = "message", list[str]()
         elif line.startswith(":"):
             continue
         else:
-            name, _, value = line.partition(":")
+            field, _, value = line.partition(":")
             value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                event = value
-            elif name == "data":
+            if field == "event":
+                name = value
+            elif field == "data":
                 data.append(value)
-    if data:
-        yield event, "\n".join(data)
+            elif field == "id" and "\x00" not in value:
+                event_id = value
 
 
-def stream(client: Client, prediction: dict[str, Any]) -> None:
-    """Print output as it arrives (stdout) and logs (stderr) until the stream's ``done``."""
-    printed = False
-    with client.http.stream(
-        "GET", prediction["urls"]["stream"], headers={"Accept": "text/event-stream"}, timeout=None
-    ) as response:
-        for event, data in sse_events(response.iter_lines()):
-            if event == "output":
-                if not _is_file_url(client, data):
-                    typer.echo(data, nl=False)
-                    printed = True
-            elif event == "logs":
-                err.print(data, markup=False, highlight=False)
-            elif event in ("error", "done"):
-                break
-    if printed:
-        typer.echo("")
+@dataclass
+class Shown:
+    """What the user has seen of a prediction: output chunks (file URLs counted, not printed: they are
+    downloaded at the end), characters of its logs, and whether any output text went to stdout."""
+
+    outputs: int = 0
+    log_chars: int = 0
+    text: bool = False
+
+    def output(self, client: Client, chunk: Any) -> None:
+        self.outputs += 1
+        if not _is_file_url(client, chunk):
+            typer.echo(chunk if isinstance(chunk, str) else json.dumps(chunk), nl=False)
+            self.text = True
+
+    def logs(self, text: str) -> None:
+        if text:
+            err.print(text.removesuffix("\n"), markup=False, highlight=False)
+        self.log_chars += len(text)
 
 
-def wait(client: Client, prediction: dict[str, Any], quiet: bool, poll: float = 0.5) -> dict[str, Any]:
-    """Poll until the prediction is over, printing new log text to stderr (unless quiet)."""
-    shown = 0
+RECONNECTS = 5
+"""Attempts to resume a stream, in a row without an event between them, before falling back to polling."""
+BACKOFF = 0.25
+"""Seconds before the first attempt; each further one waits twice as long (0.25 + 0.5 + ... = 7.75 s)."""
+STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)
+"""The server sends a keepalive comment at least every 15 s: a minute of silence is a dead connection."""
+
+
+def stream(client: Client, prediction: dict[str, Any], shown: Shown) -> bool:
+    """Print output as it arrives (stdout) and logs (stderr) until the stream's ``done``; ``True`` then.
+
+    A connection that drops before ``done`` is resumed with ``Last-Event-ID``, so nothing is lost or
+    printed twice; ``False`` when it cannot be (the stream is gone, or ``RECONNECTS`` attempts in a row
+    got no event), for the caller to poll the prediction instead."""
+    last_id: str | None = None
+    failures = 0
+    while True:
+        ended, new_id = _connect(client, prediction["urls"]["stream"], last_id, shown)
+        if ended is not None:
+            return ended
+        if new_id != last_id:  # it got somewhere: a fresh set of attempts
+            last_id, failures = new_id, 0
+        if failures == RECONNECTS:
+            return False
+        time.sleep(BACKOFF * 2**failures)
+        failures += 1
+
+
+def _connect(client: Client, url: str, last_id: str | None, shown: Shown) -> tuple[bool | None, str | None]:
+    """One connection to the stream, from after ``last_id``: ``(True, id)`` at ``done``, ``(False, id)``
+    when there is no stream to resume, ``(None, id)`` when it ended, dropped or could not connect before
+    ``done``; ``id`` is the last event's."""
+    headers = {"Accept": "text/event-stream"}
+    if last_id is not None:
+        headers["Last-Event-ID"] = last_id
+    try:
+        with client.http.stream("GET", url, headers=headers, timeout=STREAM_TIMEOUT) as response:
+            if response.status_code != 200:
+                # no stream (any more); a 5xx may be a proxy in front while the server restarts
+                return (None if response.status_code >= 500 else False), last_id
+            for event in sse_events(response.iter_lines()):
+                last_id = event.id or last_id
+                if event.name == "output":
+                    shown.output(client, event.data)
+                elif event.name == "logs":
+                    # whole lines without their last newline (but for the very end, which ``done``
+                    # follows at once: a count one off there is never used)
+                    shown.logs(event.data + "\n")
+                elif event.name in ("error", "done"):
+                    return True, last_id
+    except httpx.TransportError:
+        pass  # dropped, refused, or silent for longer than the server's keepalives allow
+    return None, last_id
+
+
+def wait(
+    client: Client, prediction: dict[str, Any], quiet: bool, shown: Shown | None = None, poll: float = 0.5
+) -> dict[str, Any]:
+    """Poll until the prediction is over, printing new log text to stderr (unless quiet). With ``shown``
+    (a stream that was lost), new output chunks too, after what the stream printed."""
+    shown_logs = shown.log_chars if shown else 0
     with err.status(f"[bold]{prediction['id']}[/bold] {prediction['status']}") as status:
         while True:
             logs = prediction.get("logs") or ""
-            if not quiet and len(logs) > shown:
-                err.print(logs[shown:].rstrip("\n"), markup=False, highlight=False)
-                shown = len(logs)
+            if not quiet and len(logs) > shown_logs:
+                err.print(logs[shown_logs:].rstrip("\n"), markup=False, highlight=False)
+                shown_logs = len(logs)
+            if shown is not None:
+                for chunk in _chunks(prediction.get("output"))[shown.outputs :]:
+                    shown.output(client, chunk)
             if prediction["status"] in TERMINAL:
                 return prediction
             status.update(f"[bold]{prediction['id']}[/bold] {prediction['status']}")
             time.sleep(poll)
             prediction = client.request("GET", f"/v1/predictions/{prediction['id']}")
+
+
+def _chunks(output: Any) -> list[Any]:
+    if output is None:
+        return []
+    return list(output) if isinstance(output, list) else [output]
 
 
 def _is_file_url(client: Client, value: Any) -> bool:
@@ -183,10 +262,16 @@ def run(
     streamed = False
     try:
         if streaming and prediction.get("urls", {}).get("stream") and prediction["status"] not in TERMINAL:
-            stream(client, prediction)
-            streamed = True
+            shown, streamed = Shown(), True
+            ended = stream(client, prediction, shown)
+            if not ended:
+                err.print("[yellow]the stream was lost: polling for the rest[/yellow]", highlight=False)
             prediction = client.request("GET", f"/v1/predictions/{prediction['id']}")
-        prediction = wait(client, prediction, quiet=json_out or streamed)
+            prediction = wait(client, prediction, quiet=ended, shown=None if ended else shown)
+            if shown.text:
+                typer.echo("")
+        else:
+            prediction = wait(client, prediction, quiet=json_out)
     except KeyboardInterrupt:
         # Ctrl-C cancels the prediction rather than leaving it running on the server
         client.request("POST", f"/v1/predictions/{prediction['id']}/cancel")

@@ -1,4 +1,5 @@
-"""``GET /metrics``: Prometheus text format, for the admin token or the scrape token (``COGPORT_METRICS__TOKEN``)."""
+"""``GET /metrics``: Prometheus text format, for the admin token or the scrape token (``COGPORT_METRICS__TOKEN``).
+``HEAD`` too (uptime probes use it): the same checks and headers, no body."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from cogport.metrics.registry import Metrics
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.api_route(
+    "/metrics",
+    methods=["GET", "HEAD"],
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
 async def metrics(request: Request) -> Response:
     """This process's counters and histograms, and the queue (from the database) and its instances."""
     settings = get_settings(request)
