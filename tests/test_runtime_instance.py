@@ -259,3 +259,16 @@ async def test_concurrent_slots(make_instance: MakeInstance, tmp_path: Path) -> 
     # Each prediction waits until all four have arrived, so they can only finish if they ran together.
     assert sorted(str(e.final and e.final["output"]) for e in eventses) == [f"p{n} met 3 others" for n in range(4)]
     await eventually(lambda: instance.state is InstanceState.READY)
+
+
+async def test_sandboxed_instances_started_at_once_all_become_ready(make_instance: MakeInstance) -> None:
+    """coglet names its worker sockets ``@coglet-<pid>-<slot>`` in the abstract namespace, which the sandboxes
+    share (one network namespace), and every sandbox has a fresh PID namespace, so every coglet has the
+    same pid: instances that start together race for one name ("failed to create transport: Address
+    already in use"). The runtime starts the loser again."""
+    instances = [await make_instance(spec("noop"), start=False) for _ in range(4)]
+    await asyncio.gather(*(instance.start() for instance in instances))
+    assert all(instance.state is InstanceState.READY for instance in instances)
+    assert len({instance.port for instance in instances}) == 4
+    for instance in instances:
+        assert (await run(instance))["status"] == "succeeded"

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
@@ -66,7 +67,12 @@ log = logging.getLogger(__name__)
 HEALTH_FATAL = frozenset({"SETUP_FAILED", "UNHEALTHY", "DEFUNCT"})
 CONFLICT_GIVE_UP = 10.0
 """Seconds of 409s (with our slot accounting saying a slot is free) before the instance is declared broken."""
-PORT_ATTEMPTS = 3
+START_ATTEMPTS = 8
+"""Starts of one instance that may fail because another instance took an address meanwhile: its port, or
+coglet's worker socket. coglet 0.23.1 names that socket ``@coglet-<its pid>-<slot>`` in the abstract
+namespace, which every sandbox shares (one network namespace) while each has a PID namespace of its own,
+where coglet always has the same pid: instances starting at the same moment race for one name, from
+coglet's bind until its worker connects. The loser starts again after a random pause."""
 FORCE_GRACE = 2.0
 """Seconds between SIGTERM and SIGKILL once a graceful stop is over (or was skipped)."""
 """Seconds to let coglet's output reach the log tail before quoting it in an error."""
@@ -164,17 +170,19 @@ class Instance:
         self._require(InstanceState.STARTING)
         began = time.monotonic()
         try:
-            for attempt in range(PORT_ATTEMPTS):
+            for attempt in range(START_ATTEMPTS):
                 await self._spawn()
                 try:
                     await self._wait_ready()
                     break
-                except SetupFailed:
-                    if attempt + 1 < PORT_ATTEMPTS and self._lost_port_race():
-                        log.info("%s: port %d was taken; retrying on another", self.name, self.port)
-                        await self._discard_process()
-                        continue
-                    raise
+                except SetupFailed as failed:
+                    lost = self._lost_address_race(failed)
+                    if lost is None or attempt + 1 >= START_ATTEMPTS:
+                        raise
+                    log.info("%s: %s was taken by another instance starting; starting again", self.name, lost)
+                    await self._discard_process()
+                    # both sides of a race retry: apart, so that they do not meet again
+                    await asyncio.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
         except SetupFailed as exc:
             self._fail(exc.detail)
             await asyncio.sleep(LOG_DRAIN)  # coglet's last setup lines may still be in the pipe
@@ -213,8 +221,14 @@ class Instance:
             await self._discard_process()
             raise SetupFailed(self.failure or "The model was stopped while it started")
 
-    def _lost_port_race(self) -> bool:
-        return self.process is not None and "Address already in use" in self.process.logs.tail(50)
+    def _lost_address_race(self, failed: SetupFailed) -> str | None:
+        """What another instance took while this one started, if that is why it failed: coglet's worker
+        socket (see :data:`START_ATTEMPTS`) or the HTTP port (chosen free, then bound by coglet)."""
+        if "failed to create transport" in failed.detail and "Address already in use" in failed.detail:
+            return "coglet's worker socket name"
+        if self.process is not None and "Address already in use" in self.process.logs.tail(50):
+            return f"port {self.port}"
+        return None
 
     async def _discard_process(self) -> None:
         if self.process is not None:
