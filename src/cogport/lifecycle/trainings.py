@@ -35,7 +35,6 @@ import base64
 import binascii
 import hashlib
 import logging
-import mimetypes
 from typing import Any, Literal
 from urllib.parse import unquote_to_bytes
 
@@ -44,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.tables import Account, Model, Prediction, StoredFile, Version
 from cogport.errors import CogportError, Conflict
+from cogport.files import media
 from cogport.files import urls as file_urls
 from cogport.files.streams import Digest
 from cogport.files.urls import own_output
@@ -193,7 +193,7 @@ async def _store_data_url(
         raise PublishFailed(f"The weights train() returned are not a valid data URL: {exc}") from None
     digest = Digest()
     digest.update(data)
-    name = "weights" + (mimetypes.guess_extension(content_type) or "")
+    name = "weights" + media.extension(content_type)
     file_id = new_object_id()
     key = file_ops.storage_key(file_ops.OUTPUT, file_id, name)
     await storage.put(key, data)

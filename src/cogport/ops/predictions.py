@@ -79,13 +79,12 @@ def insert_row(tx: Tx, prediction: Prediction) -> Prediction:
     return prediction
 
 
-async def get(session: AsyncSession, principal: Principal, prediction_id: str, kind: str = "prediction") -> Prediction:
-    """A prediction the caller created (anyone else gets 404)."""
-    result = await session.execute(
-        select(Prediction).where(
-            Prediction.id == prediction_id, Prediction.kind == kind, Prediction.account_id == principal.id
-        )
-    )
+async def get(
+    session: AsyncSession, principal: Principal, prediction_id: str, kind: str | None = "prediction"
+) -> Prediction:
+    """A prediction (or, by ``kind``, a training; ``None``: either) the caller created (anyone else gets 404)."""
+    query = select(Prediction).where(Prediction.id == prediction_id, Prediction.account_id == principal.id)
+    result = await session.execute(query if kind is None else query.where(Prediction.kind == kind))
     prediction = result.scalar_one_or_none()
     if prediction is None:
         raise PredictionNotFound()

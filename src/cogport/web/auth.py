@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -48,8 +49,7 @@ async def page_principal(request: Request) -> Principal | None:
 
 def sign_in_redirect(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    response = RedirectResponse(f"{SIGN_IN_PATH}?next={target}", status_code=303)
-    return response
+    return RedirectResponse(f"{SIGN_IN_PATH}?next={quote(target, safe='/')}", status_code=303)
 
 
 @router.get(SIGN_IN_PATH)

@@ -70,12 +70,9 @@ async def prediction_page(prediction_id: str, request: Request, session: Session
     if principal is None:
         return sign_in_redirect(request)
     try:
-        row = await prediction_ops.get(session, principal, prediction_id)
+        row = await prediction_ops.get(session, principal, prediction_id, kind=None)  # predictions and trainings
     except NotFound:
-        try:
-            row = await prediction_ops.get(session, principal, prediction_id, kind=training_ops.KIND)
-        except NotFound:
-            return not_found(request, principal, "This prediction does not exist, or you cannot see it.")
+        return not_found(request, principal, "This prediction does not exist, or you cannot see it.")
     version = await session.get(Version, row.version_pk)
     run = presenters.run(row, base_url, request.app.state.settings)
     kind = "training" if row.kind == training_ops.KIND else "prediction"

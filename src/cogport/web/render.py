@@ -51,11 +51,10 @@ def page(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    response = templates.TemplateResponse(
+    return templates.TemplateResponse(
         request,
         template,
         {"principal": principal, "title": title, "static": STATIC_PATH, **context},
         status_code=status_code,
         headers=security_headers(request),
     )
-    return response
