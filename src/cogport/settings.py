@@ -170,6 +170,10 @@ class RaySettings(BaseModel):
     """Where a node supervisor keeps its instances' files, on its node. Unset: ``<temp dir>/cogport-node``."""
     refresh_interval: float = Field(default=0.5, gt=0)
     """Seconds between two reads of every node's state (capacity, instances, hardware)."""
+    allow_unauthenticated: bool = False
+    """Join a cluster without Ray's token authentication (``RAY_AUTH_MODE=token`` and a token in cogport's own
+    environment): a warning at start instead of a refusal. Then any process that reaches the cluster's ports,
+    model code on a node included, can run code on every node as the user Ray runs as (docs/cluster.md)."""
 
 
 class DeploymentSettings(BaseModel):

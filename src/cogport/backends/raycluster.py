@@ -19,6 +19,12 @@ by this process's file sink, in object storage when the installation has one.
 Deployments (``ensure``): the minimum and the maximum are spread over the nodes that have the SKU, round
 robin in node order, no node given more instances than it has GPUs for; re-spread on every call, so a lost
 node's minimum is placed on the others.
+
+Ray runs whatever a client that reaches its ports asks (jobs, tasks, actors) as the user Ray runs as, so the
+backend refuses to start unless this process joins with Ray's token authentication (:func:`ray_auth_problem`),
+or ``COGPORT_RAY__ALLOW_UNAUTHENTICATED`` says to go on without (a warning). The supervisors need nothing from
+here: Ray's workers inherit their raylet's ``RAY_AUTH_*`` environment, and models get none of it (the sandbox
+gives them a computed environment).
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cogport import hardware
@@ -46,6 +54,47 @@ INTEREST_TTL = 120.0
 ENSURE_AGAIN = 10.0
 """Seconds after which a node is sent its deployments' bounds again, unchanged."""
 LOST = "The node running this prediction was lost ({reason}); please run it again."
+UNAUTHENTICATED = (
+    "COGPORT_BACKEND=ray needs Ray's token authentication, and this process has none: {problem}. Set "
+    "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<a file holding the cluster's token> in the environment of "
+    'the Ray head, of every node and of every API process (docs/cluster.md, "Running a cluster safely"), or '
+    "COGPORT_RAY__ALLOW_UNAUTHENTICATED=true to run without: then anything that reaches the cluster, model code "
+    "on a node included, can run code on every node"
+)
+
+
+def ray_auth_problem(environ: Mapping[str, str] | None = None, home: Path | None = None) -> str | None:
+    """Why this process would join a Ray cluster without token authentication; None: it would not.
+
+    As Ray (2.52 and later) reads it: ``RAY_AUTH_MODE=token`` turns it on; the token is ``RAY_AUTH_TOKEN`` if
+    set, else the file ``RAY_AUTH_TOKEN_PATH`` names (unreadable or empty: Ray aborts), else
+    ``~/.ray/auth_token``. Ray trims the file's surrounding whitespace.
+    """
+    env = os.environ if environ is None else environ
+    mode = env.get("RAY_AUTH_MODE", "")
+    if mode.strip().lower() != "token":
+        return f"RAY_AUTH_MODE is {mode!r}, not 'token'" if mode else "RAY_AUTH_MODE is not set"
+    if env.get("RAY_AUTH_TOKEN", "").strip():
+        return None
+    named = env.get("RAY_AUTH_TOKEN_PATH", "")
+    if named:
+        return None if _token_in(Path(named)) else f"RAY_AUTH_TOKEN_PATH={named} cannot be read or is empty"
+    if home is None:
+        try:
+            home = Path.home()
+        except RuntimeError:  # no HOME and no passwd entry
+            return "RAY_AUTH_TOKEN and RAY_AUTH_TOKEN_PATH are not set, and there is no home directory"
+    default = home / ".ray" / "auth_token"
+    if _token_in(default):
+        return None
+    return f"RAY_AUTH_TOKEN and RAY_AUTH_TOKEN_PATH are not set, and {default} cannot be read or is empty"
+
+
+def _token_in(path: Path) -> bool:
+    try:
+        return bool(path.read_text().strip())
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @dataclass
@@ -115,6 +164,7 @@ class RayBackend:
             raise BackendUnavailable("COGPORT_BACKEND=ray needs Ray: pip install 'cogport[cluster]'") from exc
         if not self.settings.ray.address:
             raise BackendUnavailable("COGPORT_BACKEND=ray needs COGPORT_RAY__ADDRESS (the cluster's head, host:port)")
+        self._check_auth()
         if not ray.is_initialized():
             await asyncio.to_thread(
                 ray.init,
@@ -126,6 +176,25 @@ class RayBackend:
         self._actor = ray.remote(NodeSupervisor)
         await self._refresh()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="cogport-ray-refresh")
+
+    def _check_auth(self) -> None:
+        """Refuse to join without Ray's token authentication, unless the operator allowed it (a warning)."""
+        problem = ray_auth_problem()
+        if problem is not None:
+            if not self.settings.ray.allow_unauthenticated:
+                raise BackendUnavailable(UNAUTHENTICATED.format(problem=problem))
+            log.warning(
+                "COGPORT_RAY__ALLOW_UNAUTHENTICATED=true: joining the Ray cluster at %s without token "
+                "authentication (%s). Any process able to reach the cluster's ports, model code on a node "
+                "included, can run code on every node as the user Ray runs as (docs/cluster.md)",
+                self.settings.ray.address,
+                problem,
+            )
+        if not self.settings.runtime.sandbox:
+            log.warning(
+                "COGPORT_RUNTIME__SANDBOX is off: model code on the Ray nodes runs as the node's user, with its "
+                "environment (the Ray token included), so it can run code on the whole cluster"
+            )
 
     async def stop(self) -> None:
         """Stop following jobs: those running end ``failed`` (this process stopped); the nodes' instances
