@@ -87,6 +87,50 @@ class RuntimeSettings(BaseModel):
     """Host directories bound read-write, at the same path, into every sandbox (a shared model cache)."""
 
 
+class SandboxLimits(BaseModel):
+    """What one instance (or one build) may use; ``None``: no bound of cogport's own."""
+
+    memory_mb: int | None = Field(default=None, gt=0)
+    """Memory of the whole sandbox (its ``/tmp`` tmpfs included): a cgroup's limit; crossing it kills the model."""
+    pids: int | None = Field(default=None, gt=0)
+    """Processes and threads at once (a cgroup's ``pids.max``, and ``RLIMIT_NPROC`` as the floor)."""
+    tmp_mb: int | None = Field(default=None, gt=0)
+    """The size of the private ``/tmp`` (a tmpfs) and of the writable layer over the working directory."""
+    cpus: float | None = Field(default=None, gt=0)
+    """CPU time as a number of cores (a cgroup's quota); ``None``: an equal share with everything else."""
+
+    def merged(self, other: SandboxLimits | None) -> SandboxLimits:
+        """These limits with ``other``'s set fields taking precedence."""
+        if other is None:
+            return self
+        return self.model_copy(update=other.model_dump(exclude_none=True))
+
+
+class SandboxSettings(BaseModel):
+    """The boundary around every piece of tenant code (docs/runtime.md, "Sandbox"): ``COGPORT_SANDBOX__*``."""
+
+    egress: str = "public"
+    """Where model code may connect, through cogport's egress proxy: ``none``; ``public`` (any public
+    address, as input URLs); or a comma-separated allow-list of hosts (names, ``.domain`` suffixes,
+    addresses, CIDR networks). Loopback, private, link-local and metadata addresses are refused unless an
+    allow-list names them."""
+    uid_base: int = Field(default=200_000, ge=1000)
+    """Where cogport runs as root: each model's code runs as host uid ``uid_base + model id % uid_count``
+    (a uid of its own per model, so per account too)."""
+    uid_count: int = Field(default=65_536, ge=1)
+    limits: SandboxLimits = Field(
+        default_factory=lambda: SandboxLimits(memory_mb=8192, pids=1024, tmp_mb=4096)
+    )
+    """The limits of every instance and build, unless ``hardware_limits`` says otherwise for its SKU."""
+    hardware_limits: dict[str, SandboxLimits] = Field(default_factory=dict)
+    """Per hardware SKU (``cpu``, ``gpu-t4``, ...): the fields set here replace those of ``limits``."""
+    upload_max_mb: int = Field(default=1024, gt=0)
+    """The largest output file one instance may upload (coglet's ``--upload-url``); larger fails."""
+
+    def limits_for(self, hardware: str) -> SandboxLimits:
+        return self.limits.merged(self.hardware_limits.get(hardware))
+
+
 class InputSettings(BaseModel):
     """Input URLs: cogport fetches them itself (the model gets the bytes, never the URL)."""
 
@@ -284,6 +328,7 @@ class Settings(BaseSettings):
     ray: RaySettings = Field(default_factory=RaySettings)
     build: BuildSettings = Field(default_factory=BuildSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     inputs: InputSettings = Field(default_factory=InputSettings)
     deployments: DeploymentSettings = Field(default_factory=DeploymentSettings)

@@ -49,6 +49,9 @@ class VersionSpec:
     """The SKU its instances run on: ``cpu`` (no GPU visible) or ``gpu-<type>[-Nx]`` (N GPUs of their own)."""
     pool: str = ""
     """Whose instances these are: ``""`` for a model's on-demand ones, ``deployment:<owner>/<name>``."""
+    tenant: int = 0
+    """The model's id: where cogport is root, each model's code runs as a host uid of its own (one per
+    model, finer than one per account)."""
     bundle_key: str = ""
     """The storage key of the version's bundle (``bundles/<version id>/source.tar.gz``): what a node that
     did not build the version prepares it from (:func:`cogport.build.prepare.prepare`). ``source_path`` and

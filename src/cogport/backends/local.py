@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from cogport import hardware
 from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.files.urls import internal_base_url
 from cogport.runtime.pool import InstanceInfo, Pool
 from cogport.settings import HardwareSku, Settings
 
@@ -69,6 +70,9 @@ class LocalBackend:
             on_capacity=on_capacity,
             gpus=self.gpus,
             on_ready=on_ready,
+            boundary=settings.sandbox,
+            internal_base=internal_base_url(settings),
+            storage_endpoint=settings.storage.endpoint_url,
         )
 
     async def start(self) -> None:

@@ -29,7 +29,7 @@ from cogport.build.errors import BuildError
 from cogport.build.prepare import prepare
 from cogport.errors import CogportError
 from cogport.lifecycle.weights import WeightsCache
-from cogport.settings import HardwareSku, RuntimeSettings, Settings, StorageSettings
+from cogport.settings import HardwareSku, RuntimeSettings, SandboxSettings, Settings, StorageSettings
 from cogport.storage.base import Storage
 from cogport.storage.factory import open_storage
 from cogport.storage.local import LocalStorage
@@ -91,6 +91,8 @@ class NodeConfig:
     """The installation's storage settings (a bucket: credentials come from the node's own environment)."""
     storage_root: str
     """Without a bucket, the API host's storage directory (one machine or a shared filesystem)."""
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    """The installation's ``COGPORT_SANDBOX__*`` settings: nodes run models inside the same boundary."""
 
 
 def node_settings(node_id: str, config: NodeConfig) -> Settings:
@@ -100,6 +102,7 @@ def node_settings(node_id: str, config: NodeConfig) -> Settings:
     root = settings.ray.node_dir or Path(tempfile.gettempdir()) / "cogport-node"
     settings.data_dir = root / node_id[:16]
     settings.runtime = RuntimeSettings.model_validate(config.runtime)
+    settings.sandbox = SandboxSettings.model_validate(config.sandbox)
     settings.storage = StorageSettings.model_validate(config.storage)
     return settings
 

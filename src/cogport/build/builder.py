@@ -22,7 +22,8 @@ from cogport.build.environment import Environments, EnvironmentSpec
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
 from cogport.build.schema import inspect_model, write_runtime_schema
-from cogport.runtime.sandbox import Sandbox, safe_base_environment
+from cogport.runtime.pool import sandbox_for
+from cogport.runtime.sandbox import safe_base_environment
 from cogport.settings import Settings
 
 DEFAULT_PYTHON = "3.13"
@@ -91,7 +92,7 @@ class ModelBuilder:
             prefer_offline=settings.build.prefer_offline,
         )
 
-    async def build(self, source: Path, log: BuildLog) -> dict[str, Any]:
+    async def build(self, source: Path, log: BuildLog, *, tenant: int = 0) -> dict[str, Any]:
         """Build ``source`` in place; returns the new version's fields (without ``id``)."""
         build = self.settings.build
         log.step("Reading cog.yaml")
@@ -125,7 +126,7 @@ class ModelBuilder:
         venv = await self.environments.ensure(spec, source, log, allow_commands=build.allow_run_commands)
         log.step(f"Inspecting {' and '.join(r for r in (config.predict, config.train) if r)}")
         runtime = self.settings.runtime
-        sandbox = Sandbox(binds=tuple(runtime.sandbox_binds)) if runtime.sandbox else None
+        sandbox = sandbox_for(runtime, self.settings.sandbox) if runtime.sandbox else None
         env = self.environments.uv_env(config.environment)
         facts = await inspect_model(
             venv,
@@ -137,6 +138,7 @@ class ModelBuilder:
             log=log,
             time_limit=build.timeout,
             sandbox=sandbox,
+            tenant=tenant,
         )
         for warning in facts.warnings:
             log.line(f"  warning: {warning}")

@@ -29,8 +29,10 @@ async def run(
     time_limit: float,
     what: str,
     indent: str = "  ",
+    pass_fds: tuple[int, ...] = (),
 ) -> None:
-    """Run ``argv``; its output lines go to ``log``. Raises :class:`CommandFailed` naming ``what``."""
+    """Run ``argv``; its output lines go to ``log``. Raises :class:`CommandFailed` naming ``what``.
+    ``pass_fds``: descriptors it inherits (a sandbox's seccomp filter)."""
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -40,6 +42,7 @@ async def run(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
     except OSError as exc:
         raise BuildError(f"{what}: cannot run {argv[0]}: {exc}") from None

@@ -25,7 +25,10 @@ from typing import Any
 from cogport.build import process
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
-from cogport.runtime.sandbox import SANDBOX_TMP, Sandbox
+from cogport.runtime.sandbox import RUN_DIR, Launch, Sandbox
+
+RESULT_DIR = f"{RUN_DIR}/out"
+"""Where the schema step writes its result inside the sandbox (a host directory of its own)."""
 
 SCRIPT = Path(__file__).with_name("_schema_script.py")
 RUNTIME_SCHEMA = Path(".cog") / "openapi_schema.json"
@@ -70,13 +73,15 @@ async def inspect_model(
     log: BuildLog,
     time_limit: float,
     sandbox: Sandbox | None = None,
+    tenant: int = 0,
 ) -> ModelFacts:
     """Run the generator in ``venv`` with ``source`` as the working directory (as coglet will), in
-    ``sandbox`` when given: importing ``predict.py`` runs the user's code. There it sees the script, the
-    venv, the source and a private ``/tmp`` (where it writes its result), and only ``env``."""
+    ``sandbox`` when given (as ``tenant``'s uid, the model's): importing ``predict.py`` runs the user's
+    code. There it sees the script, the venv, the source, a private ``/tmp`` and the one directory it
+    writes its result to, with no network at all, and only ``env``."""
     workdir = Path(tempfile.mkdtemp(prefix="cogport-schema-"))
     result_path = workdir / "result.json"
-    result_arg = str(result_path) if sandbox is None else f"{SANDBOX_TMP}/{result_path.name}"
+    result_arg = str(result_path) if sandbox is None else f"{RESULT_DIR}/{result_path.name}"
     argv = [str(venv / "bin" / "python"), str(SCRIPT), "--result", result_arg]
     if predict:
         argv += ["--predict", predict]
@@ -89,9 +94,13 @@ async def inspect_model(
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    launch: Launch | None = None
     if sandbox is not None:
-        run_env = sandbox.environment(run_env)
-        argv = sandbox.command(argv, venv=venv, source=source, tmpdir=workdir, readonly=[SCRIPT])
+        run_env = sandbox.environment(run_env, egress=False)
+        launch = sandbox.command(
+            argv, venv=venv, source=source, tenant=tenant, readonly=[SCRIPT], writable={workdir: RESULT_DIR}
+        )
+        argv = launch.argv
     try:
         try:
             await process.run(
@@ -102,6 +111,7 @@ async def inspect_model(
                 time_limit=time_limit,
                 what="inspecting the model",
                 indent="  | ",
+                pass_fds=launch.pass_fds if launch else (),
             )
         except process.CommandFailed:
             error = _read(result_path).get("error")
@@ -110,6 +120,8 @@ async def inspect_model(
             raise
         data = _read(result_path)
     finally:
+        if launch is not None:
+            launch.close()
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     if "schema" not in data:
         raise BuildError(f"inspecting the model gave no schema: {data.get('error', 'no result')}")

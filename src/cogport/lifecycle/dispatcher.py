@@ -388,6 +388,7 @@ class Dispatcher(Service):
                 weights_key=version.weights_key,
                 hardware=hardware,
                 pool=f"deployment:{deployment}" if deployment else "",
+                tenant=version.model_id,
                 bundle_key=bundles.bundle_key(version.id),
             )
             self._specs[key] = spec

@@ -87,9 +87,12 @@ class CogletApi:
         on_conflict: ConflictCheck,
         *,
         plain_client: KeepAliveClient | None = None,
+        uds: str | None = None,
     ) -> None:
         self._client = client
         self._plain_client = plain_client
+        self._uds = uds
+        """coglet's unix socket (a sandboxed instance): ``base_url``'s host and port are then only names."""
         """For plain POSTs: keeps connections alive (one response write: no Nagle stall)."""
         self.base_url = base_url
         self.endpoint = endpoint
@@ -193,7 +196,7 @@ class CogletApi:
 
     async def _send(self, url: str, body: bytes) -> tuple[int, bytes]:
         if self._plain_client is not None:
-            response = await self._plain_client.post_json(url, body)
+            response = await self._plain_client.post_json(url, body, uds=self._uds)
             return response.status_code, response.content
         sent = await self._client.post(
             url, content=body, headers={"Content-Type": "application/json"}, timeout=NO_READ_TIMEOUT

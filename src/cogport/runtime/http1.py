@@ -46,12 +46,12 @@ class KeepAliveClient:
     def __init__(self, *, connect_timeout: float = 5.0, max_idle_per_host: int = 64) -> None:
         self.connect_timeout = connect_timeout
         self.max_idle_per_host = max_idle_per_host
-        self._idle: dict[tuple[str, int], list[_Connection]] = defaultdict(list)
+        self._idle: dict[tuple[str, int] | str, list[_Connection]] = defaultdict(list)
         self._closed = False
 
-    async def post_json(self, url: str, body: bytes) -> Response:
-        """POST ``body`` (JSON) to ``url``; the response once it is complete (no time bound: a prediction
-        may run long; wrap the call in ``asyncio.timeout`` for one)."""
+    async def post_json(self, url: str, body: bytes, *, uds: str | None = None) -> Response:
+        """POST ``body`` (JSON) to ``url`` (through the unix socket ``uds`` when given); the response once it
+        is complete (no time bound: a prediction may run long; wrap the call in ``asyncio.timeout`` for one)."""
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         target = parts.path or "/"
@@ -61,9 +61,9 @@ class KeepAliveClient:
             f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode("ascii")
-        key = (host, port)
+        key: tuple[str, int] | str = uds or (host, port)
         reused = self._take(key)
-        connection = reused or await self._connect(host, port)
+        connection = reused or await self._connect(host, port, uds)
         began = time.monotonic()
         try:
             response, keep = await self._exchange(connection, head + body)
@@ -71,7 +71,7 @@ class KeepAliveClient:
             connection.close()
             if reused is not None and time.monotonic() - began < STALE_WITHIN:
                 # A kept connection coglet had closed: the request never reached it; try once afresh.
-                return await self.post_json(url, body)
+                return await self.post_json(url, body, uds=uds)
             raise TransportFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
         except BaseException:
             connection.close()
@@ -89,7 +89,7 @@ class KeepAliveClient:
                 connection.close()
         self._idle.clear()
 
-    def _take(self, key: tuple[str, int]) -> _Connection | None:
+    def _take(self, key: tuple[str, int] | str) -> _Connection | None:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
@@ -98,9 +98,10 @@ class KeepAliveClient:
             connection.close()
         return None
 
-    async def _connect(self, host: str, port: int) -> _Connection:
+    async def _connect(self, host: str, port: int, uds: str | None = None) -> _Connection:
+        opening = asyncio.open_unix_connection(uds) if uds else asyncio.open_connection(host, port)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), self.connect_timeout)
+            reader, writer = await asyncio.wait_for(opening, self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise TransportFailed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
         return _Connection(reader, writer)

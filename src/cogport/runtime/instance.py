@@ -57,8 +57,8 @@ from cogport.runtime.coglet_api import (
 from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.ports import free_port
 from cogport.runtime.prediction import Outcome, PredictionRun
-from cogport.runtime.process import CogletProcess
-from cogport.runtime.sandbox import Sandbox
+from cogport.runtime.process import Boundary, CogletProcess
+from cogport.runtime.sandbox import COGLET_PORT, Sandbox
 from cogport.runtime.state import InstanceState
 from cogport.runtime.sweeper import PredictionDirSweeper
 
@@ -92,6 +92,8 @@ class InstanceOptions:
     ``--upload-url`` (coglet reports uploads in completion order) and their ``data:`` URLs come here."""
     sandbox: Sandbox | None = field(default_factory=Sandbox)
     """The sandbox the model runs in (see :mod:`cogport.runtime.sandbox`); ``None``: unconfined."""
+    boundary: Boundary = field(default_factory=Boundary)
+    """What a sandboxed instance may reach and use: egress, cogport's gateway, limits."""
     on_ready: Callable[[float], None] | None = None
     """Told the seconds from spawn to READY of every instance that starts (the cold-start metric)."""
 
@@ -126,6 +128,8 @@ class Instance:
         self.process: CogletProcess | None = None
         self.port = 0
         self._client = client
+        self._own_client: httpx.AsyncClient | None = None
+        """The client of a sandboxed instance (its unix socket), closed with its process."""
         self._plain_client = plain_client
         self.gpus = gpus
         self.created_at = datetime.now(UTC)
@@ -203,10 +207,7 @@ class Instance:
         log.info("%s is ready (%.2fs, port %d, pid %d)", self.name, self.ready_after, self.port, self.process.pid)
 
     async def _spawn(self) -> None:
-        self.port = free_port()
-        self._api = CogletApi(
-            self._client, self.url, self._endpoint, self._conflict_is_fatal, plain_client=self._plain_client
-        )
+        self.port = free_port() if self.options.sandbox is None else COGLET_PORT
         self.process = await CogletProcess.spawn(
             self.spec,
             name=self.name,
@@ -215,6 +216,24 @@ class Instance:
             upload_url=None if self._file_sink is not None else self.options.upload_url,
             gpus=self.gpus,
             sandbox=self.options.sandbox,
+            boundary=self.options.boundary,
+        )
+        client = self._client
+        if self.process.uds is not None:  # sandboxed: coglet is behind a unix socket of its own
+            await self._close_own_client()
+            self._own_client = client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=self.process.uds),
+                limits=httpx.Limits(max_keepalive_connections=0, max_connections=None),
+                timeout=self._client.timeout,
+                trust_env=False,
+            )
+        self._api = CogletApi(
+            client,
+            self.url,
+            self._endpoint,
+            self._conflict_is_fatal,
+            plain_client=self._plain_client,
+            uds=self.process.uds,
         )
         self._exit = asyncio.ensure_future(self.process.wait())
         if self.state is not InstanceState.STARTING:  # stopped while spawning
@@ -234,6 +253,12 @@ class Instance:
         if self.process is not None:
             await self.process.terminate(grace=1.0)
             self.process = None
+        await self._close_own_client()
+
+    async def _close_own_client(self) -> None:
+        if self._own_client is not None:
+            await self._own_client.aclose()
+            self._own_client = None
 
     async def _wait_ready(self) -> None:
         """Poll ``/health-check`` until READY, and at once whenever coglet logs a milestone of its own
@@ -475,6 +500,7 @@ class Instance:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._exit), timeout)
         await process.terminate(grace=min(FORCE_GRACE, timeout))
+        await self._close_own_client()
 
     # --- state --------------------------------------------------------------------------------
 
@@ -497,10 +523,16 @@ class Instance:
 
     def _exit_message(self, when: str) -> str:
         code = self.process.returncode if self.process else None
+        crossed = self.process.limit_crossed() if self.process else None
+        if crossed:
+            return self._with_tail(f"The model {crossed} (exit code {code}) {when}")
         return self._with_tail(f"The model crashed (exit code {code}) {when}")
 
     def _crash_message(self, why: str) -> str:
         code = self.process.worker_exit_code() if self.process else None
+        crossed = self.process.limit_crossed() if self.process else None
+        if crossed:
+            return self._with_tail(f"The model {crossed} (exit code {code}): {why}")
         head = f"The model crashed (exit code {code})" if code is not None else "The model crashed"
         return self._with_tail(f"{head}: {why}")
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -33,16 +34,18 @@ from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, Output
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.hardware import Gpu
 from cogport.runtime import sandbox
+from cogport.runtime.gateway import EgressPolicy
 from cogport.runtime.gpus import GpuAllocator
 from cogport.runtime.group import Ticket, VersionGroup
 from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.instance import Instance, InstanceOptions
 from cogport.runtime.prediction import Outcome, report
+from cogport.runtime.process import Boundary
 from cogport.runtime.sandbox import Sandbox
 from cogport.runtime.scaling import Limits
 from cogport.runtime.state import InstanceState
 from cogport.runtime.sweeper import PredictionDirSweeper
-from cogport.settings import RuntimeSettings
+from cogport.settings import RuntimeSettings, SandboxSettings
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,33 @@ class InstanceInfo:
         )
 
 
+def sandbox_for(runtime: RuntimeSettings, boundary: SandboxSettings | None) -> Sandbox:
+    """The sandbox that ``COGPORT_RUNTIME__SANDBOX_BINDS`` and ``COGPORT_SANDBOX__*`` describe."""
+    boundary = boundary or SandboxSettings()
+    return Sandbox(
+        binds=tuple(runtime.sandbox_binds),
+        uid_base=boundary.uid_base,
+        uid_count=boundary.uid_count,
+        limits=boundary.limits,
+    )
+
+
+def boundary_for(boundary: SandboxSettings, internal_base: str, storage_endpoint: str | None) -> Boundary:
+    """What sandboxed instances may reach: the egress policy (the storage endpoint, which presigned input
+    URLs name, always admitted), cogport's gateway at ``internal_base``, the upload bound, the limits."""
+    always: set[tuple[str, int]] = set()
+    if storage_endpoint:
+        parts = urlsplit(storage_endpoint)
+        if parts.hostname:
+            always.add((parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)))
+    return Boundary(
+        egress=EgressPolicy.parse(boundary.egress, always=frozenset(always)),
+        internal_base=internal_base,
+        upload_max_bytes=boundary.upload_max_mb << 20,
+        limits=boundary.limits_for,
+    )
+
+
 class Pool:
     """All coglet instances of this process. ``start()`` before use, ``stop()`` at the end."""
 
@@ -108,6 +138,9 @@ class Pool:
         on_capacity: Callable[[], None] | None = None,
         gpus: Iterable[Gpu] = (),
         on_ready: Callable[[float], None] | None = None,
+        boundary: SandboxSettings | None = None,
+        internal_base: str = "http://127.0.0.1:8000",
+        storage_endpoint: str | None = None,
     ) -> None:
         self.settings = settings
         self.gpus = GpuAllocator(gpus)
@@ -116,7 +149,8 @@ class Pool:
             stop_timeout=settings.stop_timeout,
             upload_url=upload_url,
             file_sink=file_sink,
-            sandbox=Sandbox(binds=tuple(settings.sandbox_binds)) if settings.sandbox else None,
+            sandbox=sandbox_for(settings, boundary) if settings.sandbox else None,
+            boundary=boundary_for(boundary or SandboxSettings(), internal_base, storage_endpoint),
             on_ready=on_ready,
         )
         self._on_capacity = on_capacity

@@ -12,9 +12,12 @@ Launch rules (see ``/work/shared/notes/cog-runtime.md``):
   :class:`~cogport.runtime.logs.LogTail`.
 * cogport's own ``COGPORT_*`` settings (secrets among them) and stray ``COG_*`` variables are not
   passed to the model.
-* With a :class:`~cogport.runtime.sandbox.Sandbox` (the default), the server runs under bubblewrap:
-  it gets only the locale/TZ/PATH part of cogport's environment, its private temp dir is its ``/tmp``,
-  and coglet's ``/tmp/coglet/predictions`` is ``<tmpdir>/coglet/predictions`` on the host.
+* With a :class:`~cogport.runtime.sandbox.Sandbox` (the default), the server runs under bubblewrap
+  with a :class:`Boundary`: it gets only the locale/TZ/PATH part of cogport's environment, a private
+  size-capped ``/tmp``, a network namespace of its own (cogport reaches coglet through the unix socket
+  ``<rundir>/coglet.sock``; egress and cogport's own URL go through a per-instance
+  :class:`~cogport.runtime.gateway.Gateway`) and a cgroup with the limits of its hardware SKU. coglet's
+  ``/tmp/coglet/predictions`` is reached from the host through ``/proc/<pid>/root``.
 """
 
 from __future__ import annotations
@@ -27,17 +30,23 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cogport.backends.base import VersionSpec
 from cogport.runtime import procfs
+from cogport.runtime.gateway import SANDBOX_UPLOADS, EgressPolicy, Gateway
+from cogport.runtime.limits import Cgroup, rlimits
 from cogport.runtime.logs import LogTail
-from cogport.runtime.sandbox import Sandbox, safe_base_environment
+from cogport.runtime.sandbox import COGLET_PORT, EGRESS_PORT, Forward, Sandbox, safe_base_environment
 from cogport.runtime.sweeper import PREDICTION_DIRS
+from cogport.settings import SandboxLimits
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,25 @@ def coglet_environment(
     return env
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """What a sandboxed instance may reach and use (``COGPORT_SANDBOX__*``)."""
+
+    egress: EgressPolicy = field(default_factory=lambda: EgressPolicy.parse("public"))
+    internal_base: str = "http://127.0.0.1:8000"
+    """cogport's internal URL: inside the sandbox, the per-instance gateway answers there."""
+    upload_max_bytes: int = 1 << 30
+    limits: Callable[[str], SandboxLimits] = lambda hardware: SandboxLimits()
+    """The limits of an instance on a hardware SKU."""
+
+
+def _inside_ports(internal_port: int) -> tuple[int, int]:
+    """coglet's and the egress proxy's ports inside a sandbox, clear of cogport's own port there."""
+    coglet = COGLET_PORT if internal_port != COGLET_PORT else COGLET_PORT + 1
+    egress = EGRESS_PORT if internal_port != EGRESS_PORT else EGRESS_PORT + 1
+    return coglet, egress
+
+
 def coglet_command(spec: VersionSpec, *, upload_url: str | None) -> list[str]:
     command = [os.path.join(spec.venv_path, "bin", "python"), "-m", "cog.server.http", "--host", "127.0.0.1"]
     if spec.mode == "train":
@@ -102,6 +130,44 @@ def _die_with_parent() -> None:
 _LINUX = sys.platform == "linux"
 
 
+def _preexec(cgroup: Cgroup | None, limits: SandboxLimits) -> Callable[[], None] | None:
+    """In the child before exec: die with cogport, join the instance's cgroup, take its rlimits."""
+    if not _LINUX:
+        return None
+    attach = cgroup.prepare_attach() if cgroup is not None else None
+    # RLIMIT_NPROC counts a uid's processes host-wide: only for the tenant's own uid (cogport is root).
+    limit = rlimits(limits if os.geteuid() == 0 else limits.model_copy(update={"pids": None}))
+
+    def run() -> None:
+        _die_with_parent()
+        if attach is not None:
+            attach()
+        limit()
+
+    return run
+
+
+async def _exec(
+    command: list[str],
+    cwd: str,
+    env: Mapping[str, str],
+    preexec: Callable[[], None] | None,
+    pass_fds: tuple[int, ...],
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *command,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=preexec,
+        pass_fds=pass_fds,
+        limit=STREAM_LIMIT,
+    )
+
+
 def _local_files(weights: str | None) -> list[Path]:
     """The weights, when they are a file on this machine (bound read-only into the sandbox)."""
     if weights and os.path.isabs(weights) and os.path.exists(weights):
@@ -117,17 +183,42 @@ class CogletProcess:
         process: asyncio.subprocess.Process,
         tmpdir: str,
         logs: LogTail,
-        prediction_dirs: Path = PREDICTION_DIRS,
+        prediction_dirs: Path | None = PREDICTION_DIRS,
+        *,
+        uds: str | None = None,
+        gateway: Gateway | None = None,
+        cgroup: Cgroup | None = None,
+        limits: SandboxLimits | None = None,
     ) -> None:
         self._process = process
         self.pid = process.pid
         self.pgid = process.pid  # start_new_session: the server (or bwrap) leads its own group
         self.tmpdir = tmpdir
-        self.prediction_dirs = prediction_dirs
-        """Where coglet's ``/tmp/coglet/predictions`` is on the host."""
+        """The instance's directory on the host: its temp dir, or (sandboxed) where its sockets are."""
+        self._prediction_dirs = prediction_dirs
+        self.uds = uds
+        """The unix socket cogport reaches coglet at (sandboxed), else None (loopback TCP)."""
+        self.gateway = gateway
+        self.cgroup = cgroup
+        self.limits = limits
         self.logs = logs
         assert process.stdout is not None
         self._reader = asyncio.create_task(self._read(process.stdout), name=f"coglet-log-{logs.name}")
+
+    @property
+    def prediction_dirs(self) -> Path | None:
+        """Where coglet's ``/tmp/coglet/predictions`` is on the host (sandboxed: through the ``/proc``
+        root of a process inside), or None when it cannot be reached now."""
+        if self._prediction_dirs is not None:
+            return self._prediction_dirs
+        for info in procfs.group_processes(self.pgid):
+            if info.ppid == self.pid:  # bwrap's child: pid 1 of the sandbox
+                return Path(f"/proc/{info.pid}/root") / PREDICTION_DIRS.relative_to("/")
+        return None
+
+    def limit_crossed(self) -> str | None:
+        """The limit the model crossed ("ran out of memory: limit 8 GiB"), if one killed it."""
+        return self.cgroup.violation() if self.cgroup is not None else None
 
     @classmethod
     async def spawn(
@@ -140,41 +231,109 @@ class CogletProcess:
         upload_url: str | None = None,
         gpus: tuple[int, ...] = (),
         sandbox: Sandbox | None = None,
+        boundary: Boundary | None = None,
     ) -> CogletProcess:
         if _LINUX:
             _prctl()  # resolved here, in the parent (see _die_with_parent)
-        tmpdir = tempfile.mkdtemp(prefix=f"cogport-{name}-")
-        base = os.environ if sandbox is None else safe_base_environment(os.environ)
-        env = coglet_environment(spec, port=port, tmpdir=tmpdir, setup_timeout=setup_timeout, base=base, gpus=gpus)
-        command = coglet_command(spec, upload_url=upload_url)
-        prediction_dirs = PREDICTION_DIRS
         if sandbox is not None:
-            env = sandbox.environment(env)
-            command = sandbox.command(
-                command,
-                venv=Path(spec.venv_path),
-                source=Path(spec.source_path),
-                tmpdir=Path(tmpdir),
-                readonly=_local_files(spec.weights),
-                gpus=bool(gpus),
+            return await cls._spawn_sandboxed(
+                spec,
+                name=name,
+                setup_timeout=setup_timeout,
+                upload_url=upload_url,
+                gpus=gpus,
+                sandbox=sandbox,
+                boundary=boundary or Boundary(),
             )
-            prediction_dirs = Path(tmpdir) / PREDICTION_DIRS.relative_to("/tmp")
+        tmpdir = tempfile.mkdtemp(prefix=f"cogport-{name}-")
+        env = coglet_environment(
+            spec, port=port, tmpdir=tmpdir, setup_timeout=setup_timeout, base=os.environ, gpus=gpus
+        )
+        command = coglet_command(spec, upload_url=upload_url)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *command,
-                cwd=spec.source_path,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if _LINUX else None,
-                limit=STREAM_LIMIT,
-            )
+            process = await _exec(command, spec.source_path, env, _die_with_parent if _LINUX else None, ())
         except BaseException:
             shutil.rmtree(tmpdir, ignore_errors=True)
             raise
-        return cls(process, tmpdir, LogTail(name), prediction_dirs)
+        return cls(process, tmpdir, LogTail(name), PREDICTION_DIRS)
+
+    @classmethod
+    async def _spawn_sandboxed(
+        cls,
+        spec: VersionSpec,
+        *,
+        name: str,
+        setup_timeout: float,
+        upload_url: str | None,
+        gpus: tuple[int, ...],
+        sandbox: Sandbox,
+        boundary: Boundary,
+    ) -> CogletProcess:
+        rundir = tempfile.mkdtemp(prefix=f"cogport-{name}-")
+        parts = urlsplit(boundary.internal_base)
+        internal_host, internal_port = parts.hostname or "127.0.0.1", parts.port or 80
+        coglet_port, egress_port = _inside_ports(internal_port)
+        logs = LogTail(name)
+        gateway = Gateway(
+            Path(rundir),
+            boundary.egress,
+            boundary.internal_base,
+            upload_url=upload_url,
+            upload_max_bytes=boundary.upload_max_bytes,
+            on_refusal=logs.add,
+        )
+        limits = boundary.limits(spec.hardware)
+        cgroup: Cgroup | None = None
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            uds = os.path.join(rundir, "coglet.sock")
+            listener.bind(uds)
+            listener.listen(256)
+            await gateway.start()
+            inside_host = "::1" if internal_host in ("::1", "[::1]") else "127.0.0.1"
+            forwards = [
+                Forward("127.0.0.1", egress_port, gateway.egress_socket),
+                Forward(inside_host, internal_port, gateway.gateway_socket),
+            ]
+            inside_upload = f"{parts.scheme}://{parts.netloc}{SANDBOX_UPLOADS}" if upload_url else None
+            env = coglet_environment(
+                spec,
+                port=coglet_port,
+                tmpdir="/tmp",
+                setup_timeout=setup_timeout,
+                base=safe_base_environment(os.environ),
+                gpus=gpus,
+            )
+            env = sandbox.environment(env, egress=True, egress_port=egress_port)
+            launch = sandbox.command(
+                coglet_command(spec, upload_url=inside_upload),
+                venv=Path(spec.venv_path),
+                source=Path(spec.source_path),
+                tenant=spec.tenant,
+                readonly=_local_files(spec.weights),
+                gpus=bool(gpus),
+                listen=listener,
+                listen_port=coglet_port,
+                forwards=forwards,
+                limits=limits,
+            )
+            cgroup = await asyncio.to_thread(Cgroup.create, name, limits)
+            preexec = _preexec(cgroup, limits)
+            try:
+                process = await _exec(launch.argv, spec.source_path, env, preexec, launch.pass_fds)
+            finally:
+                launch.close()
+                if cgroup is not None:
+                    cgroup.close_attach()
+        except BaseException:
+            await gateway.close()
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
+            shutil.rmtree(rundir, ignore_errors=True)
+            raise
+        finally:
+            listener.close()
+        return cls(process, rundir, logs, None, uds=uds, gateway=gateway, cgroup=cgroup, limits=limits)
 
     @property
     def returncode(self) -> int | None:
@@ -227,6 +386,10 @@ class CogletProcess:
         finally:
             if not self._reader.done():
                 self._reader.cancel()
+            if self.gateway is not None:
+                await self.gateway.close()
+            if self.cgroup is not None:
+                await asyncio.to_thread(self.cgroup.remove)
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     async def _reap_group(self) -> None:

@@ -147,7 +147,7 @@ class Builder(Service):
             fields = reuse
         else:
             job.log.step(f"Building version {job.version_id}")
-            fields = await self.model_builder.build(job.staging, job.log)
+            fields = await self.model_builder.build(job.staging, job.log, tenant=job.model_id)
             fields["source_path"] = str(await asyncio.to_thread(publish_source, job.staging, final))
         await self._store_bundle(job, Path(fields["source_path"]), Path(fields["venv_path"]))
         return fields
