@@ -53,6 +53,7 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
     schema = None
     if PG_URL:
         schema = f"t_{uuid.uuid4().hex[:12]}"
+    tmp_path.chmod(0o777)  # models run as uids of their own: they write markers and gates here
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=PG_URL,

@@ -71,8 +71,12 @@ async def test_a_model_reads_nothing_of_the_server(backend: LocalBackend, server
     assert set(found["tmp"]) <= {"coglet"} | own, (found["tmp"], own)
     assert found["tmp_writable"] is True
     assert found["root"] is not None and not {"home", "var", "opt", "mnt"} & set(found["root"])
+    # Its /tmp is a tmpfs of its own; the host reaches coglet's prediction dirs through /proc (the sweeper).
     [instance] = backend.details()
-    assert instance.tmpdir is not None and (Path(instance.tmpdir) / "coglet" / "predictions").is_dir()
+    assert instance.tmpdir is not None and (Path(instance.tmpdir) / "coglet.sock").exists()
+    [live] = [i for group in backend.pool._groups.values() for i in group.instances]
+    assert live.process is not None and live.process.prediction_dirs is not None
+    assert live.process.prediction_dirs.is_dir()
 
 
 async def test_a_crash_is_still_reported_with_its_exit_code(backend: LocalBackend) -> None:

@@ -60,6 +60,8 @@ class ServerProcess:
         }
         if schema:
             self.env["COGPORT_DATABASE_SCHEMA"] = schema
+        for path in binds or ():
+            Path(path).chmod(0o777)  # models run as uids of their own
         if binds:
             self.env["COGPORT_RUNTIME__SANDBOX_BINDS"] = json.dumps([str(path) for path in binds])
         self.process: subprocess.Popen[bytes] | None = None

@@ -153,6 +153,7 @@ class RayBackend:
             runtime=settings.runtime.model_dump(mode="json"),
             storage=settings.storage.model_dump(mode="json"),
             storage_root=str(settings.data_dir / "files"),
+            sandbox=settings.sandbox.model_dump(mode="json"),
         )
 
     # --- life ----------------------------------------------------------------------------------

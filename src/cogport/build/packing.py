@@ -129,8 +129,22 @@ def unpack(archive: BinaryIO, dest: Path, *, max_bytes: int, max_files: int = 10
                     raise BuildError(f"the model directory is larger than {max_bytes // (1 << 20)} MiB unpacked")
                 members.append(member)
             tar.extractall(dest, members=members, filter="data")
+        readable(dest)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise BuildError(f"the upload is not a readable .tar.gz archive: {exc}") from None
+
+
+def readable(root: Path) -> None:
+    """Modes as :func:`pack` writes them (directories 0755, files 0644 or 0755), ``root`` included: the
+    sandbox runs a model as a uid of its own, which must be able to read its files (and nothing more)."""
+    os.chmod(root, 0o755)
+    for directory, dirs, filenames in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(directory, name), 0o755)
+        for name in filenames:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.stat(path).st_mode & 0o111 else 0o644)
 
 
 def _check_name(name: str) -> None:

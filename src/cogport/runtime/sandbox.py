@@ -152,7 +152,7 @@ def _parents(paths: Iterable[str]) -> list[str]:
     parents: set[str] = set()
     for path in paths:
         parent = os.path.dirname(path.rstrip("/"))
-        while parent not in ("", "/") and parent != SANDBOX_TMP and parent not in _SYSTEM_DIRS:
+        while parent not in ("", "/", SANDBOX_TMP) and parent not in _SYSTEM_DIRS:
             parents.add(parent)
             parent = os.path.dirname(parent)
     args: list[str] = []
@@ -290,13 +290,15 @@ class Sandbox:
         prefix = base_prefix(venv)
         readonly = [*([prefix] if prefix else []), venv, *readonly]
         mounted = [*_ETC_FILES, SANDBOX_TMP, str(source), *map(str, readonly), f"{RUN_DIR}/init.py"]
-        args = _parents([*mounted, *writable.values(), *map(str, self.binds)])
-        for etc in _ETC_FILES:
-            args += ["--ro-bind-try", etc, etc]
-        args += ["--tmpfs", "/dev/shm", "--perms", "1777"]
+        args = ["--tmpfs", "/dev/shm", "--perms", "1777"]
         if limits.tmp_mb:
             args += ["--size", str(limits.tmp_mb << 20)]
         args += ["--tmpfs", SANDBOX_TMP]
+        args += _parents([*mounted, *writable.values(), *map(str, self.binds)])  # after /tmp: some are in it
+        for etc in _ETC_FILES:
+            args += ["--ro-bind-try", etc, etc]
+        for bind in self.binds:  # first: the sandbox's own paths may lie below one and must stay on top
+            args += ["--bind-try", str(bind), str(bind)]
         for mount in readonly:
             args += ["--ro-bind-try", str(mount), str(mount)]
         # The source, read-only, with a writable layer over it (writes vanish with the sandbox).
@@ -305,8 +307,6 @@ class Sandbox:
             if identity is not None:
                 os.chown(host, identity.uid, identity.gid)
             args += ["--bind", str(host), inside]
-        for bind in self.binds:
-            args += ["--bind-try", str(bind), str(bind)]
         return [*args, "--ro-bind", str(INIT), f"{RUN_DIR}/init.py"]
 
     def environment(
