@@ -26,7 +26,7 @@ async def make_backend(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     async def make(**runtime: Any) -> LocalBackend:
         # Sandboxed, seeing tmp_path (markers, gates, counters).
         runtime = {"sandbox_binds": [tmp_path], **runtime}
-        tmp_path.chmod(0o777)  # models run as uids of their own
+        os.chmod(tmp_path, 0o777)  # models run as uids of their own
         settings = Settings(data_dir=tmp_path / "data", runtime=RuntimeSettings(**runtime))
         backend = LocalBackend(settings)
         made.append(backend)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ async def make_instance(intercept: Intercept, tmp_path: Path) -> AsyncIterator[C
 
 @pytest.fixture
 async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
-    tmp_path.chmod(0o777)  # models run as uids of their own
+    os.chmod(tmp_path, 0o777)  # models run as uids of their own
     the_backend = LocalBackend(Settings(data_dir=tmp_path / "data", runtime=RuntimeSettings(sandbox_binds=[tmp_path])))
     await the_backend.start()
     yield the_backend
