@@ -163,6 +163,23 @@ def _parents(paths: Iterable[str]) -> list[str]:
     return args
 
 
+def _accounts(uid: int, gid: int) -> dict[str, bytes]:
+    """``/etc/passwd`` and ``/etc/group`` naming the sandbox's own user (``model``, home ``/tmp``)."""
+    passwd = f"root:x:0:0:root:/root:/bin/sh\nmodel:x:{uid}:{gid}:cogport model:{SANDBOX_TMP}:/bin/sh\n"
+    group = f"root:x:0:\nmodel:x:{gid}:\n"
+    return {"/etc/passwd": passwd.encode(), "/etc/group": group.encode()}
+
+
+def _data_fd(content: bytes) -> int:
+    """A readable pipe holding ``content`` (bwrap's ``--ro-bind-data``/``--seccomp`` read it to the end)."""
+    read, write = os.pipe()
+    try:
+        os.write(write, content)  # small: well within a pipe's buffer
+    finally:
+        os.close(write)
+    return read
+
+
 def running_as_root() -> bool:
     return os.geteuid() == 0
 
@@ -262,6 +279,9 @@ class Sandbox:
         if identity is not None:
             config.update(uid=identity.uid, gid=identity.gid, own=[str(source)])
         launch = Launch([])
+        uid, gid = (identity.uid, identity.gid) if identity is not None else (os.getuid(), os.getgid())
+        for path, content in _accounts(uid, gid).items():  # getpwuid() works, as in a container
+            args += ["--perms", "0644", "--ro-bind-data", str(launch.keep(_data_fd(content))), path]
         if listen is not None:
             config["listen"] = [launch.keep(os.dup(listen.fileno())), listen_port]
         for number, forward in enumerate(forwards):
@@ -289,7 +309,7 @@ class Sandbox:
         venv and ``readonly`` read-only, the source with a writable layer, ``writable``, the binds."""
         prefix = base_prefix(venv)
         readonly = [*([prefix] if prefix else []), venv, *readonly]
-        mounted = [*_ETC_FILES, SANDBOX_TMP, str(source), *map(str, readonly), f"{RUN_DIR}/init.py"]
+        mounted = [*_ETC_FILES, "/etc/passwd", SANDBOX_TMP, str(source), *map(str, readonly), f"{RUN_DIR}/init.py"]
         args = ["--tmpfs", "/dev/shm", "--perms", "1777"]
         if limits.tmp_mb:
             args += ["--size", str(limits.tmp_mb << 20)]
