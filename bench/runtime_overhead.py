@@ -3,12 +3,18 @@
 Run from the repository root: ``.venv/bin/python bench/runtime_overhead.py [--n 300]``.
 Uses the fixture models (tests/fixtures/models) and the shared test venv (built on first use).
 Prints a Markdown table; docs/runtime.md quotes its numbers.
+
+``--side-by-side ROUNDS``: the sandbox's cost alone. Interleaved rounds, each with a sandboxed and an
+unconfined backend (the unconfined one talks to coglet over loopback TCP, as the sandbox before its own
+network namespace did): cold start (spawn → READY) and warm ``submit → finished`` of the ``noop`` model;
+medians of the rounds' medians, and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -66,11 +72,18 @@ async def cold_starts(rows: list[Row], runs: int) -> None:
 
 async def raw_protocols(rows: list[Row], n: int) -> None:
     """coglet itself, without cogport's bookkeeping: plain POST vs SSE, kept-alive vs fresh connections."""
-    async with httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
-        instance = Instance(spec("noop"), InstanceOptions(sandbox=SANDBOX), client=fresh, name="bench-raw")
+    async with httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        instance = Instance(spec("noop"), InstanceOptions(sandbox=SANDBOX), client=client, name="bench-raw")
         await instance.start()
         url = f"{instance.url}/predictions"
-        async with httpx.AsyncClient(trust_env=False) as kept:
+        uds = instance.process.uds if instance.process else None  # sandboxed: coglet behind a unix socket
+        fresh = httpx.AsyncClient(
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            transport=httpx.AsyncHTTPTransport(uds=uds) if uds else None,
+        )
+        transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
+        async with fresh, httpx.AsyncClient(trust_env=False, transport=transport) as kept:
 
             async def plain(client: httpx.AsyncClient) -> None:
                 for _ in range(1000):
@@ -134,12 +147,48 @@ async def through_cogport(rows: list[Row], n: int) -> None:
     await backend.stop()
 
 
+async def side_by_side(rounds: int, n: int) -> None:
+    """The sandbox's cost: interleaved rounds of sandboxed and unconfined backends (see the docstring)."""
+    results: dict[tuple[str, bool], list[float]] = {}
+    for number in range(rounds):
+        for sandboxed in (True, False) if number % 2 == 0 else (False, True):
+            backend = LocalBackend(Settings(runtime=RuntimeSettings(sandbox=sandboxed)))
+            await backend.start()
+            version = spec("noop", pk=10 + number)
+            events = Events()
+            began = time.perf_counter()
+            await backend.submit(job(version), events)
+            await events.finish()
+            results.setdefault(("cold", sandboxed), []).append(time.perf_counter() - began)
+
+            async def warm() -> None:
+                done = Events()
+                await backend.submit(job(version), done)  # noqa: B023 - awaited within the iteration
+                await done.finish()
+
+            samples = await timed(n, warm)
+            results.setdefault(("p50", sandboxed), []).append(statistics.median(samples))
+            results.setdefault(("p99", sandboxed), []).append(sorted(samples)[int(0.99 * (len(samples) - 1))])
+            await backend.stop()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{rounds} rounds, {n} warm predictions each; load average {load}\n")
+    print("| median of rounds | sandboxed | unconfined | difference |\n|---|---:|---:|---:|")
+    names = {"cold": "first prediction (cold start + prediction)", "p50": "warm p50", "p99": "warm p99"}
+    for key, label in names.items():
+        on, off = statistics.median(results[(key, True)]), statistics.median(results[(key, False)])
+        print(f"| {label} | {on * 1000:.2f} ms | {off * 1000:.2f} ms | {(on - off) * 1000:+.2f} ms |")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--cold", type=int, default=5)
     parser.add_argument("--no-sandbox", action="store_true", help="run the models unconfined")
+    parser.add_argument("--side-by-side", type=int, default=0, metavar="ROUNDS", help="sandboxed vs unconfined")
     args = parser.parse_args()
+    if args.side_by_side:
+        await side_by_side(args.side_by_side, args.n)
+        return
     global SANDBOX
     SANDBOX = None if args.no_sandbox else Sandbox()
     rows: list[Row] = []

@@ -73,7 +73,8 @@ async def test_a_prediction_from_cold(make_backend: Callable[..., Any]) -> None:
     assert events.names == ["started", "logs", "finished"]
     await eventually(lambda: backend.running() == set())
     [instance] = backend.details()
-    await eventually(lambda: not prediction_dir(the_job.prediction_id, instance.tmpdir).exists())  # swept in 1 s
+    [live] = [i for group in backend.pool._groups.values() for i in group.instances]
+    await eventually(lambda: not prediction_dir(the_job.prediction_id, live.process).exists())  # swept in 1 s
     assert instance.state is InstanceState.READY and instance.ready_after is not None
     # Warm now: the next one reuses the instance.
     assert (await predict(backend, version, text="bo"))["output"] == "hello bo"

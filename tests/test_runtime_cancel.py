@@ -34,11 +34,15 @@ class Intercept(httpx.AsyncBaseTransport):
     """Forwards requests to coglet unless a hook answers them first (a hook may also just wait);
     records the status every cancel request got."""
 
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
-        self.hooks: list[Hook] = []
-        self.cancels: list[int] = []
-        self.cancel_seen = asyncio.Event()
+    def __init__(self, uds: str | None = None, parent: Intercept | None = None) -> None:
+        self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0), uds=uds)
+        self.hooks: list[Hook] = parent.hooks if parent else []
+        self.cancels: list[int] = parent.cancels if parent else []
+        self.cancel_seen = parent.cancel_seen if parent else asyncio.Event()
+
+    def through(self, uds: str) -> Intercept:
+        """The same interception for a sandboxed instance's coglet, behind the unix socket ``uds``."""
+        return Intercept(uds, self)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = None
@@ -79,6 +83,7 @@ async def make_instance(intercept: Intercept, tmp_path: Path) -> AsyncIterator[C
     """Started instances whose HTTP goes through ``intercept`` (sandboxed, seeing ``tmp_path``); stopped at
     the end."""
     made: list[Instance] = []
+    os.chmod(tmp_path, 0o777)  # models run as uids of their own
     async with httpx.AsyncClient(
         transport=intercept, timeout=httpx.Timeout(5.0, read=120.0), trust_env=False
     ) as client:
@@ -86,7 +91,9 @@ async def make_instance(intercept: Intercept, tmp_path: Path) -> AsyncIterator[C
         async def make(model: str, options: InstanceOptions | None = None, **kwargs: Any) -> Instance:
             version = spec(model, **kwargs)
             options = options or InstanceOptions()
-            options = dataclasses.replace(options, sandbox=Sandbox(binds=(tmp_path,)))
+            options = dataclasses.replace(
+                options, sandbox=Sandbox(binds=(tmp_path,)), coglet_transport=intercept.through
+            )
             instance = Instance(version, options, client=client, name=f"cancel-{len(made)}")
             made.append(instance)
             await instance.start()
@@ -275,7 +282,7 @@ async def test_a_cancel_between_409_retries_is_never_posted(
     assert events.final["status"] == "canceled"
     assert intercept.cancels == []  # coglet never had it
     assert instance.process is not None
-    assert not prediction_dir(prediction_id, instance.process.tmpdir).exists()
+    assert not prediction_dir(prediction_id, instance.process).exists()
     intercept.hooks.clear()
     after = Events()
     _, task = start_predict(instance, after, seconds=0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from cogport.backends.base import VersionSpec
 from cogport.errors import InstanceUnavailable, SetupFailed
 from cogport.runtime.instance import Instance, InstanceOptions
-from cogport.runtime.sandbox import Sandbox
+from cogport.runtime.sandbox import COGLET_PORT, Sandbox
 from cogport.runtime.state import InstanceState
 from tests.support.runtime import Events, eventually, group_alive, is_dir, job, prediction_dir, spec
 
@@ -32,6 +34,7 @@ async def make_instance(client: httpx.AsyncClient, tmp_path: Path) -> AsyncItera
     """Creates sandboxed instances (started unless ``start=False``) that see the test's ``tmp_path``,
     and stops them all at the end."""
     made: list[Instance] = []
+    os.chmod(tmp_path, 0o777)  # models run as uids of their own
 
     async def make(version: VersionSpec, *, start: bool = True, **options: float) -> Instance:
         sandbox = Sandbox(binds=(tmp_path,))
@@ -76,11 +79,10 @@ async def test_ready_and_a_prediction_with_logs(make_instance: MakeInstance) -> 
     assert events.final["logs"] == "greeting bob\n"
     assert "predict_time" in events.final["metrics"]
     assert instance.state is InstanceState.READY
-    tmpdir = instance.process.tmpdir
-    assert prediction_dir(the_job.prediction_id, tmpdir).exists()  # coglet leaves it behind ...
+    assert prediction_dir(the_job.prediction_id, instance.process).exists()  # coglet leaves it behind ...
     assert instance.sweeper.pending == 1
     await instance.sweeper.sweep()
-    assert not prediction_dir(the_job.prediction_id, tmpdir).exists()  # ... the sweeper removes it
+    assert not prediction_dir(the_job.prediction_id, instance.process).exists()  # ... the sweeper removes it
 
 
 async def test_a_training_runs_in_train_mode_with_its_logs_relayed(make_instance: MakeInstance) -> None:
@@ -261,14 +263,19 @@ async def test_concurrent_slots(make_instance: MakeInstance, tmp_path: Path) -> 
     await eventually(lambda: instance.state is InstanceState.READY)
 
 
-async def test_sandboxed_instances_started_at_once_all_become_ready(make_instance: MakeInstance) -> None:
-    """coglet names its worker sockets ``@coglet-<pid>-<slot>`` in the abstract namespace, which the sandboxes
-    share (one network namespace), and every sandbox has a fresh PID namespace, so every coglet has the
-    same pid: instances that start together race for one name ("failed to create transport: Address
-    already in use"). The runtime starts the loser again."""
+async def test_sandboxed_instances_started_at_once_all_become_ready(
+    make_instance: MakeInstance, caplog: pytest.LogCaptureFixture
+) -> None:
+    """coglet names its worker sockets ``@coglet-<pid>-<slot>`` in the abstract namespace and every sandbox has
+    a fresh PID namespace (every coglet has the same pid), but each sandbox also has a network namespace of
+    its own, and with it its own abstract names and ports: four started at once all start the first time,
+    each on the same port inside, each behind a unix socket of its own."""
     instances = [await make_instance(spec("noop"), start=False) for _ in range(4)]
+    caplog.set_level(logging.INFO, logger="cogport.runtime.instance")
     await asyncio.gather(*(instance.start() for instance in instances))
     assert all(instance.state is InstanceState.READY for instance in instances)
-    assert len({instance.port for instance in instances}) == 4
+    assert {instance.port for instance in instances} == {COGLET_PORT}
+    assert len({instance.process.uds for instance in instances if instance.process}) == 4
+    assert not [r for r in caplog.records if "starting again" in r.getMessage()]  # each started once
     for instance in instances:
         assert (await run(instance))["status"] == "succeeded"

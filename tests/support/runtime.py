@@ -191,10 +191,12 @@ def is_dir(path: str | Path) -> bool:
     return Path(path).is_dir()
 
 
-def prediction_dir(prediction_id: str, tmpdir: str | None) -> Path:
-    """coglet's ``/tmp/coglet/predictions/<id>`` as the host sees it: in the sandboxed instance's temp dir."""
-    assert tmpdir is not None
-    return Path(tmpdir) / "coglet" / "predictions" / prediction_id
+def prediction_dir(prediction_id: str, process: Any) -> Path:
+    """coglet's ``/tmp/coglet/predictions/<id>`` as the host sees it (a sandboxed instance's ``/tmp`` is a
+    tmpfs of its own: through ``/proc/<pid>/root``). ``process``: a live ``CogletProcess``."""
+    dirs = process.prediction_dirs
+    assert dirs is not None and dirs.is_dir(), dirs  # reachable: a missing dir proves nothing
+    return Path(dirs) / prediction_id
 
 
 def kill_group(pgid: int) -> None:

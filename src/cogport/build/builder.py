@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import uv
 
 from cogport.build import cogyaml, host_packages, interpreters, packing
-from cogport.build.environment import Environments, EnvironmentSpec
+from cogport.build.environment import BuildBoundary, Environments, EnvironmentSpec
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
 from cogport.build.schema import inspect_model, write_runtime_schema
@@ -90,6 +90,7 @@ class ModelBuilder:
             default_cache_dir=settings.data_dir / "cache" / "uv",
             timeout=settings.build.timeout,
             prefer_offline=settings.build.prefer_offline,
+            boundary=build_boundary(settings),
         )
 
     async def build(self, source: Path, log: BuildLog, *, tenant: int = 0) -> dict[str, Any]:
@@ -123,11 +124,12 @@ class ModelBuilder:
             run=config.build.run,
             build_env=config.environment,
         )
-        venv = await self.environments.ensure(spec, source, log, allow_commands=build.allow_run_commands)
+        venv = await self.environments.ensure(spec, source, log, allow_commands=build.allow_run_commands, tenant=tenant)
         log.step(f"Inspecting {' and '.join(r for r in (config.predict, config.train) if r)}")
         runtime = self.settings.runtime
         sandbox = sandbox_for(runtime, self.settings.sandbox) if runtime.sandbox else None
-        env = self.environments.uv_env(config.environment)
+        # Unsandboxed (the operator's choice), the schema step keeps the server's environment, as before.
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | dict(config.environment)
         facts = await inspect_model(
             venv,
             source,
@@ -198,6 +200,17 @@ class ModelBuilder:
         if warning:
             log.line(f"  warning: {warning}")
         return interpreter
+
+
+def build_boundary(settings: Settings) -> BuildBoundary | None:
+    """Where builds run package code (phase 2 of :mod:`.environment`): the model sandbox, unless it is off."""
+    if not settings.runtime.sandbox:
+        return None
+    return BuildBoundary(
+        sandbox_for(settings.runtime, settings.sandbox),
+        egress=settings.sandbox.egress,
+        limits=settings.sandbox.limits_for("cpu"),
+    )
 
 
 def final_source_path(settings: Settings, content_id: str) -> Path:

@@ -33,6 +33,7 @@ from uv import find_uv_bin
 
 from cogport.backends.base import VersionSpec
 from cogport.build import interpreters, packing
+from cogport.build.builder import build_boundary
 from cogport.build.bundles import Manifest, bundle_key, read_manifest
 from cogport.build.environment import COMPLETE_MARKER, Environments, EnvironmentSpec, file_lock
 from cogport.build.errors import BuildError, BundleMissing, PrepareFailed
@@ -67,6 +68,7 @@ def node_environments(cache_dir: Path, settings: Settings) -> Environments:
         default_cache_dir=cache_dir / "cache" / "uv",
         timeout=settings.build.timeout,
         prefer_offline=settings.build.prefer_offline,
+        boundary=build_boundary(settings),
     )
 
 
@@ -99,7 +101,8 @@ async def prepare(
         if not (directory / "manifest.json").is_file():
             await _download(storage, key, root, directory, log)
         manifest = Manifest.from_json((directory / "manifest.json").read_bytes(), str(directory / "manifest.json"))
-        venv = await _environment(manifest, directory / "src", cache_dir, settings, log)
+        tenant = version.tenant if isinstance(version, VersionSpec) else None
+        venv = await _environment(manifest, directory / "src", cache_dir, settings, log, tenant)
         (directory / _PREPARED).write_text(json.dumps({"venv": str(venv)}))
     return Prepared(version_id, directory / "src", venv, manifest)
 
@@ -171,7 +174,9 @@ def _extract(archive: Path, dest: Path, version_id: str) -> None:
         raise PrepareFailed(f"the bundle of version {version_id} is damaged: {exc.message}") from None
 
 
-async def _environment(manifest: Manifest, source: Path, cache_dir: Path, settings: Settings, log: BuildLog) -> Path:
+async def _environment(
+    manifest: Manifest, source: Path, cache_dir: Path, settings: Settings, log: BuildLog, tenant: int | None
+) -> Path:
     environments = node_environments(cache_dir, settings)
     try:
         interpreter, warning = await asyncio.to_thread(
@@ -187,7 +192,7 @@ async def _environment(manifest: Manifest, source: Path, cache_dir: Path, settin
             build_env=manifest.build_env,
             lock=manifest.lock,
         )
-        return await environments.ensure(spec, source, log, allow_commands=False)
+        return await environments.ensure(spec, source, log, allow_commands=False, tenant=tenant)
     except PrepareFailed:
         raise
     except BuildError as exc:

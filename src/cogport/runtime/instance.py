@@ -68,11 +68,9 @@ HEALTH_FATAL = frozenset({"SETUP_FAILED", "UNHEALTHY", "DEFUNCT"})
 CONFLICT_GIVE_UP = 10.0
 """Seconds of 409s (with our slot accounting saying a slot is free) before the instance is declared broken."""
 START_ATTEMPTS = 8
-"""Starts of one instance that may fail because another instance took an address meanwhile: its port, or
-coglet's worker socket. coglet 0.23.1 names that socket ``@coglet-<its pid>-<slot>`` in the abstract
-namespace, which every sandbox shares (one network namespace) while each has a PID namespace of its own,
-where coglet always has the same pid: instances starting at the same moment race for one name, from
-coglet's bind until its worker connects. The loser starts again after a random pause."""
+"""Starts of one unconfined instance that may fail because another instance took its loopback port meanwhile
+(chosen free, then bound by coglet); the loser starts again after a random pause. Sandboxed instances never
+race: each has a network namespace of its own (its own ports and abstract socket names)."""
 FORCE_GRACE = 2.0
 """Seconds between SIGTERM and SIGKILL once a graceful stop is over (or was skipped)."""
 """Seconds to let coglet's output reach the log tail before quoting it in an error."""
@@ -94,8 +92,15 @@ class InstanceOptions:
     """The sandbox the model runs in (see :mod:`cogport.runtime.sandbox`); ``None``: unconfined."""
     boundary: Boundary = field(default_factory=Boundary)
     """What a sandboxed instance may reach and use: egress, cogport's gateway, limits."""
+    coglet_transport: Callable[[str], httpx.AsyncBaseTransport] | None = None
+    """The HTTP transport to a sandboxed coglet behind a unix socket (default: a plain one, no keep-alive:
+    coglet's SSE stalls on a reused connection)."""
     on_ready: Callable[[float], None] | None = None
     """Told the seconds from spawn to READY of every instance that starts (the cold-start metric)."""
+
+
+def _unix_transport(uds: str) -> httpx.AsyncBaseTransport:
+    return httpx.AsyncHTTPTransport(uds=uds, limits=httpx.Limits(max_keepalive_connections=0, max_connections=None))
 
 
 class Instance:
@@ -180,7 +185,8 @@ class Instance:
                     await self._wait_ready()
                     break
                 except SetupFailed as failed:
-                    lost = self._lost_address_race(failed)
+                    # A sandbox has a network namespace of its own: no port or socket name of another's.
+                    lost = self._lost_address_race(failed) if self.options.sandbox is None else None
                     if lost is None or attempt + 1 >= START_ATTEMPTS:
                         raise
                     log.info("%s: %s was taken by another instance starting; starting again", self.name, lost)
@@ -222,8 +228,7 @@ class Instance:
         if self.process.uds is not None:  # sandboxed: coglet is behind a unix socket of its own
             await self._close_own_client()
             self._own_client = client = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=self.process.uds),
-                limits=httpx.Limits(max_keepalive_connections=0, max_connections=None),
+                transport=(self.options.coglet_transport or _unix_transport)(self.process.uds),
                 timeout=self._client.timeout,
                 trust_env=False,
             )
