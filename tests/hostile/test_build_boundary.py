@@ -8,6 +8,7 @@ venvs tenant code wrote are the model's own, while wheel-only venvs stay shared.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
 import json
@@ -24,6 +25,7 @@ from sqlalchemy import select
 
 from cogport.db.engine import Database
 from cogport.db.tables import Model, Version
+from cogport.settings import Settings
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.hostile.conftest import MODELS, ROOT, UID_BASE
 from tests.support.pushing import (  # noqa: F401 - fixtures
@@ -97,6 +99,16 @@ def _assert_root_owned(venv: Path) -> None:
                 assert not info.st_mode & (stat.S_ISUID | stat.S_ISGID | 0o022), os.path.join(directory, name)
 
 
+@pytest.fixture
+def no_data_binds(settings: Settings, tmp_path: Path) -> None:
+    """The suite binds all of ``tmp_path`` (where the data dir is) into sandboxes; here only a directory of its
+    own, as an operator's ``COGPORT_RUNTIME__SANDBOX_BINDS`` would (before the server starts)."""
+    binds = tmp_path / "binds"
+    binds.mkdir()
+    settings.runtime.sandbox_binds = [binds]
+
+
+@pytest.mark.usefixtures("no_data_binds")
 def test_a_local_package_builds_in_the_sandbox_and_finds_nothing(
     live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,6 +120,7 @@ def test_a_local_package_builds_in_the_sandbox_and_finds_nothing(
     tag = UV_CACHE / "CACHEDIR.TAG"
     if not tag.exists():
         tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n")
+    (UV_CACHE / "evil-was-here").unlink(missing_ok=True)  # left by a run of an unconfined build
     before = _digest(tag)
     directory = _model_dir(tmp_path, "build_evil")
     targets = {
@@ -126,16 +139,22 @@ def test_a_local_package_builds_in_the_sandbox_and_finds_nothing(
     version, tenant = _rows(live_server, build["version"])
     venv = Path(version.venv_path)
     found = json.loads(
-        (_site_packages(venv) / "evilpkg_found.py").read_text().removeprefix("FOUND = ").strip().strip("'")
+        ast.literal_eval((_site_packages(venv) / "evilpkg_found.py").read_text().removeprefix("FOUND = "))
     )
     assert found["uid"] == found["euid"] == (UID_BASE + tenant if ROOT else os.geteuid()), found
     assert found["uid"] != 0
     assert found["secrets"] == [], found  # neither COGPORT_* nor the token's value in its environment
-    for what in ("data_dir", "database", "venvs", "root_home", "cache_list", "cache_create", "cache_modify"):
+    # The data dir shows only the way to the model's own files (mount points, bound at the same paths).
+    assert isinstance(found["data_dir"], str) or set(found["data_dir"]) <= {"builds", "versions"}, found
+    for what in ("database", "cache_list", "cache_create", "cache_modify"):
         assert isinstance(found[what], str) and found[what].startswith(("FileNotFoundError", "PermissionError")), (
             what,
             found,
         )
+    # /root holds nothing but the way to this host's interpreter (pyenv's), bound read-only.
+    assert isinstance(found["root_home"], str) or set(found["root_home"]) <= {".pyenv"}, found
+    # The venvs dir: only the venv being built.
+    assert isinstance(found["venvs"], str) or found["venvs"] == [venv.name], found
     for what in ("postgres", "api"):
         assert found[what] != "connected", (what, found)
     assert _digest(tag) == before
@@ -162,15 +181,22 @@ def _pth_wheel(directory: Path, markers: Path) -> str:
     return name
 
 
-def test_a_pth_file_never_runs_on_the_host(live_server: LiveServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("compile_by", ["nothing", "pyproject", "environment"])
+def test_a_pth_file_never_runs_on_the_host(live_server: LiveServer, tmp_path: Path, compile_by: str) -> None:
+    """Besides the freeze of the bundle, a model can ask uv to compile bytecode (which starts the venv's
+    interpreter, and with it the ``.pth``): in its ``pyproject.toml`` or its cog.yaml environment."""
     markers = tmp_path / "markers"
     markers.mkdir()
     markers.chmod(0o777)  # the sandboxed schema step (as the model's uid) may write here: that is allowed
     directory = _model_dir(tmp_path, "build_local")
     wheel = _pth_wheel(directory, markers)
     (directory / "requirements.txt").write_text(f"./{wheel}\n")
+    if compile_by == "pyproject":
+        (directory / "pyproject.toml").write_text("[tool.uv.pip]\ncompile-bytecode = true\n")
+    elif compile_by == "environment":
+        (directory / "cog.yaml").write_text(COG_YAML + "environment:\n  - UV_COMPILE_BYTECODE=1\n")
 
-    build = _push(live_server, directory, "pth")
+    build = _push(live_server, directory, f"pth-{compile_by}")
 
     assert "building in the model's sandbox" not in build["logs"]  # a wheel: phase 1, on the host
     version, tenant = _rows(live_server, build["version"])

@@ -54,7 +54,7 @@ from cogport.build.errors import BuildError
 from cogport.build.interpreters import Interpreter
 from cogport.build.log import BuildLog
 from cogport.runtime.gateway import EgressPolicy, Gateway
-from cogport.runtime.sandbox import EGRESS_PORT, Forward, Sandbox, safe_base_environment
+from cogport.runtime.sandbox import EGRESS_PORT, Forward, Identity, Sandbox, safe_base_environment
 from cogport.settings import SandboxLimits
 
 COMPLETE_MARKER = ".cogport-complete"
@@ -95,6 +95,7 @@ _NEEDS_BUILD = (
 )
 """uv's words when ``--no-build`` stops an install that needs a package built from source."""
 _INDEX_VARIABLES = ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_INDEX", "UV_FIND_LINKS")
+_PYPI_HOSTS = {("pypi.org", 443), ("files.pythonhosted.org", 443)}
 INSIDE_CACHE = "/var/cache/cogport-uv"
 """The private uv cache's path inside a build sandbox."""
 
@@ -256,8 +257,11 @@ def uv_environment(environ: Mapping[str, str], *, secrets: bool = True) -> dict[
 
 
 def _index_hosts(env: Mapping[str, str]) -> frozenset[tuple[str, int]]:
-    """The ``(host, port)`` of every index the operator's variables name: a sandboxed build may reach them."""
+    """The ``(host, port)`` of the package index (PyPI's, or every one the operator's variables name): a
+    sandboxed build may always reach them, as phase 1 does, whatever ``COGPORT_SANDBOX__EGRESS`` says."""
     hosts: set[tuple[str, int]] = set()
+    if not (env.get("UV_INDEX_URL") or env.get("UV_DEFAULT_INDEX")) and not env.get("UV_NO_INDEX"):
+        hosts |= _PYPI_HOSTS
     for name in _INDEX_VARIABLES:
         for word in re.split(r"[\s,]+", env.get(name, "")):
             url = word.split("=", 1)[1] if "=" in word.split("://", 1)[0] else word
@@ -461,11 +465,17 @@ class Environments:
         gateway.directory.mkdir()
         identity = sandbox.identity(tenant)
         writable: dict[Path, str] = {venv: str(venv), cache: INSIDE_CACHE}
-        if spec.commands:
-            writable[source] = str(source)  # commands may change the model directory (their effect is kept)
+        scratch: Path | None = None
         try:
+            if spec.commands:
+                writable[source] = str(source)  # commands may change the model directory (their effect is kept)
+            else:
+                # Builds of local packages write next to them (egg-info, build/): into a scratch copy, dropped.
+                scratch = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=".cogport-build-", dir=source.parent))
+                await asyncio.to_thread(_scratch_copy, source, scratch / "src", identity)
+                writable[scratch / "src"] = str(source)
             if identity is not None:
-                for path in writable:
+                for path in (venv, cache, *([source] if spec.commands else [])):
                     await asyncio.to_thread(_chown_tree, path, identity.uid, identity.gid)
             await gateway.start()
             inside = sandbox.environment(
@@ -523,10 +533,11 @@ class Environments:
         finally:
             await gateway.close()
             if identity is not None:
-                for path in writable:
-                    if path != cache:
-                        await asyncio.to_thread(_chown_tree, path, 0, 0)
+                for path in (venv, *([source] if spec.commands else [])):
+                    await asyncio.to_thread(_chown_tree, path, 0, 0)
             await asyncio.to_thread(shutil.rmtree, private, True)
+            if scratch is not None:
+                await asyncio.to_thread(shutil.rmtree, scratch, True)
         await asyncio.to_thread(_restore_interpreter, venv, links)
 
     async def freeze(self, venv: Path) -> str:
@@ -655,6 +666,23 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _scratch_copy(source: Path, scratch: Path, identity: Identity | None) -> None:
+    """``source`` at ``scratch`` for a build to write in: its directories the tenant's, its files hard links
+    where cogport is root (root's: the tenant can add files, never change the model's), copies otherwise."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, scratch, symlinks=True, copy_function=link if identity is not None else shutil.copy2)
+    if identity is None:
+        return
+    for directory, _, _ in os.walk(scratch):
+        os.chown(directory, identity.uid, identity.gid)
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
