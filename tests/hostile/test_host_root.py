@@ -17,7 +17,7 @@ def assert_not_root(report: dict[str, Any], uid: int) -> None:
     assert report["resuid"] == [uid, uid, uid], report
     assert report["groups"] == [] or 0 not in report["groups"], report
     status = report["status"]
-    for caps in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):  # (CapInh keeps 0x1c1: see sandbox_init)
+    for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(status[caps], 16) == 0, (caps, status)
     assert status["NoNewPrivs"] == "1", status
     assert status["Seccomp"] == "2", status  # a filter

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import posixpath
 import shutil
 from pathlib import Path
@@ -49,6 +50,8 @@ class WeightsCache:
                 await self.storage.download_to(key, path)
             except FileNotFound as exc:
                 raise SetupFailed("The version's weights are missing from storage") from exc
+            # Readable by the model's own uid (the sandbox binds this one file, read-only, and no other).
+            await asyncio.to_thread(os.chmod, path, 0o644)
         self._locks.pop(key, None)
 
     async def forget(self, key: str) -> None:

@@ -49,7 +49,14 @@ def drop_privileges(uid: int, gid: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     os.setgroups([])
     os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # clears the permitted and effective sets
+    # ... but not the inheritable one: empty every set explicitly (capset, version 3: two 32-bit words).
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+    pr_cap_ambient, pr_cap_ambient_clear_all = 47, 4
+    libc.prctl(pr_cap_ambient, pr_cap_ambient_clear_all, 0, 0, 0)
     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or os.getgroups():
         raise OSError("the sandbox could not drop its privileges")
 
