@@ -64,17 +64,17 @@ def _push(server: LiveServer, directory: Path, name: str) -> dict[str, Any]:
     return build
 
 
-def _rows(server: LiveServer, version_id: str) -> tuple[Version, int]:
-    """The version row and its model's id (the tenant), read through an engine of this thread's own."""
+def _rows(server: LiveServer, version_id: str) -> tuple[Path, Path, int]:
+    """The version's venv and source, and its model's id (the tenant), read through an engine of this thread's own."""
 
-    async def read() -> tuple[Version, int]:
+    async def read() -> tuple[Path, Path, int]:
         database = Database(server.settings)
         try:
             async with database.session() as session:
                 version = (await session.execute(select(Version).where(Version.id == version_id))).scalar_one()
                 model = await session.get(Model, version.model_id)
-                assert model is not None
-                return version, model.id
+                assert model is not None and version.venv_path and version.source_path
+                return Path(version.venv_path), Path(version.source_path), model.id
         finally:
             await database.dispose()
 
@@ -136,8 +136,7 @@ def test_a_local_package_builds_in_the_sandbox_and_finds_nothing(
     build = _push(live_server, directory, "evil")
 
     assert "building in the model's sandbox" in build["logs"], build["logs"]
-    version, tenant = _rows(live_server, build["version"])
-    venv = Path(version.venv_path)
+    venv, _, tenant = _rows(live_server, build["version"])
     found = json.loads(
         ast.literal_eval((_site_packages(venv) / "evilpkg_found.py").read_text().removeprefix("FOUND = "))
     )
@@ -161,8 +160,8 @@ def test_a_local_package_builds_in_the_sandbox_and_finds_nothing(
     assert not (UV_CACHE / "evil-was-here").exists()
     if ROOT:
         _assert_root_owned(venv)
-    lock = (json.loads(venv.joinpath(".cogport-complete").read_text()), version.venv_path)
-    assert lock[0].get("model") == tenant, lock
+    marker = json.loads(venv.joinpath(".cogport-complete").read_text())
+    assert marker.get("model") == tenant, marker
 
 
 def _pth_wheel(directory: Path, markers: Path) -> str:
@@ -199,8 +198,8 @@ def test_a_pth_file_never_runs_on_the_host(live_server: LiveServer, tmp_path: Pa
     build = _push(live_server, directory, f"pth-{compile_by}")
 
     assert "building in the model's sandbox" not in build["logs"]  # a wheel: phase 1, on the host
-    version, tenant = _rows(live_server, build["version"])
-    assert (_site_packages(Path(version.venv_path)) / "zz_evil.pth").is_file()
+    venv, _, tenant = _rows(live_server, build["version"])
+    assert (_site_packages(venv) / "zz_evil.pth").is_file()
     ran = sorted(p.name for p in markers.iterdir())
     assert "ran-as-0" not in ran, ran  # not uv, not the freeze of the bundle, nothing on the host
     assert ran == [f"ran-as-{UID_BASE + tenant if ROOT else os.geteuid()}"], ran  # the sandboxed schema step
@@ -209,11 +208,11 @@ def test_a_pth_file_never_runs_on_the_host(live_server: LiveServer, tmp_path: Pa
 def test_venvs_tenant_code_wrote_are_the_models_own(live_server: LiveServer, tmp_path: Path) -> None:
     one = _push(live_server, _model_dir(tmp_path, "build_local", note="one"), "local-one")
     two = _push(live_server, _model_dir(tmp_path, "build_local", note="two"), "local-two")
-    (v1, t1), (v2, t2) = _rows(live_server, one["version"]), _rows(live_server, two["version"])
+    (v1, _, t1), (v2, _, t2) = _rows(live_server, one["version"]), _rows(live_server, two["version"])
     assert t1 != t2
-    assert v1.venv_path != v2.venv_path, "a venv built by model one's package code is not model two's"
-    for venv in (v1.venv_path, v2.venv_path):
-        assert (_site_packages(Path(venv)) / "localpkg.py").is_file()
+    assert v1 != v2, "a venv built by model one's package code is not model two's"
+    for venv in (v1, v2):
+        assert (_site_packages(venv) / "localpkg.py").is_file()
 
     # Wheels only (phase 1): one venv, shared.
     wheel_only = 'build:\n  python_version: "3.11"\n  python_packages: ["six==1.17.0"]\npredict: "predict.py:Runner"\n'
@@ -223,5 +222,39 @@ def test_venvs_tenant_code_wrote_are_the_models_own(live_server: LiveServer, tmp
         (directory / "cog.yaml").write_text(wheel_only)
         build = _push(live_server, directory, f"wheels-{note}")
         assert "model's sandbox" not in build["logs"]
-        venvs.append(_rows(live_server, build["version"])[0].venv_path)
+        venvs.append(_rows(live_server, build["version"])[0])
     assert venvs[0] == venvs[1]
+
+
+@pytest.fixture
+def run_commands(settings: Settings) -> None:
+    settings.build.allow_run_commands = True  # COGPORT_BUILD__ALLOW_RUN_COMMANDS, before the server starts
+
+
+@pytest.mark.usefixtures("run_commands", "no_data_binds")
+def test_build_commands_run_in_the_sandbox(
+    live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COGPORT_ADMIN_TOKEN", ADMIN_TOKEN)
+    data_dir = live_server.settings.data_dir
+    commands = [
+        "id -u > built-uid.txt",  # in the model directory: what commands change there is kept
+        f"ls {data_dir} > data-dir.txt 2>&1 || true",
+        "env > environ.txt",
+    ]
+    cog_yaml = COG_YAML.replace("build:\n", "build:\n  run:\n" + "".join(f"    - {json.dumps(c)}\n" for c in commands))
+    directory = _model_dir(tmp_path, "build_local")
+    (directory / "cog.yaml").write_text(cog_yaml)
+
+    build = _push(live_server, directory, "commands")
+
+    assert "(in the model's sandbox)" in build["logs"], build["logs"]
+    venv, source, tenant = _rows(live_server, build["version"])
+    assert (source / "built-uid.txt").read_text().strip() == str(UID_BASE + tenant if ROOT else os.geteuid())
+    assert "cogport.db" not in (source / "data-dir.txt").read_text()
+    environ = (source / "environ.txt").read_text()
+    assert "COGPORT_" not in environ and ADMIN_TOKEN not in environ
+    assert (_site_packages(venv) / "localpkg.py").is_file()  # the install ran in the sandbox too
+    if ROOT:
+        _assert_root_owned(venv)
+        _assert_root_owned(source)

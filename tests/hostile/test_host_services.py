@@ -114,9 +114,8 @@ async def test_output_uploads_are_bounded(make_backend: MakeBackend, live_server
 
     large = await predict(backend, version, size=2 << 20)
     assert large["status"] == "failed", large
-    # The gateway answers 413 "an output file is larger than 1 MiB", but stops reading first: coglet sees
-    # its request fail, not the answer, and says only "Failed to upload output: upload request failed:
-    # error sending request" (see the report of this test's commit).
+    # The gateway reads the rest, drops it and answers 413 naming the bound; the instance's log says so too.
     assert "upload" in (large["error"] or "").lower(), large
+    assert "upload limit, 1 MiB: COGPORT_SANDBOX__UPLOAD_MAX_MB" in (large["error"] or ""), large
     # The instance is fine: the next small file goes through.
     assert (await predict(backend, version, size=10))["status"] == "succeeded"

@@ -98,7 +98,7 @@ class Gateway:
     """The instance's real upload URL (with its token), or None: uploads refused."""
     upload_max_bytes: int = 1 << 30
     on_refusal: Callable[[str], object] | None = None
-    """Told each refused egress target, as a line for the instance's log."""
+    """Told each refused egress target and refused upload, as a line for the instance's log."""
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
     _client: httpx.AsyncClient | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -212,7 +212,10 @@ class Gateway:
             name = target[len(SANDBOX_UPLOADS) :]
             if not name or "/" in name or "?" in name:
                 return await _h11_answer(connection, writer, 400, "one file name after the upload URL")
-            content_type = dict(event.headers).get(b"content-type", b"application/octet-stream")
+            sent = dict(event.headers)
+            content_type = sent.get(b"content-type", b"application/octet-stream")
+            if int(sent.get(b"content-length", b"0") or 0) > self.upload_max_bytes:
+                return await self._too_large(connection, reader, writer)
             request = self._client.build_request(
                 "PUT",
                 self.upload_url + name,
@@ -226,9 +229,7 @@ class Gateway:
         try:
             response = await self._client.send(request, stream=True)
         except _TooLarge:
-            return await _h11_answer(
-                connection, writer, 413, f"an output file is larger than {self.upload_max_bytes >> 20} MiB"
-            )
+            return await self._too_large(connection, reader, writer)
         except httpx.HTTPError as exc:
             return await _h11_answer(connection, writer, 502, f"cogport could not be reached: {exc}")
         try:
@@ -243,6 +244,25 @@ class Gateway:
             await writer.drain()
         finally:
             await response.aclose()
+
+    async def _too_large(
+        self, connection: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer 413 naming the bound, once the sender is done (an HTTP client that is still sending does not
+        read the answer): the rest of the body is read and dropped, for up to a minute."""
+        with contextlib.suppress(TimeoutError, h11.ProtocolError):
+            async with asyncio.timeout(60):
+                while not isinstance(await _next(connection, reader), h11.EndOfMessage | h11.ConnectionClosed):
+                    pass
+        limit = (
+            f"{self.upload_max_bytes >> 20} MiB"
+            if self.upload_max_bytes >= 1 << 20
+            else f"{self.upload_max_bytes} bytes"
+        )
+        message = f"the output file is larger than this server's upload limit, {limit} (COGPORT_SANDBOX__UPLOAD_MAX_MB)"
+        if self.on_refusal is not None:
+            self.on_refusal(f"cogport: {message}")
+        await _h11_answer(connection, writer, 413, message)
 
     async def _body(self, connection: h11.Connection, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         received = 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -367,7 +368,17 @@ class Instance:
                 run.cancel_task.cancel()  # the prediction is over: nothing left to cancel
             self._release()
         self.sweeper.add(job.prediction_id, self.process.prediction_dirs if self.process else None)
-        await run.finish(outcome)
+        await run.finish(self._explained(outcome))
+
+    def _explained(self, outcome: Outcome) -> Outcome:
+        """``outcome`` with an upload refused by the sandbox's bound named (coglet says only "413")."""
+        gateway = self.process.gateway if self.process else None
+        if gateway is None or not outcome.error or "upload returned status 413" not in outcome.error:
+            return outcome
+        limit = gateway.upload_max_bytes
+        bound = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+        note = f" (an output file is larger than this server's upload limit, {bound}: COGPORT_SANDBOX__UPLOAD_MAX_MB)"
+        return dataclasses.replace(outcome, error=outcome.error + note)
 
     async def _run(self, run: PredictionRun) -> Outcome:
         if run.cancel_requested:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import mimetypes
 
 from fastapi import APIRouter, Request, Response
+from starlette.requests import ClientDisconnect
 
 from cogport.api.deps import DatabaseDep, SessionDep, SettingsDep
 from cogport.api.file_bodies import file_response
@@ -46,14 +47,17 @@ async def receive_output(
         raise Forbidden("The upload token is not valid")
     name = safe_name(filename)
     header_type = request.headers.get("content-type", "").strip()
-    url = await store_output(
-        database,
-        request.app.state.storage,
-        settings,
-        name=name,
-        content_type=header_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
-        chunks=request.stream(),
-    )
+    try:
+        url = await store_output(
+            database,
+            request.app.state.storage,
+            settings,
+            name=name,
+            content_type=header_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
+            chunks=request.stream(),
+        )
+    except ClientDisconnect:  # the sender gave up (a sandbox's upload over its bound): nothing was kept
+        return Response(status_code=400)
     return Response(status_code=201, headers={"Location": url})
 
 
