@@ -288,10 +288,13 @@ class Cgroup:
 
     @staticmethod
     def _fresh(directory: Path) -> Path:
-        """Make ``directory``; a leftover is emptied and removed first (else reused as it is)."""
-        if directory.exists():
-            log.info("cgroup %s left over (a crashed run?): emptying it", directory)
-            _empty_and_remove([directory], 2.0)
+        """Make ``directory`` (names are unique per instance: several servers may share a host). Leftovers of
+        crashed runs beside it are removed when empty; a cgroup with processes in it cannot be removed, so
+        another server's live instances are never touched."""
+        for sibling in directory.parent.iterdir() if directory.parent.is_dir() else ():
+            if sibling.is_dir() and sibling != directory:
+                with contextlib.suppress(OSError):
+                    sibling.rmdir()
         directory.mkdir(exist_ok=True)
         return directory
 

@@ -317,7 +317,7 @@ class CogletProcess:
                 forwards=forwards,
                 limits=limits,
             )
-            cgroup = await asyncio.to_thread(Cgroup.create, name, limits)
+            cgroup = await asyncio.to_thread(Cgroup.create, os.path.basename(rundir), limits)  # unique
             preexec = _preexec(cgroup, limits)
             try:
                 process = await _exec(launch.argv, spec.source_path, env, preexec, launch.pass_fds)
