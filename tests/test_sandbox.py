@@ -19,7 +19,7 @@ from cogport.build.log import BuildLog
 from cogport.build.schema import inspect_model
 from cogport.runtime import sandbox
 from cogport.runtime.sandbox import Sandbox
-from cogport.settings import RuntimeSettings, Settings
+from cogport.settings import RuntimeSettings, SandboxLimits, Settings
 from tests.support.runtime import Events, cog_venv, group_alive, job, spec
 
 CANARY = "canary-7f3a1c0e9b2d4e5f"
@@ -63,7 +63,10 @@ async def test_a_model_reads_nothing_of_the_server(backend: LocalBackend, server
     # Its own PID namespace: bwrap's init, the coglet server, its worker; never the server's processes.
     assert all(int(pid) < 10 for pid in found["processes"]), found["processes"]
     commands = [p["cmdline"] for p in found["processes"].values()]
-    assert all(c.startswith((sandbox.bwrap_path(), str(cog_venv()), "python -c import coglet")) for c in commands)
+    first = str(sandbox.base_prefix(cog_venv()))  # the sandbox's first program runs on the base interpreter
+    assert all(
+        c.startswith((sandbox.bwrap_path(), str(cog_venv()), first, "python -c import coglet")) for c in commands
+    )
     assert found["init_environ"] is None or CANARY not in found["init_environ"]
     # A private /tmp (coglet's prediction dirs in it), not the host's; its own temp files work. The only other
     # entries are the mount points of its own read-only paths when they live under /tmp (a checkout there).
@@ -139,22 +142,34 @@ async def test_the_schema_step_is_sandboxed(
 def test_gpus_pass_through_to_instances_that_own_them(tmp_path: Path) -> None:
     devices = ["/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/dri"]
     venv, source = cog_venv(), tmp_path
-    with_gpus = Sandbox().command(["python"], venv=venv, source=source, tmpdir=tmp_path, gpus=True, devices=devices)
+    with_gpus = Sandbox().command(["python"], venv=venv, source=source, gpus=True, devices=devices)
+    with_gpus.close()
+    args = with_gpus.argv
     for device in devices:
-        assert ["--dev-bind-try", device, device] == with_gpus[
-            with_gpus.index(device) - 1 : with_gpus.index(device) + 2
-        ]
-    without = Sandbox().command(["python"], venv=venv, source=source, tmpdir=tmp_path, devices=devices)
+        assert ["--dev-bind-try", device, device] == args[args.index(device) - 1 : args.index(device) + 2]
+    launch = Sandbox(limits=SandboxLimits(tmp_mb=64)).command(["python"], venv=venv, source=source, devices=devices)
+    launch.close()
+    without = launch.argv
     assert not any(arg.startswith("/dev/nvidia") or arg == "/dev/dri" for arg in without)
-    # The rest of the layout: the venv's base interpreter, the venv and source read-only, /tmp private.
+    # The rest of the layout: the venv's base interpreter and the venv read-only, the source with a writable
+    # layer, /tmp a size-capped tmpfs of its own, no host network, the first program then the command.
     prefix = sandbox.base_prefix(venv)
     assert (
         prefix is not None
         and ["--ro-bind-try", str(prefix), str(prefix)]
         == without[without.index(str(prefix)) - 1 : without.index(str(prefix)) + 2]
     )
-    assert ["--bind", str(tmp_path), "/tmp"] == without[without.index("/tmp") - 2 : without.index("/tmp") + 1]
-    assert without[-2:] == ["--", "python"]
+    overlay = without.index("--overlay-src")
+    assert without[overlay : overlay + 4] == ["--overlay-src", str(source), "--tmp-overlay", str(source)]
+    assert without[without.index("/tmp") - 3 : without.index("/tmp") + 1] == [
+        "--size",
+        str(64 << 20),
+        "--tmpfs",
+        "/tmp",
+    ]
+    assert "--unshare-net" in without
+    assert without[-4:-1] == ["-I", "-S", f"{sandbox.RUN_DIR}/init.py"]
+    assert json.loads(without[-1])["argv"] == ["python"]
 
 
 async def test_a_host_that_cannot_sandbox_fails_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

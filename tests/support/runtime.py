@@ -195,7 +195,7 @@ def prediction_dir(prediction_id: str, process: Any) -> Path:
     """coglet's ``/tmp/coglet/predictions/<id>`` as the host sees it (a sandboxed instance's ``/tmp`` is a
     tmpfs of its own: through ``/proc/<pid>/root``). ``process``: a live ``CogletProcess``."""
     dirs = process.prediction_dirs
-    assert dirs is not None and dirs.is_dir(), dirs  # reachable: a missing dir proves nothing
+    assert dirs is not None and Path(dirs).parents[1].is_dir(), dirs  # its /tmp is reachable: a miss means something
     return Path(dirs) / prediction_id
 
 

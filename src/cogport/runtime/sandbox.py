@@ -163,6 +163,16 @@ def _parents(paths: Iterable[str]) -> list[str]:
     return args
 
 
+def _first_interpreter(venv: Path) -> str:
+    """What runs the sandbox's first program (as root, before the drop): the base interpreter the venv points
+    to, not a file of the venv, which a build ran tenant code in; the venv's ``python`` when none is found."""
+    prefix = base_prefix(venv)
+    for name in ("python3", "python"):
+        if prefix is not None and (prefix / "bin" / name).is_file():
+            return str(prefix / "bin" / name)
+    return str(venv / "bin" / "python")
+
+
 def _accounts(uid: int, gid: int) -> dict[str, bytes]:
     """``/etc/passwd`` and ``/etc/group`` naming the sandbox's own user (``model``, home ``/tmp``)."""
     passwd = f"root:x:0:0:root:/root:/bin/sh\nmodel:x:{uid}:{gid}:cogport model:{SANDBOX_TMP}:/bin/sh\n"
@@ -291,8 +301,7 @@ class Sandbox:
         if self.seccomp:
             with contextlib.suppress(seccomp.SeccompUnsupported):
                 args += ["--seccomp", str(launch.keep(seccomp.filter_fd()))]
-        python = str(venv / "bin" / "python")
-        init = [python, "-I", "-S", f"{RUN_DIR}/init.py", json.dumps(config)]
+        init = [_first_interpreter(venv), "-I", "-S", f"{RUN_DIR}/init.py", json.dumps(config)]
         launch.argv = [*args, "--chdir", str(source), "--", *init]
         return launch
 
