@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cogport.runtime import limits as limits_module
-from cogport.runtime.limits import Cgroup, format_mb, limit_message, rlimits, tmpfs_args
+from cogport.runtime.limits import Cgroup, cgroup_name, format_mb, limit_message, rlimits, tmpfs_args
 from cogport.settings import SandboxLimits
 
 ROOT = os.geteuid() == 0
@@ -264,16 +264,20 @@ def test_add_pid(make_cgroup: list[Cgroup]) -> None:
 
 
 def test_empty_leftovers_go_and_live_neighbours_stay(make_cgroup: list[Cgroup]) -> None:
-    """A crashed run leaves empty cgroups behind: the next one made beside them removes them. A cgroup with a
-    process in it (another server's live instance on the same host) is never touched."""
-    crashed = _create(make_cgroup, SandboxLimits(memory_mb=64, pids=32), name=_name())
-    live = _create(make_cgroup, SandboxLimits(memory_mb=64, pids=32), name=_name())
+    """A server that is gone leaves empty cgroups behind: the next one made beside them removes them. A cgroup
+    with a process in it, or an empty one of a live server (about to receive an instance), is never touched."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a server that is gone: its pid names the leftover
+    crashed = _create(make_cgroup, SandboxLimits(memory_mb=64, pids=32), name=f"{gone.pid}-{_name()}")
+    idle = _create(make_cgroup, SandboxLimits(memory_mb=64, pids=32), name=cgroup_name(_name()))  # empty, ours
+    live = _create(make_cgroup, SandboxLimits(memory_mb=64, pids=32), name=f"{gone.pid}-{_name()}")
     process = subprocess.Popen(["sleep", "60"], preexec_fn=live.prepare_attach())
     live.close_attach()
     try:
         _create(make_cgroup, SandboxLimits(memory_mb=128, pids=64), name=_name())
         assert not any(path.exists() for path in crashed.paths)
-        assert all(path.exists() for path in live.paths)
+        assert all(path.exists() for path in live.paths)  # processes in it
+        assert all(path.exists() for path in idle.paths)  # a live server's, about to receive an instance
         assert process.poll() is None and live.pids() == [process.pid]
     finally:
         process.kill()

@@ -232,6 +232,25 @@ def _empty_and_remove(directories: list[Path], timeout: float) -> bool:
     return not pending
 
 
+def cgroup_name(unique: str) -> str:
+    """The name of an instance's cgroup: this server's pid, then ``unique`` (see :meth:`Cgroup._fresh`)."""
+    return f"{os.getpid()}-{unique}"
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the server that made the cgroup ``name`` still runs (names without a pid count as alive)."""
+    pid, sep, _ = name.partition("-")
+    if not sep or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Cgroup:
     """One instance's cgroup (v2: one directory; v1: one per controller). Make one with :meth:`create`."""
 
@@ -288,11 +307,12 @@ class Cgroup:
 
     @staticmethod
     def _fresh(directory: Path) -> Path:
-        """Make ``directory`` (names are unique per instance: several servers may share a host). Leftovers of
-        crashed runs beside it are removed when empty; a cgroup with processes in it cannot be removed, so
-        another server's live instances are never touched."""
+        """Make ``directory``. Names start with the pid of the server that made them (:func:`cgroup_name`), so
+        that leftovers of servers that are gone can be told apart: those beside it are removed when empty
+        (a cgroup with processes in it cannot be removed). Another live server's cgroups, even empty ones
+        about to receive an instance, are never touched."""
         for sibling in directory.parent.iterdir() if directory.parent.is_dir() else ():
-            if sibling.is_dir() and sibling != directory:
+            if sibling.is_dir() and sibling != directory and not _owner_alive(sibling.name):
                 with contextlib.suppress(OSError):
                     sibling.rmdir()
         directory.mkdir(exist_ok=True)

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 from cogport.backends.base import VersionSpec
 from cogport.runtime import procfs
 from cogport.runtime.gateway import SANDBOX_UPLOADS, EgressPolicy, Gateway
-from cogport.runtime.limits import Cgroup, rlimits
+from cogport.runtime.limits import Cgroup, cgroup_name, rlimits
 from cogport.runtime.logs import LogTail
 from cogport.runtime.sandbox import COGLET_PORT, EGRESS_PORT, Forward, Sandbox, safe_base_environment
 from cogport.runtime.sweeper import PREDICTION_DIRS
@@ -317,7 +317,7 @@ class CogletProcess:
                 forwards=forwards,
                 limits=limits,
             )
-            cgroup = await asyncio.to_thread(Cgroup.create, os.path.basename(rundir), limits)  # unique
+            cgroup = await asyncio.to_thread(Cgroup.create, cgroup_name(os.path.basename(rundir)), limits)
             preexec = _preexec(cgroup, limits)
             try:
                 process = await _exec(launch.argv, spec.source_path, env, preexec, launch.pass_fds)
