@@ -8,6 +8,8 @@ two loopback ports inside to two unix sockets on the host, served here, one pair
   connected to the address that was checked (a name that resolves elsewhere later changes nothing).
   ``COGPORT_SANDBOX__EGRESS``: ``none``, ``public`` (no loopback, private, link-local or metadata
   address: the rule input URLs follow) or an allow-list.
+* **A loopback storage endpoint** (a SeaweedFS beside the server), when there is one, answers inside at its
+  own address too, relayed byte for byte to it and nowhere else: presigned input URLs work unchanged.
 * **The gateway**: cogport's own ``internal_url`` as the model sees it. It passes two kinds of request
   and answers 403 to anything else: ``GET``/``HEAD`` of a signed input file (``/v1/files/<id>/download``,
   whose signature is the capability) and ``PUT`` of an output file to ``/internal/uploads/sandboxed/<name>``,
@@ -99,6 +101,8 @@ class Gateway:
     upload_max_bytes: int = 1 << 30
     on_refusal: Callable[[str], object] | None = None
     """Told each refused egress target and refused upload, as a line for the instance's log."""
+    storage: tuple[str, int] | None = None
+    """A loopback storage endpoint (presigned input URLs): relayed as it is from a third socket."""
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
     _client: httpx.AsyncClient | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -112,6 +116,10 @@ class Gateway:
         return self.directory / "gateway.sock"
 
     @property
+    def storage_socket(self) -> Path:
+        return self.directory / "storage.sock"
+
+    @property
     def internal_address(self) -> tuple[str, int]:
         """The host and port the model reaches cogport at (the gateway listens there inside)."""
         parts = urlsplit(self.internal_base)
@@ -119,7 +127,10 @@ class Gateway:
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None), trust_env=False)
-        for path, handler in ((self.egress_socket, self._proxy), (self.gateway_socket, self._gateway)):
+        served = [(self.egress_socket, self._proxy), (self.gateway_socket, self._gateway)]
+        if self.storage is not None:
+            served.append((self.storage_socket, self._storage))
+        for path, handler in served:
             server = await asyncio.start_unix_server(self._guard(handler), str(path), limit=_HEAD_LIMIT)
             os.chmod(path, 0o666)  # the sandbox's uid connects; the directory itself is cogport's alone
             self._servers.append(server)
@@ -188,6 +199,16 @@ class Gateway:
         upstream[1].write(
             f"{method} {path} {version}\r\n".encode("latin-1") + headers + b"\r\nConnection: close\r\n\r\n"
         )
+        await _splice(reader, writer, *upstream)
+
+    async def _storage(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The loopback storage endpoint, byte for byte (its presigned URLs are the capability)."""
+        assert self.storage is not None
+        host, port = self.storage
+        try:
+            upstream = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), port), 15.0)
+        except (OSError, TimeoutError):
+            return
         await _splice(reader, writer, *upstream)
 
     async def _refuse(self, writer: asyncio.StreamWriter, target: str, reason: str) -> None:

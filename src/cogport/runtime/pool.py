@@ -121,6 +121,7 @@ def boundary_for(boundary: SandboxSettings, internal_base: str, storage_endpoint
     return Boundary(
         egress=EgressPolicy.parse(boundary.egress, always=frozenset(always)),
         internal_base=internal_base,
+        storage=next(iter(always), None),
         upload_max_bytes=boundary.upload_max_mb << 20,
         limits=boundary.limits_for,
     )

@@ -91,8 +91,15 @@ class Boundary:
     internal_base: str = "http://127.0.0.1:8000"
     """cogport's internal URL: inside the sandbox, the per-instance gateway answers there."""
     upload_max_bytes: int = 1 << 30
+    storage: tuple[str, int] | None = None
+    """The storage endpoint (host, port) presigned input URLs name: on loopback, it answers inside the
+    sandbox at the same address (relayed to it and nowhere else); elsewhere, the egress proxy admits it."""
     limits: Callable[[str], SandboxLimits] = lambda hardware: SandboxLimits()
     """The limits of an instance on a hardware SKU."""
+
+
+def _loopback(host: str) -> bool:
+    return host.strip("[]").lower() in ("127.0.0.1", "localhost", "::1")
 
 
 def _inside_ports(internal_port: int) -> tuple[int, int]:
@@ -281,6 +288,7 @@ class CogletProcess:
             upload_url=upload_url,
             upload_max_bytes=boundary.upload_max_bytes,
             on_refusal=logs.add,
+            storage=boundary.storage if boundary.storage and _loopback(boundary.storage[0]) else None,
         )
         limits = boundary.limits(spec.hardware)
         cgroup: Cgroup | None = None
@@ -295,6 +303,9 @@ class CogletProcess:
                 Forward("127.0.0.1", egress_port, gateway.egress_socket),
                 Forward(inside_host, internal_port, gateway.gateway_socket),
             ]
+            if gateway.storage is not None and gateway.storage[1] not in (internal_port, egress_port, coglet_port):
+                storage_host = "::1" if ":" in gateway.storage[0] else "127.0.0.1"
+                forwards.append(Forward(storage_host, gateway.storage[1], gateway.storage_socket))
             inside_upload = f"{parts.scheme}://{parts.netloc}{SANDBOX_UPLOADS}" if upload_url else None
             env = coglet_environment(
                 spec,
