@@ -214,6 +214,14 @@ def test_venvs_tenant_code_wrote_are_the_models_own(live_server: LiveServer, tmp
     for venv in (v1, v2):
         assert (_site_packages(venv) / "localpkg.py").is_file()
 
+    # Byte-identical files pushed to two models: no reuse of the other model's build when its code ran in it.
+    same = _model_dir(tmp_path, "build_local", note="same")
+    first = _push(live_server, same, "local-same-a")
+    second = _push(live_server, same, "local-same-b")
+    assert "reusing that build" not in second["logs"]
+    (va, sa, _), (vb, sb, _) = _rows(live_server, first["version"]), _rows(live_server, second["version"])
+    assert va != vb and sa != sb, "model b got model a's build, which a's own code ran in"
+
     # Wheels only (phase 1): one venv, shared.
     wheel_only = 'build:\n  python_version: "3.11"\n  python_packages: ["six==1.17.0"]\npredict: "predict.py:Runner"\n'
     venvs = []

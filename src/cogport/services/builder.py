@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import shutil
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from cogport.build import bundles
 from cogport.build.builder import ModelBuilder, final_source_path, publish_source
+from cogport.build.environment import COMPLETE_MARKER
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
 from cogport.db.engine import Database
@@ -53,6 +55,17 @@ class _Job:
     staging: Path
     log: BuildLog
     lost: bool = False
+
+
+def _built_by(venv: str | None) -> int | None:
+    """The model whose own code ran while ``venv`` was built (its completion marker says), else None: a venv
+    of wheels alone, which any model may share."""
+    try:
+        marker = json.loads((Path(venv or "") / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    model = marker.get("model") if isinstance(marker, dict) else None
+    return model if isinstance(model, int) else None
 
 
 def _both_dirs(*paths: str | None) -> bool:
@@ -142,12 +155,20 @@ class Builder(Service):
         async with self.database.session() as session:
             built = await builds.built_version(session, str(final))
             reuse = {name: getattr(built, name) for name in _VERSION_FIELDS} if built is not None else None
-        if reuse is not None and await asyncio.to_thread(_both_dirs, reuse["source_path"], reuse["venv_path"]):
+        if (
+            reuse is not None
+            and await asyncio.to_thread(_both_dirs, reuse["source_path"], reuse["venv_path"])
+            and _built_by(reuse["venv_path"]) in (None, job.model_id)
+        ):
             job.log.step("These files are already built (for another model); reusing that build")
             fields = reuse
         else:
             job.log.step(f"Building version {job.version_id}")
             fields = await self.model_builder.build(job.staging, job.log, tenant=job.model_id)
+            if _built_by(fields["venv_path"]) is not None:
+                # The model's own code ran in its build (a package built from source, build.run): its files
+                # and venv are its own, never shared with another model that pushes the same bytes.
+                final = final_source_path(self.settings, f"{job.content_id}-m{job.model_id}")
             fields["source_path"] = str(await asyncio.to_thread(publish_source, job.staging, final))
         await self._store_bundle(job, Path(fields["source_path"]), Path(fields["venv_path"]))
         return fields
