@@ -5,10 +5,18 @@ backend carries on."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
+import pytest
+
+from cogport.build.errors import BuildError
+from cogport.build.log import BuildLog
+from cogport.build.packing import readable
+from cogport.build.schema import inspect_model
+from cogport.runtime.sandbox import Sandbox
 from cogport.settings import SandboxLimits, SandboxSettings
-from tests.hostile.conftest import MakeBackend, found, hostile, predict
-from tests.support.runtime import spec
+from tests.hostile.conftest import ROOT, MakeBackend, found, hostile, predict
+from tests.support.runtime import cog_venv, spec
 
 
 async def test_tmp_is_capped(make_backend: MakeBackend) -> None:
@@ -47,3 +55,32 @@ async def test_no_route_to_the_metadata_service(make_backend: MakeBackend) -> No
     backend = await make_backend()
     report = found(await predict(backend, hostile("limits", tenant=35), arg="metadata"))
     assert report["error"] in ("ENETUNREACH", "EHOSTUNREACH"), report
+
+
+async def test_the_schema_step_is_capped_too(tmp_path: Path) -> None:
+    """Push time: a ``predict.py`` that grabs memory at import fails the build, naming the limit."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "predict.py").write_text(
+        "hog = bytearray(512 << 20)\n"
+        "for i in range(0, len(hog), 4096):\n"
+        "    hog[i] = 1\n"
+        "from cog import BasePredictor\n\n"
+        "class Predictor(BasePredictor):\n"
+        "    def predict(self) -> str:\n"
+        "        return ''\n"
+    )
+    readable(source)
+    sandbox = Sandbox(limits=SandboxLimits(memory_mb=96))
+    with pytest.raises(BuildError, match="ran out of memory: limit 96 MiB") if ROOT else pytest.raises(BuildError):
+        await inspect_model(
+            cog_venv(),
+            source,
+            predict="predict.py:Predictor",
+            train=None,
+            env={"PATH": "/usr/bin:/bin"},
+            log=BuildLog(),
+            time_limit=120,
+            sandbox=sandbox,
+            tenant=35,
+        )

@@ -516,6 +516,7 @@ class Environments:
                         time_limit=self.timeout,
                         what=what,
                         pass_fds=launch.pass_fds,
+                        limits=self.boundary.limits if self.boundary else None,
                     )
                 finally:
                     launch.close()

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import uuid
 from collections import deque
 from pathlib import Path
 
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
+from cogport.runtime.limits import Cgroup, cgroup_name, rlimits
+from cogport.settings import SandboxLimits
 
 
 class CommandFailed(BuildError):
@@ -30,9 +33,49 @@ async def run(
     what: str,
     indent: str = "  ",
     pass_fds: tuple[int, ...] = (),
+    limits: SandboxLimits | None = None,
 ) -> None:
     """Run ``argv``; its output lines go to ``log``. Raises :class:`CommandFailed` naming ``what``.
-    ``pass_fds``: descriptors it inherits (a sandbox's seccomp filter)."""
+    ``pass_fds``: descriptors it inherits (a sandbox's seccomp filter). ``limits``: a sandboxed step's
+    memory, process and CPU bounds (a cgroup of its own, where cogport is root) and rlimits; crossing one
+    fails the step with a message that names it."""
+    cgroup: Cgroup | None = None
+    if limits is not None:
+        cgroup = await asyncio.to_thread(Cgroup.create, cgroup_name(f"build-{uuid.uuid4().hex[:16]}"), limits)
+    try:
+        await _run(argv, cwd, env, log, time_limit, what, indent, pass_fds, limits, cgroup)
+    except CommandFailed as failed:
+        crossed = cgroup.violation() if cgroup is not None else None
+        if crossed is None:
+            raise
+        raise BuildError(f"{what}: the build {crossed}") from failed
+    finally:
+        if cgroup is not None:
+            await asyncio.to_thread(cgroup.remove)
+
+
+async def _run(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    log: BuildLog,
+    time_limit: float,
+    what: str,
+    indent: str,
+    pass_fds: tuple[int, ...],
+    limits: SandboxLimits | None,
+    cgroup: Cgroup | None,
+) -> None:
+    attach = cgroup.prepare_attach() if cgroup is not None else None
+    # RLIMIT_NPROC counts a uid's processes host-wide: only for the tenant's own uid (cogport is root).
+    bound = rlimits(limits if os.geteuid() == 0 else limits.model_copy(update={"pids": None})) if limits else None
+
+    def confine() -> None:
+        if attach is not None:
+            attach()
+        if bound is not None:
+            bound()
+
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -43,9 +86,13 @@ async def run(
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             pass_fds=pass_fds,
+            preexec_fn=confine if limits else None,
         )
     except OSError as exc:
         raise BuildError(f"{what}: cannot run {argv[0]}: {exc}") from None
+    finally:
+        if cgroup is not None:
+            cgroup.close_attach()
     tail: deque[str] = deque(maxlen=15)
 
     async def pump() -> None:

@@ -112,6 +112,7 @@ async def inspect_model(
                 what="inspecting the model",
                 indent="  | ",
                 pass_fds=launch.pass_fds if launch else (),
+                limits=sandbox.limits if sandbox else None,
             )
         except process.CommandFailed:
             error = _read(result_path).get("error")
