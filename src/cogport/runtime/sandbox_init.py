@@ -23,6 +23,7 @@ imported), so it may use the standard library only. Its one argument is a JSON o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -61,64 +62,71 @@ def drop_privileges(uid: int, gid: int) -> None:
         raise OSError("the sandbox could not drop its privileges")
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _tcp(sock: socket.socket) -> bool:
+    return sock.family in (socket.AF_INET, socket.AF_INET6)
+
+
+async def _pump(source: socket.socket, target: socket.socket) -> None:
+    """Bytes from ``source`` to ``target`` until ``source`` ends, then end ``target``'s side. A TCP source
+    ACKs each read at once (``TCP_QUICKACK``): coglet writes an event stream in small pieces, and a
+    delayed ACK against its Nagle would hold each piece up to 40 ms."""
+    loop = asyncio.get_running_loop()
+    quickack = _tcp(source) and hasattr(socket, "TCP_QUICKACK")
     try:
-        while True:
-            data = await reader.read(_CHUNK)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except (OSError, asyncio.IncompleteReadError):
+        while data := await loop.sock_recv(source, _CHUNK):
+            if quickack:
+                source.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            await loop.sock_sendall(target, data)
+    except OSError:
         pass
     finally:
-        try:
-            if writer.can_write_eof():
-                writer.write_eof()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
 
 
-async def _splice(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    connect: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None,
-) -> None:
+async def _relay(client: socket.socket, family: int, address: object) -> None:
+    loop = asyncio.get_running_loop()
+    upstream = socket.socket(family, socket.SOCK_STREAM)
+    upstream.setblocking(False)
     try:
-        assert connect is not None
-        upstream_reader, upstream_writer = await connect
-    except OSError:
-        writer.close()
-        return
-    sock = upstream_writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
-    upstream_writer.close()
-    writer.close()
+        try:
+            await loop.sock_connect(upstream, address)
+        except OSError:
+            return
+        for sock in (client, upstream):
+            if _tcp(sock):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
+    finally:
+        upstream.close()
+        client.close()
+
+
+async def _accept(listener: socket.socket, family: int, address: object, tasks: set[asyncio.Task[None]]) -> None:
+    """Relay every connection to ``listener`` to ``address``."""
+    loop = asyncio.get_running_loop()
+    listener.setblocking(False)
+    while True:
+        client, _ = await loop.sock_accept(listener)
+        client.setblocking(False)
+        task = loop.create_task(_relay(client, family, address))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
 
 async def _serve(config: dict[str, object], child: subprocess.Popen[bytes]) -> int:
     loop = asyncio.get_running_loop()
-    servers: list[asyncio.AbstractServer] = []
+    tasks: set[asyncio.Task[None]] = set()
     listen = config.get("listen")
     if isinstance(listen, list):
-        fd, coglet_port = int(listen[0]), int(listen[1])
-
-        async def to_coglet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            opening = asyncio.open_connection("127.0.0.1", coglet_port)
-            await _splice(reader, writer, asyncio.ensure_future(opening))
-
-        servers.append(await asyncio.start_unix_server(to_coglet, sock=socket.socket(fileno=fd), limit=_CHUNK))
+        listener = socket.socket(fileno=int(listen[0]))
+        tasks.add(loop.create_task(_accept(listener, socket.AF_INET, ("127.0.0.1", int(listen[1])), tasks)))
     for host, port, path in config.get("forwards") or []:  # type: ignore[attr-defined]
-
-        def relay(target: str) -> object:
-            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                await _splice(reader, writer, asyncio.ensure_future(asyncio.open_unix_connection(target)))
-
-            return handle
-
-        servers.append(await asyncio.start_server(relay(str(path)), str(host), int(port), limit=_CHUNK))  # type: ignore[arg-type]
+        inside = socket.socket(socket.AF_INET6 if ":" in str(host) else socket.AF_INET, socket.SOCK_STREAM)
+        inside.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        inside.bind((str(host), int(port)))
+        inside.listen(128)
+        tasks.add(loop.create_task(_accept(inside, socket.AF_UNIX, str(path), tasks)))
     exited: asyncio.Future[int] = loop.create_future()
 
     def reaped() -> None:
@@ -130,10 +138,7 @@ async def _serve(config: dict[str, object], child: subprocess.Popen[bytes]) -> i
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, child.send_signal, sig)
     reaped()
-    code = await exited
-    for server in servers:
-        server.close()
-    return code
+    return await exited
 
 
 def main(argv: list[str]) -> None:
