@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.backends.base import Job, VersionSpec
+from cogport.build import packing
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, StoredFile, Version, utcnow
 from cogport.files import urls as file_urls
@@ -343,7 +344,10 @@ async def test_success_publishes_a_version_with_the_weights(
     row = await runs.finish(training_id, {"weights": url, "loss": 0.25})
     assert row.status == "succeeded", row.error
     [version] = await runs.versions()
-    expected_id = hashlib.sha256(f"{setup}\n{hashlib.sha256(weights).hexdigest()}".encode()).hexdigest()
+    async with runs.database.session() as session:
+        dest = await model_named(session, "alice/dest")
+    content = hashlib.sha256(f"{setup}\n{hashlib.sha256(weights).hexdigest()}".encode()).hexdigest()
+    expected_id = packing.version_id(content, dest.id, "alice/dest")  # the model is in the id, as for a push
     assert version.id == expected_id
     assert row.output == {"version": f"alice/dest:{expected_id}", "weights": url, "loss": 0.25}
     assert row.output_version_pk == version.pk
@@ -356,7 +360,7 @@ async def test_success_publishes_a_version_with_the_weights(
     }  # fmt: skip
     assert not [p for p in version.openapi_schema["paths"] if p.startswith("/trainings")]
     # The weights are the version's own: a link (same bytes) beside the training's output file.
-    assert version.weights_key == f"weights/{expected_id}/weights.json"
+    assert version.weights_key == f"weights/{content}/weights.json"  # the content: shared by every destination
     local = runs.local_path(version.weights_key)
     assert read(local) == weights
     ref = file_urls.own_output(url)
@@ -395,6 +399,26 @@ async def test_same_result_is_the_same_version(runs: Trainings) -> None:
     three = await runs.finish(await runs.start(), await runs.output_file(b"w2"))  # train() -> Path
     assert three.status == "succeeded" and out(three)["version"] != out(one)["version"]
     assert len(await runs.versions()) == 2
+
+
+async def test_same_weights_to_two_destinations_are_two_versions(
+    app: FastAPI, client: httpx.AsyncClient, users: Users, runs: Trainings
+) -> None:
+    """Issue 18: the id includes the destination, so every client's bare id (``run("o/m:id")`` sends only
+    the id) names one version rather than answering 422 for an id two models share."""
+    await stop_dispatcher(app)
+    await create_model(client, users.alice, "alice/other", visibility="private")
+    one = await runs.finish(await runs.start("alice/dest"), {"weights": await runs.output_file(b"same")})
+    two = await runs.finish(await runs.start("alice/other"), {"weights": await runs.output_file(b"same")})
+    refs = [out(one)["version"], out(two)["version"]]
+    assert [ref.partition(":")[0] for ref in refs] == ["alice/dest", "alice/other"]
+    for ref in refs:
+        model, _, vid = ref.partition(":")
+        body = {"version": vid, "input": {"text": "hi"}}
+        created = await client.post("/v1/predictions", json=body, headers=auth(users.alice))
+        assert created.status_code == 201, created.text
+        assert (created.json()["model"], created.json()["version"]) == (model, vid)
+    assert refs[0].partition(":")[2] != refs[1].partition(":")[2]
 
 
 async def test_inline_weights_are_stored(runs: Trainings) -> None:
@@ -491,7 +515,7 @@ async def test_release_weights_keeps_shared_bytes(client: httpx.AsyncClient, use
     await create_model(client, users.alice, "alice/other", visibility="private")
     first = await runs.finish(await runs.start(), {"weights": await runs.output_file(b"shared")})
     second = await runs.finish(await runs.start("alice/other"), {"weights": await runs.output_file(b"shared")})
-    assert out(first)["version"].split(":")[1] == out(second)["version"].split(":")[1]
+    assert out(first)["version"].split(":")[1] != out(second)["version"].split(":")[1]
     [one], [two] = await runs.versions("dest"), await runs.versions("other")
     assert one.weights_key == two.weights_key and one.pk != two.pk
     path = Path(runs.local_path(one.weights_key))

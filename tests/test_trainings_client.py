@@ -297,3 +297,32 @@ def test_sync_wait(live_server: LiveServer, stepper: str) -> None:
     assert body["status"] == "succeeded" and body["output"]["version"].startswith("admin/stepped:")
     assert response.headers["location"] == body["urls"]["get"]
     assert "step 1" in body["logs"]
+
+
+def test_the_same_weights_trained_to_two_models_run_by_bare_id(
+    replicate_env: Any, live_server: LiveServer, stepper: str
+) -> None:
+    """Issue 18: two destinations trained to identical weights get two versions, and each runs by the bare
+    id every client sends for ``run("owner/name:id")`` (before, both shared one id, answered 422)."""
+    replicate = replicate_env
+    create_model(live_server.url, ADMIN_TOKEN, "admin", "stepped-too")
+    refs = []
+    for destination in ("admin/stepped", "admin/stepped-too"):
+        training = finish(
+            replicate.trainings.create(
+                model="admin/stepper", version=stepper, input={"steps": 2}, destination=destination
+            )
+        )
+        assert training.status == "succeeded", training.error
+        refs.append(training.output["version"])
+    for ref in refs:
+        assert replicate.run(ref) == 2  # the official client sends the bare id
+        created = httpx.post(
+            f"{live_server.url}/v1/predictions",
+            json={"version": ref.partition(":")[2], "input": {}},
+            headers={**AUTH, "Prefer": "wait=60"},
+            timeout=70,
+        )
+        assert created.status_code == 201, created.text
+        assert (created.json()["model"], created.json()["output"]) == (ref.partition(":")[0], 2)
+    assert refs[0].partition(":")[2] != refs[1].partition(":")[2]

@@ -13,16 +13,20 @@ The trained version is the base version's code and environment plus the weights:
 
 * ``source_path``, ``venv_path``, ``predict_ref``, ``environment``, ``concurrency``: the base's (the
   virtualenv is reused, nothing is rebuilt);
-* ``weights_key``: the weights file, kept under ``weights/<version id>/<name>`` in storage (a hard link
+* ``weights_key``: the weights file, kept under ``weights/<content>/<name>`` in storage (a hard link
   to the training's output file where storage is local, a copy otherwise), so it outlives the training's
-  own output file (data retention, version deletion of the base's predictions). The dispatcher copies it
-  to a local file once (:mod:`cogport.lifecycle.weights`) and hands that to ``setup(weights)`` through
-  ``COG_WEIGHTS``;
+  own output file (data retention, version deletion of the base's predictions). The content is
+  ``sha256(base id + "\\n" + weights sha256)``: the same result published to several models shares the
+  bytes. The dispatcher copies it to a local file once (:mod:`cogport.lifecycle.weights`) and hands that
+  to ``setup(weights)`` through ``COG_WEIGHTS``;
 * ``openapi_schema``: the base's prediction schema (``Training*`` components and ``/trainings`` paths
   dropped) and no ``train_ref``: a trained version predicts, it is not trained again;
 * ``base_version_pk``: the base (which therefore cannot be deleted while the trained version exists);
-* ``id``: ``sha256(base id + "\\n" + weights sha256)``, a content address: the same training result
-  published twice is the same version.
+* ``id``: the content and the destination model, hashed as a push hashes its files and model
+  (:func:`cogport.build.packing.version_id`): the same training result published twice to one model is
+  the same version, published to two models it is two, so a bare id names one version. Versions trained
+  before the id included the model keep the id they were given (the content itself): ids are made here
+  and never recomputed.
 
 The training's ``output`` becomes ``{"version": "owner/name:<id>", "weights": "<url>", ...}``: the official
 Python client parses ``version`` with an ``owner/name:id`` pattern; ``weights`` stays the training's
@@ -41,6 +45,7 @@ from urllib.parse import unquote_to_bytes
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.build import packing
 from cogport.db.tables import Account, Model, Prediction, StoredFile, Version
 from cogport.errors import CogportError, Conflict
 from cogport.files import media
@@ -102,8 +107,9 @@ async def _publish(
     if base is None or base.deleting:
         raise PublishFailed("The base version was deleted while it was training; no version was created")
     weights_url, weights = await _weights_file(session, storage, settings, training, output)
-    version_id = hashlib.sha256(f"{base.id}\n{weights.sha256}".encode()).hexdigest()
-    key = f"{WEIGHTS_PREFIX}/{version_id}/{weights.name}"
+    content = hashlib.sha256(f"{base.id}\n{weights.sha256}".encode()).hexdigest()
+    version_id = packing.version_id(content, destination.id, f"{owner.username}/{destination.name}")
+    key = f"{WEIGHTS_PREFIX}/{content}/{weights.name}"
     await keep_weights(storage, weights.storage_key, key)
     version = await _create_version(
         session,
@@ -276,7 +282,7 @@ def prediction_schema(schema: dict[str, Any]) -> dict[str, Any]:
 async def keep_weights(storage: Storage, source_key: str, key: str) -> None:
     """Put the bytes at ``source_key`` also at ``key`` (a hard link locally, a server-side copy on S3)."""
     if await storage.exists(key):
-        return  # content-addressed: the same version's weights are already there
+        return  # content-addressed: the same training result's weights are already there
     await storage.copy(source_key, key)
 
 

@@ -1,10 +1,10 @@
 """Trained weights as a local file for the runtime.
 
-A trained version's weights are an object in storage (``weights_key``, ``weights/<version id>/<name>``).
+A trained version's weights are an object in storage (``weights_key``, ``weights/<content>/<name>``).
 coglet gets them as a file path (``COG_WEIGHTS``, bound read-only into the sandbox), so before an
 instance of such a version starts the dispatcher copies the object once to
 ``<data_dir>/cache/weights/<sha256 of the key>/<name>`` (a hard link when storage is the local
-directory). The key is content addressed (the version id is a hash of the weights) and never rewritten,
+directory). The key is content addressed (a hash of the base version and the weights) and never rewritten,
 so a file in the cache is always current; it is removed when the last version using the key is purged.
 """
 

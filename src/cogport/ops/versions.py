@@ -17,8 +17,8 @@ from cogport.ops.principals import Principal
 class AmbiguousVersion(InvalidVersion):
     def __init__(self) -> None:
         super().__init__(
-            "This version id names versions of several models (they were pushed before version ids included "
-            "the model); pass it as owner/name:id"
+            "This version id names versions of several models (they were pushed or trained before version ids "
+            "included the model); pass it as owner/name:id"
         )
 
 
