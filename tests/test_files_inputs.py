@@ -70,13 +70,25 @@ class Resolve:
             return await accounts.authenticate(session, token)
 
     async def __call__(
-        self, payload: dict[str, Any], *, token: str | None = None, schema: dict[str, Any] = SCHEMA
+        self,
+        payload: dict[str, Any],
+        *,
+        token: str | None = None,
+        schema: dict[str, Any] = SCHEMA,
+        any_host: bool = False,
     ) -> dict[str, Any]:
         principal = await self.principal(token or self.users.alice)
         checked = inputs.validate(schema, payload)
         async with self.database.session() as session:
             resolved = await resolve_inputs(
-                session, self.app.state.storage, principal, schema, checked, "http://testserver", self.settings
+                session,
+                self.app.state.storage,
+                principal,
+                schema,
+                checked,
+                "http://testserver",
+                self.settings,
+                any_host=any_host,
             )
             return resolved.value
 
@@ -126,6 +138,25 @@ async def test_other_hosts_naming_this_server_and_lists(
     ]
     resolved = await resolve({"images": [*variants, "https://example.com/cat.png"]})
     assert resolved["images"] == [data_url("text/plain", SMALL)] * 4 + ["https://example.com/cat.png"]
+
+
+async def test_at_dispatch_own_files_are_known_on_any_host(
+    resolve: Resolve, uploads: dict[str, dict[str, Any]], client: httpx.AsyncClient, app: FastAPI, users: Users
+) -> None:
+    """A queued run is resolved again at dispatch, where the name it was created under (a proxy's, without
+    ``public_url``) is unknown: the caller's own uploads and output files are recognised on any host; a
+    URL naming nobody's file, or someone else's, is any other URL there (create time refused the latter)."""
+    file_id = uploads["small"]["id"]
+    proxied = f"http://cogport.example:8080/v1/files/{file_id}"
+    token = app.state.upload_tokens.issue()
+    output = (await client.put(f"/internal/uploads/{token}/o.txt", content=b"out")).headers["location"]
+    chained = "https://cogport.example" + output[output.index("/v1/files/outputs/") :]
+    assert await resolve({"images": [proxied, chained]}, any_host=True) == {
+        "images": [data_url("text/plain", SMALL), data_url("text/plain", b"out")]
+    }
+    assert await resolve({"image": proxied}) == {"image": proxied}  # at create: another host, left to fetch
+    foreign = {"images": [proxied, "https://example.com/v1/files/doesnotexist"]}
+    assert await resolve(foreign, token=users.bob, any_host=True) == foreign  # checked, left to fetch
 
 
 async def test_someone_elses_file_is_refused_like_a_missing_one(

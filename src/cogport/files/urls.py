@@ -74,8 +74,11 @@ def known_bases(settings: Settings, *extra: str) -> list[str]:
     return list(dict.fromkeys(b.lower() for b in bases))
 
 
-def _own_path(url: str, bases: list[str]) -> str | None:
-    """The path of ``url`` below one of ``bases`` (query and fragment dropped), or None."""
+def _own_path(url: str, bases: list[str] | None) -> str | None:
+    """The path of ``url`` below one of ``bases`` (query and fragment dropped), or None; with ``bases``
+    None, the path of any ``http(s)`` URL."""
+    if bases is None:
+        return urlsplit(url).path if url.startswith(("http://", "https://")) else None
     lowered = url.lower()
     for base in bases:
         if lowered.startswith(base + "/"):
@@ -83,8 +86,9 @@ def _own_path(url: str, bases: list[str]) -> str | None:
     return None
 
 
-def own_file_id(url: str, bases: list[str]) -> str | None:
-    """The id in an uploaded file's ``urls.get`` (``{base}/v1/files/{id}``) on one of ``bases``."""
+def own_file_id(url: str, bases: list[str] | None) -> str | None:
+    """The id in an uploaded file's ``urls.get`` (``{base}/v1/files/{id}``) on one of ``bases``, or on
+    any host when None (the id is then only a candidate: it names an upload when one has that id)."""
     path = _own_path(url, bases)
     if path is None or not path.startswith(FILES_PATH + "/"):
         return None
@@ -94,10 +98,7 @@ def own_file_id(url: str, bases: list[str]) -> str | None:
 
 def own_output(url: str, bases: list[str] | None = None) -> tuple[str, str] | None:
     """``(file_id, token)`` of an output capability URL; on one of ``bases``, or on any host when None."""
-    if bases is None:
-        path: str | None = urlsplit(url).path if url.startswith(("http://", "https://")) else None
-    else:
-        path = _own_path(url, bases)
+    path = _own_path(url, bases)
     if path is None:
         return None
     match = _OUTPUT.fullmatch(path)

@@ -353,6 +353,7 @@ class Dispatcher(Service):
                 self.settings,
                 fetcher=self.fetcher if fetch else None,
                 prediction_id=prediction.id,
+                any_host=True,  # created on the request's host, which is not known here
             )
 
     async def hardware_of(self, session: AsyncSession, version: Version, deployment: str) -> str:

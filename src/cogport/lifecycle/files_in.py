@@ -7,6 +7,13 @@ itself are resolved here, without a network round trip:
   caller's own uploads; anyone else's is 422, exactly like a missing one (nothing leaks);
 * an output capability URL (``{base}/v1/files/outputs/{id}/{token}/{name}``, to chain predictions).
 
+``base`` is any name this server is known by (:func:`~cogport.files.urls.known_bases`), the request's
+included. A queued run's input is resolved again when it is dispatched, where the request's name is not
+known (no ``public_url``: a reverse proxy's, a LAN name): there the URLs of the caller's own uploads and
+output capability URLs are recognised on any host (``any_host``). They were told from other URLs on the
+request's name when the run was created, and a URL on another host that happens to name one of the
+caller's files resolves to that file, which the caller may use anyway.
+
 Any other URL is checked against the input policy (``COGPORT_INPUTS__*``: loopback, link-local and private
 addresses refused, every spelling) when the run is created, and fetched by cogport itself when it starts
 (:class:`InputFetcher`, through :mod:`cogport.netfetch`: pinned to the address checked, redirects checked
@@ -156,6 +163,7 @@ async def resolve_inputs(
     *,
     fetcher: InputFetcher | None = None,
     prediction_id: str | None = None,
+    any_host: bool = False,
 ) -> ModelInput:
     """The input to hand to the model, from a validated input (:func:`cogport.lifecycle.inputs.validate`).
 
@@ -167,10 +175,12 @@ async def resolve_inputs(
     ``invalid_fields`` entry per bad file) for someone else's or a missing file, a local path, another
     scheme, or a URL the input policy refuses. Other URLs are fetched with ``fetcher`` (for
     ``prediction_id``; a fetch that fails is a 422 too), or, without one, checked and counted in
-    ``to_fetch``.
+    ``to_fetch``. With ``any_host`` (a run created before, with the request's host), the caller's own
+    uploads and output files are recognised on any host too.
     """
     resolver = _Resolver(session, storage, principal, settings, known_bases(settings, base_url), fetcher)
     resolver.prediction_id = prediction_id
+    resolver.any_host = any_host
     value = dict(checked_input.value)
     if component(schema, "Input") is not None:
         names = list(checked_input.file_fields)
@@ -206,6 +216,7 @@ class _Resolver:
         self.bases = bases
         self.fetcher = fetcher
         self.prediction_id: str | None = None
+        self.any_host = False
         self.to_fetch = 0
         self.problems: list[Problem] = []
         self.policy = fetcher.policy if fetcher is not None else input_policy(settings)
@@ -223,6 +234,10 @@ class _Resolver:
         output = own_output(value, self.bases)
         if output is not None:
             return await self._output(name, *output)
+        if self.any_host:
+            found = await self._own_on_any_host(value)
+            if found is not None:
+                return await self._deliver(name, *found)
         if only_own:
             return value
         if not value.startswith(FILE_SCHEMES):
@@ -244,18 +259,39 @@ class _Resolver:
         return value
 
     async def _upload(self, name: str, file_id: str) -> Any:
-        row = await self.session.get(StoredFile, file_id)
-        if row is None or row.kind != file_ops.UPLOAD or row.account_id != self.principal.id:
+        found = await self._own_upload(file_id)
+        if found is None:
             return self.fail("file_not_found", name, f"The file {file_id} does not exist or is not yours to use")
-        username = self.principal.account.username
-        return await self._deliver(name, row, lambda: signed_download(self.settings, row, username))
+        return await self._deliver(name, *found)
 
     async def _output(self, name: str, file_id: str, token: str) -> Any:
+        found = await self._own_output(file_id, token)
+        if found is None:
+            return self.fail("file_not_found", name, f"The output file {file_id} does not exist")
+        return await self._deliver(name, *found)
+
+    async def _own_on_any_host(self, value: str) -> tuple[StoredFile, Callable[[], str]] | None:
+        """The caller's upload or an output file that ``value`` names on whatever host; None when it
+        names none (then it is any other URL)."""
+        file_id = own_file_id(value, None)
+        if file_id is not None:
+            return await self._own_upload(file_id)
+        output = own_output(value, None)
+        return await self._own_output(*output) if output is not None else None
+
+    async def _own_upload(self, file_id: str) -> tuple[StoredFile, Callable[[], str]] | None:
+        row = await self.session.get(StoredFile, file_id)
+        if row is None or row.kind != file_ops.UPLOAD or row.account_id != self.principal.id:
+            return None
+        username = self.principal.account.username
+        return row, lambda: signed_download(self.settings, row, username)
+
+    async def _own_output(self, file_id: str, token: str) -> tuple[StoredFile, Callable[[], str]] | None:
         row = await file_ops.output_by_capability(self.session, file_id, token)
         if row is None:
-            return self.fail("file_not_found", name, f"The output file {file_id} does not exist")
+            return None
         internal = internal_base_url(self.settings)
-        return await self._deliver(name, row, lambda: output_url(internal, row.id, row.access_token, row.name))
+        return row, lambda: output_url(internal, row.id, row.access_token, row.name)
 
     async def _deliver(self, name: str, row: StoredFile, url: Callable[[], str]) -> Any:
         """A ``data:`` URL for a small file, else a URL to fetch it from (see :func:`handed_over`)."""
