@@ -4,6 +4,7 @@
 
     CogportError                    500  (never raised directly)
     ├── BadRequest                  400
+    │   └── InvalidCursor           (a ``cursor`` this server did not write, or one for another list)
     ├── Unauthenticated             401
     ├── Forbidden                   403
     ├── NotFound                    404
@@ -53,6 +54,11 @@ class CogportError(Exception):
 class BadRequest(CogportError):
     status = 400
     title = "Bad request"
+
+
+class InvalidCursor(BadRequest):
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "The cursor is not valid; use the next or previous URL of a page as it is")
 
 
 class Unauthenticated(CogportError):

@@ -12,7 +12,7 @@ from fastapi import Request
 
 from cogport import storable
 from cogport.db.keyset import Cursor, Direction, KeysetPage
-from cogport.errors import BadRequest
+from cogport.errors import BadRequest, InvalidCursor
 
 
 def encode(cursor: Cursor) -> str:
@@ -49,20 +49,23 @@ def decode(raw: str | None) -> Cursor | None:
     if not raw:
         return None
     if len(raw) > MAX_CURSOR:
-        raise BadRequest("The cursor is not valid; use the next or previous URL of a page as it is")
+        raise InvalidCursor()
     try:
         payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if not isinstance(payload, dict):
+            raise TypeError("a cursor is a JSON object")
         value: Any = payload["v"]
-        if payload.get("dt"):
+        if payload.get("dt") is True:
             value = datetime.fromisoformat(value)
             if value.tzinfo is None:
                 raise ValueError("a cursor time needs a timezone")
+            value = value.astimezone(UTC)  # out of range (year 1 at +01:00) here, not in the database
         else:
             value = _scalar(value)
         direction = _DIRECTIONS[payload["d"]]
         return Cursor(key=(value, _scalar(payload["t"])), direction=direction)
     except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
-        raise BadRequest("The cursor is not valid; use the next or previous URL of a page as it is") from exc
+        raise InvalidCursor() from exc
 
 
 def links(request: Request, base_url: str, page: KeysetPage[Any]) -> tuple[str | None, str | None]:

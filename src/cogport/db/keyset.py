@@ -14,6 +14,8 @@ from typing import Any, Generic, Literal, TypeVar
 from sqlalchemy import Select, literal, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.errors import InvalidCursor
+
 Direction = Literal["next", "previous"]
 T = TypeVar("T")
 
@@ -46,6 +48,8 @@ async def paginate(
 
     ``sort`` and ``tiebreak`` are non-NULL column expressions; ``key_of(row)`` gives their values.
     """
+    if cursor is not None:
+        _check_key(cursor.key, (sort, tiebreak))
     backwards = cursor is not None and cursor.direction == "previous"
     # Walking backwards means reading the opposite order and flipping the page.
     read_descending = descending != backwards
@@ -67,6 +71,15 @@ async def paginate(
         if cursor is not None and (more or not backwards):
             prev_cursor = Cursor(key_of(rows[0]), "previous")
     return KeysetPage(rows=rows, next=next_cursor, previous=prev_cursor)
+
+
+def _check_key(key: tuple[Any, Any], columns: tuple[Any, Any]) -> None:
+    """A cursor decodes to any well-formed key; it fits this list only if each value is of its column's type
+    (a time for ``created_at``, an integer or a string id), else it was written for another list or forged."""
+    for value, column in zip(key, columns, strict=True):
+        expected = column.type.python_type
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+            raise InvalidCursor()
 
 
 def _after(sort: Any, tiebreak: Any, key: tuple[Any, Any], descending: bool) -> Any:
