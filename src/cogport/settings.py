@@ -53,7 +53,8 @@ class BuildSettings(BaseModel):
     max_source_mb: int = 2048
     """The largest model directory a push may unpack to."""
     examples_dir: Path | None = None
-    """Where the example models are (``register_examples``). Unset: the ``examples/`` folder of the checkout."""
+    """Where the example models are (``register_examples``). Unset: those shipped in the package (the
+    ``examples/`` folder of the checkout when running from one)."""
     examples: list[str] = Field(default_factory=lambda: ["hello-world"])
     """The examples registered as public ``examples/<name>`` models on first start."""
 

@@ -24,8 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def default_examples_dir() -> Path:
-    """``examples/`` at the top of a source checkout (``src/cogport/services`` is three levels below)."""
-    return Path(__file__).resolve().parents[3] / "examples"
+    """Where the example models are: ``cogport/examples`` in an installed wheel (the build copies the
+    checkout's ``examples/`` there, see pyproject.toml), else ``examples/`` at the top of the source checkout
+    this package runs from (``src/cogport/services`` is three levels below)."""
+    here = Path(__file__).resolve()
+    installed = here.parents[1] / "examples"
+    return installed if installed.is_dir() else here.parents[3] / "examples"
 
 
 class ExampleRegistrar(Service):
