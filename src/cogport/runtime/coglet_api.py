@@ -161,6 +161,12 @@ class CogletApi:
             logs.unlisten(prediction_id)
             queue.put_nowait(None)
             await relay
+        if isinstance(result, Outcome) and result.logs:
+            # What the model printed that the log pipe had not brought yet (coglet's answer came first): as a
+            # logs event too, so that listeners see every line before the end.
+            relayed = "".join(run.logs)
+            if result.logs.startswith(relayed) and len(result.logs) > len(relayed):
+                await run.add_logs(result.logs[len(relayed) :])
         if isinstance(result, Outcome) and result.output is not None and run.iterator_output:
             await run.events.output(run.job, result.output)
         return result

@@ -84,7 +84,7 @@ async def _pump(source: socket.socket, target: socket.socket) -> None:
             target.shutdown(socket.SHUT_WR)
 
 
-async def _relay(client: socket.socket, family: int, address: object) -> None:
+async def _relay(client: socket.socket, family: int, address: tuple[str, int] | str) -> None:
     loop = asyncio.get_running_loop()
     upstream = socket.socket(family, socket.SOCK_STREAM)
     upstream.setblocking(False)
@@ -102,7 +102,9 @@ async def _relay(client: socket.socket, family: int, address: object) -> None:
         client.close()
 
 
-async def _accept(listener: socket.socket, family: int, address: object, tasks: set[asyncio.Task[None]]) -> None:
+async def _accept(
+    listener: socket.socket, family: int, address: tuple[str, int] | str, tasks: set[asyncio.Task[None]]
+) -> None:
     """Relay every connection to ``listener`` to ``address``."""
     loop = asyncio.get_running_loop()
     listener.setblocking(False)
