@@ -218,9 +218,10 @@ class CogletProcess:
         root of a process inside), or None when it cannot be reached now."""
         if self._prediction_dirs is not None:
             return self._prediction_dirs
-        for info in procfs.group_processes(self.pgid):
-            if info.ppid == self.pid:  # bwrap's child: pid 1 of the sandbox
-                return Path(f"/proc/{info.pid}/root") / PREDICTION_DIRS.relative_to("/")
+        for info in procfs.group_processes(self.pgid):  # a scan of /proc: once, then kept
+            if info.ppid == self.pid:  # bwrap's child: pid 1 of the sandbox, for the sandbox's whole life
+                self._prediction_dirs = Path(f"/proc/{info.pid}/root") / PREDICTION_DIRS.relative_to("/")
+                return self._prediction_dirs
         return None
 
     def limit_crossed(self) -> str | None:
