@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
 
 import httpx
+import pytest
+from sqlalchemy import delete
 
 from cogport.api.principal_cache import PrincipalCache
 from cogport.app import create_app
+from cogport.db.engine import Database
+from cogport.db.tables import ApiToken
+from cogport.identifiers import hash_token
 from cogport.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 from tests.support.accounts import Users
@@ -65,18 +70,83 @@ async def test_revoke_by_id(client: httpx.AsyncClient, users: Users) -> None:
     assert (await client.delete(f"/admin/v1/tokens/{row['id']}", headers=auth(users.alice))).status_code == 403
 
 
+class _Clock:
+    """A monotonic clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_other_processes_refuse_within_the_cache_ttl(
     client: httpx.AsyncClient, settings: Settings, users: Users
 ) -> None:
-    """A second app on the same database stands for another API process: its cache entry expires."""
+    """A second app on the same database stands for another API process. Its cache runs on a clock the test
+    moves, so however slow the machine: the revoked token is answered from that cache until its TTL has passed,
+    and refused from then on, without a restart."""
     other = create_app(settings)
     async with other.router.lifespan_context(other):
-        other.state.principals = PrincipalCache(ttl=0.3)
+        cache: PrincipalCache = other.state.principals
+        cache.clock = clock = _Clock()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://test") as there:
             assert (await there.get("/v1/account", headers=auth(users.alice))).status_code == 200
             revoked = await client.post("/admin/v1/tokens/revoke", json={"token": users.alice})
             assert revoked.status_code == 200, revoked.text
+            clock.now += cache.ttl * 0.9
             assert (await there.get("/v1/account", headers=auth(users.alice))).status_code == 200  # cached
-            await asyncio.sleep(0.4)
+            clock.now += cache.ttl * 0.2
             assert (await there.get("/v1/account", headers=auth(users.alice))).status_code == 401
             assert (await there.get("/v1/account", headers=auth(ADMIN_TOKEN))).status_code == 200
+
+
+async def _admin_token_ids(client: httpx.AsyncClient) -> list[int]:
+    return [int(str(row["id"])) for row in await _tokens(client, "admin") if row["revoked_at"] is None]
+
+
+async def test_the_last_admin_token_cannot_be_revoked(client: httpx.AsyncClient, users: Users) -> None:
+    (only,) = await _admin_token_ids(client)
+    for refused in (
+        await client.post("/admin/v1/tokens/revoke", json={"token": ADMIN_TOKEN}),
+        await client.delete(f"/admin/v1/tokens/{only}"),
+    ):
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "last valid admin token" in refused.json()["detail"]
+    assert (await client.get("/v1/account")).status_code == 200
+    # With a second admin token (another admin's here), either may go, but not both.
+    await client.post("/admin/v1/accounts", json={"username": "root", "is_admin": True})
+    second = (await client.post("/admin/v1/accounts/root/tokens", json={})).json()["token"]
+    assert (await client.post("/admin/v1/tokens/revoke", json={"token": ADMIN_TOKEN})).status_code == 200
+    last = await client.post("/admin/v1/tokens/revoke", json={"token": second}, headers=auth(second))
+    assert last.status_code == 409, last.text
+    assert (await client.get("/v1/account", headers=auth(second))).status_code == 200
+    # A user's only token is no admin's: it goes as before.
+    assert (await client.post("/admin/v1/tokens/revoke", json={"token": users.bob}, headers=auth(second))).is_success
+
+
+async def test_a_revoked_admin_token_is_restored_at_start(
+    client: httpx.AsyncClient, settings: Settings, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``COGPORT_ADMIN_TOKEN`` is the operator's way in: revoked (or gone), the next start restores it."""
+    second = (await client.post("/admin/v1/accounts/admin/tokens", json={})).json()["token"]
+    assert (await client.post("/admin/v1/tokens/revoke", json={"token": ADMIN_TOKEN})).status_code == 200
+    assert (await client.get("/v1/account")).status_code == 401
+
+    async def restart() -> int:
+        again = create_app(settings)
+        async with again.router.lifespan_context(again):
+            transport = httpx.ASGITransport(app=again)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=auth(ADMIN_TOKEN)) as c:
+                return (await c.get("/v1/account")).status_code
+
+    with caplog.at_level(logging.WARNING, logger="cogport.bootstrap"):
+        assert await restart() == 200
+    assert "COGPORT_ADMIN_TOKEN was revoked" in caplog.text
+    assert ADMIN_TOKEN not in caplog.text
+    # Gone altogether (a row deleted by hand): created again.
+    async with database.session() as session:
+        await session.execute(delete(ApiToken).where(ApiToken.token_hash == hash_token(ADMIN_TOKEN)))
+    assert await restart() == 200
+    assert (await client.get("/v1/account", headers=auth(second))).status_code == 200

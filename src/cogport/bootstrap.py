@@ -30,10 +30,18 @@ async def ensure_admin(database: Database, settings: Settings) -> str | None:
             return None if settings.admin_token else plain
         if settings.admin_token:
             known = await session.scalar(
-                select(ApiToken.id).where(ApiToken.token_hash == hash_token(settings.admin_token))
+                select(ApiToken).where(ApiToken.token_hash == hash_token(settings.admin_token))
             )
             if known is None:
                 await accounts.create_token(session, admin, token=settings.admin_token, label="COGPORT_ADMIN_TOKEN")
+            elif known.revoked_at is not None:
+                # The operator set it, so it must work: a revoked one would lock them out for good.
+                log.warning(
+                    "COGPORT_ADMIN_TOKEN was revoked (at %s); restored, as it is set. Unset it, or set a new one, "
+                    "to retire it for good.",
+                    known.revoked_at.isoformat(),
+                )
+                await accounts.restore_token(session, known)
     return None
 
 

@@ -7,15 +7,19 @@ of the process that made them; other processes see such changes within ``ttl``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from cogport.identifiers import hash_token
 from cogport.ops.principals import Principal
 
 
 class PrincipalCache:
-    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self, ttl: float = 5.0, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
+        self.clock = clock  # seconds; tests pass their own to step over the TTL without waiting for it
         self._entries: dict[str, tuple[float, Principal]] = {}
 
     def get(self, token: str) -> Principal | None:
@@ -23,7 +27,7 @@ class PrincipalCache:
         if entry is None:
             return None
         expires, principal = entry
-        if expires < time.monotonic():
+        if expires < self.clock():
             self._entries.pop(hash_token(token), None)
             return None
         return principal
@@ -31,7 +35,7 @@ class PrincipalCache:
     def put(self, token: str, principal: Principal) -> None:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        self._entries[hash_token(token)] = (time.monotonic() + self.ttl, principal)
+        self._entries[hash_token(token)] = (self.clock() + self.ttl, principal)
 
     def forget(self, token: str) -> None:
         self._entries.pop(hash_token(token), None)

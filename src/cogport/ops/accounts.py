@@ -151,11 +151,36 @@ async def find_token(session: AsyncSession, *, token: str | None = None, token_i
 
 
 async def revoke_token(session: AsyncSession, row: ApiToken) -> ApiToken:
-    """Revoke a token (idempotent: a revoked token keeps its first ``revoked_at``)."""
+    """Revoke a token (idempotent: a revoked token keeps its first ``revoked_at``).
+
+    :class:`Conflict` for the last valid token of any admin: revoking it would lock every admin out."""
     if row.revoked_at is None:
+        if await _valid_admin_token_ids(session) == {row.id}:
+            raise Conflict(
+                "This is the last valid admin token: revoking it would leave no admin able to sign in. "
+                "Create another admin token first, then revoke this one."
+            )
         row.revoked_at = utcnow()
         await session.flush()
     return row
+
+
+async def _valid_admin_token_ids(session: AsyncSession) -> set[int]:
+    """The unrevoked tokens of admin accounts, locked (on PostgreSQL) so that two revocations of the last two
+    cannot both see the other one still valid."""
+    result = await session.execute(
+        select(ApiToken.id)
+        .join(Account, Account.id == ApiToken.account_id)
+        .where(Account.is_admin.is_(True), ApiToken.revoked_at.is_(None))
+        .with_for_update(of=ApiToken)
+    )
+    return set(result.scalars())
+
+
+async def restore_token(session: AsyncSession, row: ApiToken) -> None:
+    """Make a revoked token valid again (the operator's ``COGPORT_ADMIN_TOKEN`` at start; see bootstrap)."""
+    row.revoked_at = None
+    await session.flush()
 
 
 async def authenticate(session: AsyncSession, token: str) -> Principal:
