@@ -35,3 +35,39 @@ async def test_bad_requests_are_4xx_problems(client: httpx.AsyncClient, method: 
         response = await client.request(method, path, content=body, headers=headers)
         assert 400 <= response.status_code < 500, (response.status_code, response.text)
         assert response.json()["detail"]
+
+
+# Paths that match a route only through its parameters, with a method it lacks: Replicate answers 404 (issue 18:
+# POST /v1/models/justname/predictions was a 405 carrying the methods of GET /v1/models/{owner}/{name}).
+NOWHERE = [
+    ("POST", "/v1/models/justname/predictions"),
+    ("PUT", "/v1/models/justname/predictions"),
+    ("POST", "/v1/models/justname/versions"),
+    ("POST", "/v1/deployments/justname/predictions"),
+    ("GET", "/v1/models/a/b/predictions"),
+    ("DELETE", "/v1/predictions/nope/cancel"),
+    ("GET", "/v1/trainings/nope/cancel"),
+    ("POST", "/v1/nothing"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), NOWHERE)
+async def test_a_method_on_a_path_matched_only_through_parameters_is_a_404(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path, json={"input": {}})
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json() == {
+        "title": "Not found",
+        "detail": "The requested resource could not be found.",
+        "status": 404,
+    }
+    assert "allow" not in response.headers
+
+
+async def test_a_fixed_path_keeps_its_405(client: httpx.AsyncClient) -> None:
+    for method, path in (("PUT", "/v1/predictions"), ("DELETE", "/v1/models"), ("POST", "/v1/hardware")):
+        response = await client.request(method, path)
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.json()["title"] == "Method not allowed"

@@ -76,11 +76,19 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem(422, "Input validation failed", detail, invalid_fields=fields)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_NOT_FOUND = "The requested resource could not be found."
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405 and request.path_params:
+        # The path matched only through parameters (``POST /v1/models/x/predictions`` is ``/v1/models/{owner}/
+        # {name}`` with name "predictions"): it names no operation here, and maybe nothing at all, so it is a 404
+        # as on Replicate, not a 405 listing the methods of an unrelated route. Fixed paths keep their 405.
+        return problem(404, _TITLES[404], _NOT_FOUND)
     detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
     if exc.status_code == 404 and detail == "Not Found":
-        detail = "The requested resource could not be found."
+        detail = _NOT_FOUND
     elif exc.status_code == 400 and detail == "There was an error parsing the body":
         # FastAPI's words for a body it could not decode at all (not UTF-8, nested too deeply, ...).
         detail = "The request body could not be parsed; JSON bodies must be UTF-8 and reasonably nested"
