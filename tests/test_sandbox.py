@@ -60,13 +60,14 @@ async def test_a_model_reads_nothing_of_the_server(backend: LocalBackend, server
     assert "AWS_SECRET_ACCESS_KEY" not in found["environ"]
     assert found["data_dir"] is None and found["db"] is None and found["signing_key"] is None
     assert found["shadow"] is None
-    # Its own PID namespace: bwrap's init, the coglet server, its worker; never the server's processes.
-    assert all(int(pid) < 10 for pid in found["processes"]), found["processes"]
+    # Its own PID namespace: bwrap's init, the sandbox's first program, the coglet server, its worker; never
+    # the server's processes (pid numbers grow with the first program's relay threads: count, not numbers).
+    assert len(found["processes"]) <= 4, found["processes"]
     commands = [p["cmdline"] for p in found["processes"].values()]
     first = str(sandbox.base_prefix(cog_venv()))  # the sandbox's first program runs on the base interpreter
     assert all(
         c.startswith((sandbox.bwrap_path(), str(cog_venv()), first, "python -c import coglet")) for c in commands
-    )
+    ), commands
     assert found["init_environ"] is None or CANARY not in found["init_environ"]
     # A private /tmp (coglet's prediction dirs in it), not the host's; its own temp files work. The only other
     # entries are the mount points of its own read-only paths when they live under /tmp (a checkout there).

@@ -82,7 +82,7 @@ _ETC_FILES = (
 )
 _SAFE_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM")
 """The only variables of the server's own environment a model gets (plus ``LC_*``)."""
-_ROOT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_CHOWN")
+_ROOT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_CHOWN", "CAP_NET_BIND_SERVICE")
 """What the sandbox's first program keeps, as root, to become the tenant's uid (then it drops them all)."""
 
 

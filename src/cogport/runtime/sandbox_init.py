@@ -5,7 +5,8 @@ with ``-I -S`` (no site, no ``PYTHON*`` variables, no ``.pth`` files: nothing of
 imported), so it may use the standard library only. Its one argument is a JSON object:
 
 * ``uid``/``gid``: where cogport runs as root, bubblewrap starts this program as root inside the new
-  namespaces with only CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_CHOWN (for ``own``, below); it
+  namespaces with only CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_CHOWN (for ``own``, below) and
+  CAP_NET_BIND_SERVICE (cogport's own port inside may be below 1024: it binds its listeners first); it
   empties the capability bounding set, sets ``no_new_privs`` (setuid binaries stop working), drops
   every supplementary group and becomes ``uid``/``gid`` for good before anything else runs. Absent
   where cogport is not root (bubblewrap's user namespace already maps the sandbox to cogport's own unprivileged uid).
@@ -18,20 +19,25 @@ imported), so it may use the standard library only. Its one argument is a JSON o
   the unix socket ``path`` (bound into the sandbox): the egress proxy and cogport's per-instance gateway.
 * ``argv``: the program to run (coglet's server); this program exits with its status once it exits, and
   passes SIGTERM and SIGINT on to it.
+
+The relays are a thread per direction of each connection (blocking ``recv``/``sendall``), the accepts one
+``selectors`` loop: no asyncio, whose import alone costs tens of milliseconds of every start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
+import selectors
 import signal
 import socket
-import subprocess
 import sys
+import threading
 
 _CHUNK = 1 << 16
+# No asyncio, subprocess or ctypes (but to drop privileges) here: this runs before every instance and build
+# step, and importing asyncio alone costs tens of milliseconds of the start. A thread per relayed stream.
 
 
 def drop_privileges(uid: int, gid: int) -> None:
@@ -66,17 +72,16 @@ def _tcp(sock: socket.socket) -> bool:
     return sock.family in (socket.AF_INET, socket.AF_INET6)
 
 
-async def _pump(source: socket.socket, target: socket.socket) -> None:
+def _pump(source: socket.socket, target: socket.socket) -> None:
     """Bytes from ``source`` to ``target`` until ``source`` ends, then end ``target``'s side. A TCP source
     ACKs each read at once (``TCP_QUICKACK``): coglet writes an event stream in small pieces, and a
     delayed ACK against its Nagle would hold each piece up to 40 ms."""
-    loop = asyncio.get_running_loop()
     quickack = _tcp(source) and hasattr(socket, "TCP_QUICKACK")
     try:
-        while data := await loop.sock_recv(source, _CHUNK):
+        while data := source.recv(_CHUNK):
             if quickack:
                 source.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            await loop.sock_sendall(target, data)
+            target.sendall(data)
     except OSError:
         pass
     finally:
@@ -84,84 +89,83 @@ async def _pump(source: socket.socket, target: socket.socket) -> None:
             target.shutdown(socket.SHUT_WR)
 
 
-async def _relay(client: socket.socket, family: int, address: tuple[str, int] | str) -> None:
-    loop = asyncio.get_running_loop()
+def _relay(client: socket.socket, family: int, address: tuple[str, int] | str) -> None:
     upstream = socket.socket(family, socket.SOCK_STREAM)
-    upstream.setblocking(False)
     try:
         try:
-            await loop.sock_connect(upstream, address)
+            upstream.connect(address)
         except OSError:
             return
         for sock in (client, upstream):
             if _tcp(sock):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
+        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+        back.start()
+        _pump(client, upstream)
+        back.join()
     finally:
         upstream.close()
         client.close()
 
 
-async def _accept(
-    listener: socket.socket, family: int, address: tuple[str, int] | str, tasks: set[asyncio.Task[None]]
-) -> None:
-    """Relay every connection to ``listener`` to ``address``."""
-    loop = asyncio.get_running_loop()
-    listener.setblocking(False)
-    while True:
-        client, _ = await loop.sock_accept(listener)
-        client.setblocking(False)
-        task = loop.create_task(_relay(client, family, address))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-
-async def _serve(config: dict[str, object], child: subprocess.Popen[bytes]) -> int:
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task[None]] = set()
+def _listeners(config: dict[str, object]) -> list[tuple[socket.socket, int, tuple[str, int] | str]]:
+    """``(listening socket, family, address to relay to)`` for coglet's socket and every forward."""
+    found: list[tuple[socket.socket, int, tuple[str, int] | str]] = []
     listen = config.get("listen")
     if isinstance(listen, list):
-        listener = socket.socket(fileno=int(listen[0]))
-        tasks.add(loop.create_task(_accept(listener, socket.AF_INET, ("127.0.0.1", int(listen[1])), tasks)))
+        found.append((socket.socket(fileno=int(listen[0])), socket.AF_INET, ("127.0.0.1", int(listen[1]))))
     for host, port, path in config.get("forwards") or []:  # type: ignore[attr-defined]
         inside = socket.socket(socket.AF_INET6 if ":" in str(host) else socket.AF_INET, socket.SOCK_STREAM)
         inside.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         inside.bind((str(host), int(port)))
         inside.listen(128)
-        tasks.add(loop.create_task(_accept(inside, socket.AF_UNIX, str(path), tasks)))
-    exited: asyncio.Future[int] = loop.create_future()
+        found.append((inside, socket.AF_UNIX, str(path)))
+    return found
 
-    def reaped() -> None:
-        code = child.poll()
-        if code is not None and not exited.done():
-            exited.set_result(code)
 
-    loop.add_signal_handler(signal.SIGCHLD, reaped)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, child.send_signal, sig)
-    reaped()
-    return await exited
+def _serve(listeners: list[tuple[socket.socket, int, tuple[str, int] | str]]) -> None:
+    """Accept on every listener for ever, a relay thread per connection."""
+    selector = selectors.DefaultSelector()
+    for listener, family, address in listeners:
+        selector.register(listener, selectors.EVENT_READ, (family, address))
+    while True:
+        for key, _ in selector.select():
+            try:
+                client, _ = key.fileobj.accept()  # type: ignore[union-attr]
+            except OSError:
+                continue
+            family, address = key.data
+            threading.Thread(target=_relay, args=(client, family, address), daemon=True).start()
+
+
+def _wait(pid: int) -> None:
+    """Exit as the program does, once it does (killed by a signal: by the same signal, for the host to see)."""
+    _, status = os.waitpid(pid, 0)
+    sys.stdout.flush()
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status))  # relays still open end with the process
 
 
 def main(argv: list[str]) -> None:
     config = json.loads(argv[1])
+    listeners = _listeners(config)  # before the program starts (its first connection finds them), as root
     if config.get("uid") is not None:
         uid, gid = int(config["uid"]), int(config["gid"])
         for path in config.get("own") or []:  # the working directory's writable layer: copied up, the host's untouched
             os.chown(path, uid, gid)
         drop_privileges(uid, gid)
-    keep: list[int] = []
     listen = config.get("listen")
     if isinstance(listen, list):
         os.set_inheritable(int(listen[0]), False)
-    child = subprocess.Popen(config["argv"], pass_fds=keep)
-    loop = asyncio.new_event_loop()
-    code = loop.run_until_complete(_serve(config, child))
-    if code < 0:  # killed by a signal: end the same way, so the host sees the signal
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    sys.stdout.flush()
-    os._exit(code)  # relays still open end with the process: nothing to wait for
+    program = [str(arg) for arg in config["argv"]]
+    pid = os.posix_spawnp(program[0], program, os.environ)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: os.kill(pid, number))
+    threading.Thread(target=_serve, args=(listeners,), daemon=True).start()
+    _wait(pid)  # in the main thread: only it may reset a signal's disposition
 
 
 if __name__ == "__main__":
