@@ -119,9 +119,7 @@ class SandboxSettings(BaseModel):
     """Where cogport runs as root: each model's code runs as host uid ``uid_base + model id % uid_count``
     (a uid of its own per model, so per account too)."""
     uid_count: int = Field(default=65_536, ge=1)
-    limits: SandboxLimits = Field(
-        default_factory=lambda: SandboxLimits(memory_mb=8192, pids=1024, tmp_mb=4096)
-    )
+    limits: SandboxLimits = Field(default_factory=lambda: SandboxLimits(memory_mb=8192, pids=1024, tmp_mb=4096))
     """The limits of every instance and build, unless ``hardware_limits`` says otherwise for its SKU."""
     hardware_limits: dict[str, SandboxLimits] = Field(default_factory=dict)
     """Per hardware SKU (``cpu``, ``gpu-t4``, ...): the fields set here replace those of ``limits``."""

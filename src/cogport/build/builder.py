@@ -22,8 +22,7 @@ from cogport.build.environment import BuildBoundary, Environments, EnvironmentSp
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
 from cogport.build.schema import inspect_model, write_runtime_schema
-from cogport.runtime.pool import sandbox_for
-from cogport.runtime.sandbox import safe_base_environment
+from cogport.runtime.sandbox import Sandbox, safe_base_environment
 from cogport.settings import Settings
 
 DEFAULT_PYTHON = "3.13"
@@ -127,7 +126,7 @@ class ModelBuilder:
         venv = await self.environments.ensure(spec, source, log, allow_commands=build.allow_run_commands, tenant=tenant)
         log.step(f"Inspecting {' and '.join(r for r in (config.predict, config.train) if r)}")
         runtime = self.settings.runtime
-        sandbox = sandbox_for(runtime, self.settings.sandbox) if runtime.sandbox else None
+        sandbox = Sandbox.configured(runtime, self.settings.sandbox) if runtime.sandbox else None
         # Unsandboxed (the operator's choice), the schema step keeps the server's environment, as before.
         env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | dict(config.environment)
         facts = await inspect_model(
@@ -207,7 +206,7 @@ def build_boundary(settings: Settings) -> BuildBoundary | None:
     if not settings.runtime.sandbox:
         return None
     return BuildBoundary(
-        sandbox_for(settings.runtime, settings.sandbox),
+        Sandbox.configured(settings.runtime, settings.sandbox),
         egress=settings.sandbox.egress,
         limits=settings.sandbox.limits_for("cpu"),
     )

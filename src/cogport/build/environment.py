@@ -448,7 +448,7 @@ class Environments:
     ) -> None:
         """Phase 2: the install (and cog.yaml's commands) in the model's sandbox, as its uid."""
         assert self.boundary is not None
-        sandbox = self.boundary.sandbox
+        sandbox, limits = self.boundary.sandbox, self.boundary.limits
         host_env = self.uv_env(spec.build_env)
         await self._create(spec, source, venv, host_env, log)
         links = _interpreter_links(venv)
@@ -505,7 +505,7 @@ class Environments:
                     readonly=readonly,
                     writable=writable,
                     forwards=[Forward("127.0.0.1", EGRESS_PORT, gateway.egress_socket)],
-                    limits=self.boundary.limits if self.boundary else None,
+                    limits=limits,
                 )
                 try:
                     await process.run(
@@ -516,7 +516,7 @@ class Environments:
                         time_limit=self.timeout,
                         what=what,
                         pass_fds=launch.pass_fds,
-                        limits=self.boundary.limits if self.boundary else None,
+                        limits=limits,
                     )
                 finally:
                     launch.close()

@@ -8,11 +8,12 @@ import os
 import signal
 import uuid
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
-from cogport.runtime.limits import Cgroup, cgroup_name, rlimits
+from cogport.runtime.limits import Cgroup, cgroup_name, confine
 from cogport.settings import SandboxLimits
 
 
@@ -43,7 +44,7 @@ async def run(
     if limits is not None:
         cgroup = await asyncio.to_thread(Cgroup.create, cgroup_name(f"build-{uuid.uuid4().hex[:16]}"), limits)
     try:
-        await _run(argv, cwd, env, log, time_limit, what, indent, pass_fds, limits, cgroup)
+        await _run(argv, cwd, env, log, time_limit, what, indent, pass_fds, confine(cgroup, limits) if limits else None)
     except CommandFailed as failed:
         crossed = cgroup.violation() if cgroup is not None else None
         if crossed is None:
@@ -51,6 +52,7 @@ async def run(
         raise BuildError(f"{what}: the build {crossed}") from failed
     finally:
         if cgroup is not None:
+            cgroup.close_attach()
             await asyncio.to_thread(cgroup.remove)
 
 
@@ -63,19 +65,8 @@ async def _run(
     what: str,
     indent: str,
     pass_fds: tuple[int, ...],
-    limits: SandboxLimits | None,
-    cgroup: Cgroup | None,
+    preexec: Callable[[], None] | None,
 ) -> None:
-    attach = cgroup.prepare_attach() if cgroup is not None else None
-    # RLIMIT_NPROC counts a uid's processes host-wide: only for the tenant's own uid (cogport is root).
-    bound = rlimits(limits if os.geteuid() == 0 else limits.model_copy(update={"pids": None})) if limits else None
-
-    def confine() -> None:
-        if attach is not None:
-            attach()
-        if bound is not None:
-            bound()
-
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -86,13 +77,10 @@ async def _run(
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             pass_fds=pass_fds,
-            preexec_fn=confine if limits else None,
+            preexec_fn=preexec,
         )
     except OSError as exc:
         raise BuildError(f"{what}: cannot run {argv[0]}: {exc}") from None
-    finally:
-        if cgroup is not None:
-            cgroup.close_attach()
     tail: deque[str] = deque(maxlen=15)
 
     async def pump() -> None:

@@ -120,13 +120,19 @@ class Gateway:
         return self.directory / "storage.sock"
 
     @property
-    def internal_address(self) -> tuple[str, int]:
-        """The host and port the model reaches cogport at (the gateway listens there inside)."""
-        parts = urlsplit(self.internal_base)
-        return (parts.hostname or "127.0.0.1"), (parts.port or 80)
+    def upload_limit(self) -> str:
+        """The upload bound as people read it (``1 MiB``)."""
+        limit = self.upload_max_bytes
+        return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client to cogport, made on the gateway's first request (most instances never make one, and a
+        client costs its TLS context at every cold start)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None), trust_env=False)
+        return self._client
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None), trust_env=False)
         served = [(self.egress_socket, self._proxy), (self.gateway_socket, self._gateway)]
         if self.storage is not None:
             served.append((self.storage_socket, self._storage))
@@ -226,9 +232,9 @@ class Gateway:
             return
         method = event.method.decode("ascii", "replace")
         target = event.target.decode("ascii", "replace")
-        assert self._client is not None
+        client = self._http()
         if method in ("GET", "HEAD") and _DOWNLOAD.match(target):
-            request = self._client.build_request(method, self.internal_base + target)
+            request = client.build_request(method, self.internal_base + target)
         elif method == "PUT" and target.startswith(SANDBOX_UPLOADS) and self.upload_url is not None:
             name = target[len(SANDBOX_UPLOADS) :]
             if not name or "/" in name or "?" in name:
@@ -237,7 +243,7 @@ class Gateway:
             content_type = sent.get(b"content-type", b"application/octet-stream")
             if int(sent.get(b"content-length", b"0") or 0) > self.upload_max_bytes:
                 return await self._too_large(connection, reader, writer)
-            request = self._client.build_request(
+            request = client.build_request(
                 "PUT",
                 self.upload_url + name,
                 content=self._body(connection, reader),
@@ -248,7 +254,7 @@ class Gateway:
                 connection, writer, 403, "the sandbox reaches only its inputs and its uploads here"
             )
         try:
-            response = await self._client.send(request, stream=True)
+            response = await client.send(request, stream=True)
         except _TooLarge:
             return await self._too_large(connection, reader, writer)
         except httpx.HTTPError as exc:
@@ -275,12 +281,10 @@ class Gateway:
             async with asyncio.timeout(60):
                 while not isinstance(await _next(connection, reader), h11.EndOfMessage | h11.ConnectionClosed):
                     pass
-        limit = (
-            f"{self.upload_max_bytes >> 20} MiB"
-            if self.upload_max_bytes >= 1 << 20
-            else f"{self.upload_max_bytes} bytes"
+        message = (
+            f"the output file is larger than this server's upload limit, {self.upload_limit} "
+            "(COGPORT_SANDBOX__UPLOAD_MAX_MB)"
         )
-        message = f"the output file is larger than this server's upload limit, {limit} (COGPORT_SANDBOX__UPLOAD_MAX_MB)"
         if self.on_refusal is not None:
             self.on_refusal(f"cogport: {message}")
         await _h11_answer(connection, writer, 413, message)

@@ -375,9 +375,8 @@ class Instance:
         gateway = self.process.gateway if self.process else None
         if gateway is None or not outcome.error or "upload returned status 413" not in outcome.error:
             return outcome
-        limit = gateway.upload_max_bytes
-        bound = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
-        note = f" (an output file is larger than this server's upload limit, {bound}: COGPORT_SANDBOX__UPLOAD_MAX_MB)"
+        limit = gateway.upload_limit
+        note = f" (an output file is larger than this server's upload limit, {limit}: COGPORT_SANDBOX__UPLOAD_MAX_MB)"
         return dataclasses.replace(outcome, error=outcome.error + note)
 
     async def _run(self, run: PredictionRun) -> Outcome:

@@ -76,6 +76,22 @@ def rlimits(limits: SandboxLimits) -> Callable[[], None]:
     return apply
 
 
+def confine(cgroup: Cgroup | None, limits: SandboxLimits) -> Callable[[], None]:
+    """A ``preexec_fn`` (or part of one): join ``cgroup`` (opened now, see :meth:`Cgroup.prepare_attach`),
+    then take :func:`rlimits`. The caller closes the cgroup's descriptors once the child is spawned."""
+    attach = cgroup.prepare_attach() if cgroup is not None else None
+    # RLIMIT_NPROC counts a uid's processes host-wide: only where cogport is root, so that the sandbox runs as
+    # the model's own uid (otherwise it would count cogport's own processes).
+    bound = rlimits(limits if os.geteuid() == 0 else limits.model_copy(update={"pids": None}))
+
+    def apply() -> None:
+        if attach is not None:
+            attach()
+        bound()
+
+    return apply
+
+
 def tmpfs_args(limits: SandboxLimits) -> list[str]:
     """bubblewrap arguments for a private ``/tmp`` capped at ``tmp_mb`` (``--size`` must precede ``--tmpfs``).
 

@@ -99,29 +99,17 @@ class InstanceInfo:
         )
 
 
-def sandbox_for(runtime: RuntimeSettings, boundary: SandboxSettings | None) -> Sandbox:
-    """The sandbox that ``COGPORT_RUNTIME__SANDBOX_BINDS`` and ``COGPORT_SANDBOX__*`` describe."""
-    boundary = boundary or SandboxSettings()
-    return Sandbox(
-        binds=tuple(runtime.sandbox_binds),
-        uid_base=boundary.uid_base,
-        uid_count=boundary.uid_count,
-        limits=boundary.limits,
-    )
-
-
 def boundary_for(boundary: SandboxSettings, internal_base: str, storage_endpoint: str | None) -> Boundary:
     """What sandboxed instances may reach: the egress policy (the storage endpoint, which presigned input
     URLs name, always admitted), cogport's gateway at ``internal_base``, the upload bound, the limits."""
-    always: set[tuple[str, int]] = set()
-    if storage_endpoint:
-        parts = urlsplit(storage_endpoint)
-        if parts.hostname:
-            always.add((parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)))
+    parts = urlsplit(storage_endpoint or "")
+    storage = (
+        (parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)) if parts.hostname else None
+    )
     return Boundary(
-        egress=EgressPolicy.parse(boundary.egress, always=frozenset(always)),
+        egress=EgressPolicy.parse(boundary.egress, always=frozenset([storage] if storage else [])),
         internal_base=internal_base,
-        storage=next(iter(always), None),
+        storage=storage,
         upload_max_bytes=boundary.upload_max_mb << 20,
         limits=boundary.limits_for,
     )
@@ -150,7 +138,7 @@ class Pool:
             stop_timeout=settings.stop_timeout,
             upload_url=upload_url,
             file_sink=file_sink,
-            sandbox=sandbox_for(settings, boundary) if settings.sandbox else None,
+            sandbox=Sandbox.configured(settings, boundary) if settings.sandbox else None,
             boundary=boundary_for(boundary or SandboxSettings(), internal_base, storage_endpoint),
             on_ready=on_ready,
         )

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 from cogport.backends.base import VersionSpec
 from cogport.runtime import procfs
 from cogport.runtime.gateway import SANDBOX_UPLOADS, EgressPolicy, Gateway
-from cogport.runtime.limits import Cgroup, cgroup_name, rlimits
+from cogport.runtime.limits import Cgroup, cgroup_name, confine
 from cogport.runtime.logs import LogTail
 from cogport.runtime.sandbox import COGLET_PORT, EGRESS_PORT, Forward, Sandbox, safe_base_environment
 from cogport.runtime.sweeper import PREDICTION_DIRS
@@ -141,15 +141,11 @@ def _preexec(cgroup: Cgroup | None, limits: SandboxLimits) -> Callable[[], None]
     """In the child before exec: die with cogport, join the instance's cgroup, take its rlimits."""
     if not _LINUX:
         return None
-    attach = cgroup.prepare_attach() if cgroup is not None else None
-    # RLIMIT_NPROC counts a uid's processes host-wide: only for the tenant's own uid (cogport is root).
-    limit = rlimits(limits if os.geteuid() == 0 else limits.model_copy(update={"pids": None}))
+    confined = confine(cgroup, limits)
 
     def run() -> None:
         _die_with_parent()
-        if attach is not None:
-            attach()
-        limit()
+        confined()
 
     return run
 
@@ -195,7 +191,6 @@ class CogletProcess:
         uds: str | None = None,
         gateway: Gateway | None = None,
         cgroup: Cgroup | None = None,
-        limits: SandboxLimits | None = None,
     ) -> None:
         self._process = process
         self.pid = process.pid
@@ -207,7 +202,6 @@ class CogletProcess:
         """The unix socket cogport reaches coglet at (sandboxed), else None (loopback TCP)."""
         self.gateway = gateway
         self.cgroup = cgroup
-        self.limits = limits
         self.logs = logs
         assert process.stdout is not None
         self._reader = asyncio.create_task(self._read(process.stdout), name=f"coglet-log-{logs.name}")
@@ -345,7 +339,7 @@ class CogletProcess:
             raise
         finally:
             listener.close()
-        return cls(process, rundir, logs, None, uds=uds, gateway=gateway, cgroup=cgroup, limits=limits)
+        return cls(process, rundir, logs, None, uds=uds, gateway=gateway, cgroup=cgroup)
 
     @property
     def returncode(self) -> int | None:

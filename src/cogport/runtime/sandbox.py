@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cogport.runtime import seccomp
-from cogport.settings import SandboxLimits
+from cogport.runtime.limits import tmpfs_args
+from cogport.settings import RuntimeSettings, SandboxLimits, SandboxSettings
 
 SANDBOX_TMP = "/tmp"
 """The private temp dir's path inside the sandbox (``TMPDIR`` and ``HOME``)."""
@@ -246,6 +247,17 @@ class Sandbox:
     """The limits a call does not name (``tmp_mb`` sizes ``/tmp`` and the working directory's layer)."""
     seccomp: bool = True
 
+    @classmethod
+    def configured(cls, runtime: RuntimeSettings, boundary: SandboxSettings | None) -> Sandbox:
+        """The sandbox that ``COGPORT_RUNTIME__SANDBOX_BINDS`` and ``COGPORT_SANDBOX__*`` describe."""
+        boundary = boundary or SandboxSettings()
+        return cls(
+            binds=tuple(runtime.sandbox_binds),
+            uid_base=boundary.uid_base,
+            uid_count=boundary.uid_count,
+            limits=boundary.limits,
+        )
+
     def identity(self, tenant: int) -> Identity | None:
         """The uid ``tenant``'s code (a model's) runs as where cogport is root; ``None`` where it is not
         (the sandbox then runs as cogport's own uid, in a user namespace)."""
@@ -319,10 +331,7 @@ class Sandbox:
         prefix = base_prefix(venv)
         readonly = [*([prefix] if prefix else []), venv, *readonly]
         mounted = [*_ETC_FILES, "/etc/passwd", SANDBOX_TMP, str(source), *map(str, readonly), f"{RUN_DIR}/init.py"]
-        args = ["--tmpfs", "/dev/shm", "--perms", "1777"]
-        if limits.tmp_mb:
-            args += ["--size", str(limits.tmp_mb << 20)]
-        args += ["--tmpfs", SANDBOX_TMP]
+        args = ["--tmpfs", "/dev/shm", "--perms", "1777", *tmpfs_args(limits)]
         args += _parents([*mounted, *writable.values(), *map(str, self.binds)])  # after /tmp: some are in it
         for etc in _ETC_FILES:
             args += ["--ro-bind-try", etc, etc]
