@@ -141,6 +141,8 @@ async def find_token(session: AsyncSession, *, token: str | None = None, token_i
     if token is not None:
         condition = ApiToken.token_hash == hash_token(token)
     elif token_id is not None:
+        if not 0 < token_id < 1 << 63:  # no such row can exist, and the driver cannot bind it
+            raise NotFound("No such token")
         condition = ApiToken.id == token_id
     else:
         raise BadRequest("Name the token, or its id")
