@@ -141,7 +141,7 @@ async def find_token(session: AsyncSession, *, token: str | None = None, token_i
     if token is not None:
         condition = ApiToken.token_hash == hash_token(token)
     elif token_id is not None:
-        if not 0 < token_id < 1 << 63:  # no such row can exist, and the driver cannot bind it
+        if not 0 < token_id < 1 << 31:  # an INTEGER key holds no such id, and a driver may refuse to bind it
             raise NotFound("No such token")
         condition = ApiToken.id == token_id
     else:
