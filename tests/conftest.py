@@ -141,6 +141,16 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
+def proxied_url(live_server: LiveServer) -> Iterator[str]:
+    """The live server behind a reverse proxy, under a name and port it does not listen on
+    (tests/support/reverse_proxy.py): the URL clients are given."""
+    from tests.support.reverse_proxy import reverse_proxy
+
+    with reverse_proxy(live_server.url) as url:
+        yield url
+
+
+@pytest.fixture
 def replicate_env(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The official ``replicate`` module pointed at the live server, as users configure it (env vars)."""
     import replicate
