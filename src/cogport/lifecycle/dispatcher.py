@@ -413,7 +413,7 @@ class Dispatcher(Service):
             overdue = await prediction_ops.past_deadline(session)
             cancels = await prediction_ops.cancel_requests(session, self.node)
         # Read after the rows: a claim committed before that read is handed over or running by now.
-        running = self.backend.running() | self._handing_over | self._fetching.keys()
+        running = self.backend.running() | self._handing_over | self._fetching.keys() | self.recorder.in_hand()
         await self.writer.run(lambda tx: prediction_ops.renew_leases(tx, self.node, running, self.lease))
         lost = [p for p in candidates if p.claimed_by != self.node or p.id not in running]
         for prediction_id in cancels:

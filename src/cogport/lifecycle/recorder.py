@@ -89,6 +89,12 @@ class Recorder:
         self.on_finished = on_finished
         self._live: dict[str, _Live] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ending: set[str] = set()
+        """Runs whose end is being written: still this process's (their claims are renewed) until it is."""
+
+    def in_hand(self) -> set[str]:
+        """The runs this recorder holds: recording, or writing their end."""
+        return self._live.keys() | self._ending
 
     def hold(self, row: Prediction, *, written: bool = True) -> None:
         """The row of a job about to be submitted (the recorder writes it from now on, never reading it);
@@ -212,6 +218,8 @@ class Recorder:
         metrics: dict[str, Any],
     ) -> None:
         live = self._live.pop(job.prediction_id, None)
+        if live is not None:
+            self._ending.add(job.prediction_id)
         try:
             if live is None:
                 log.warning("the end of %s, which this process does not record", job.prediction_id)
@@ -234,6 +242,7 @@ class Recorder:
             log.exception("recording the end of %s failed", job.prediction_id)
             self.hub.publish(Change(job.prediction_id, "completed", RecordingFailed(str(exc))))
         finally:
+            self._ending.discard(job.prediction_id)
             self.on_finished()
 
     def _end(self, tx: Tx, *, live: _Live, end: _End) -> None:
