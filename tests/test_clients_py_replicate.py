@@ -1,0 +1,58 @@
+"""replicate 1.1 (PyPI, the newest 1.1: 1.1.0b3) against a live server through a reverse proxy (issue 18).
+
+Installed by the test itself in a venv of its own (tests/support/client_venvs.py) and run as users run it:
+``REPLICATE_BASE_URL`` is the proxy's URL (``http://localhost:<port>``, a name and port the server does not
+listen on), so every URL cogport answers with (``urls.get``, stream and file URLs) must bring the client back
+through the proxy. What 1.0.7 already covers directly (tests/test_predictions_client.py and friends) is not
+repeated; this is 1.1's ``use()`` and the paths where the proxy matters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.support.client_venvs import client_env, client_venv
+from tests.support.models import push, push_fixture
+from tests.support.pushing import EXAMPLES, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.usefixtures("shared_build_dirs")
+REPLICATE = "replicate==1.1.0b3"
+
+
+def digest(body: bytes, suffix: str) -> str:
+    return f"{len(body)} {hashlib.sha256(body).hexdigest()} {suffix}"
+
+
+def test_use_functions_files_and_streams(live_server: LiveServer, proxied_url: str, tmp_path: Path) -> None:
+    venv = client_venv(REPLICATE)
+    versions = {
+        "hello": push(live_server, EXAMPLES / "hello-world", "hello-world"),
+        "streaming": push(live_server, EXAMPLES / "streaming", "streaming"),
+    }
+    for name in ("file_list", "file_tokens", "file_digest"):
+        versions[name] = push_fixture(live_server, tmp_path, name)
+    work = tmp_path / "client"
+    work.mkdir()
+    out = venv.run("replicate_use", json.dumps(versions), str(work), env=client_env(proxied_url, ADMIN_TOKEN, work))
+
+    assert out["hello"] == "hello world"
+    assert out["hello_pinned"] == "hello pinned"
+    assert out["run"]["output"] == "hello later"
+    assert out["tokens"] == ["one", " two", " three"]  # streaming=True: the tokens as they come
+    assert out["concatenated"] == "said twice said twice"  # a ConcatenateIterator without streaming: one string
+    assert out["async_hello"] == "hello async"
+    assert out["async_tokens"] == ["async", " tokens", " here"]
+
+    for key in ("file_list", "file_tokens"):
+        outputs = out[key]
+        assert [f["type"] for f in outputs] == ["URLPath", "URLPath"]
+        assert [f["text"] for f in outputs] == ["file 0", "file 1"]  # fetched without a token, through the proxy
+        assert all(f["url"].startswith(f"{proxied_url}/") for f in outputs), outputs
+    assert out["digest_local"] == digest(b"uploaded by use()", ".txt")
+    assert out["chained_is_urlpath"] is True
+    assert out["digest_chained"] == digest(b"file 1", ".txt")
