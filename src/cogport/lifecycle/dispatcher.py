@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -37,6 +36,7 @@ from cogport.errors import SetupFailed, ValidationFailed
 from cogport.files import urls as file_urls
 from cogport.lifecycle import inputs
 from cogport.lifecycle.files_in import InputFetcher, ModelInput, resolve_inputs
+from cogport.lifecycle.in_hand import InHand
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.status import Status, Transitions
 from cogport.lifecycle.weights import WeightsCache
@@ -117,7 +117,7 @@ class Dispatcher(Service):
         self._next_housekeeping = 0.0
         self._backlog = False
         self._fresh = True
-        self._waiting: dict[QueueKey, deque[Prediction]] = {}
+        self._waiting: dict[QueueKey, InHand] = {}
         self._handing_over: set[str] = set()
         """Claimed by this process and not yet in ``backend.running()``."""
         self._fetching: dict[str, _Fetch] = {}
@@ -153,7 +153,7 @@ class Dispatcher(Service):
             key = _queue_key(prediction)
             if hardware is not None:
                 self._hardware[key] = hardware
-            self._waiting.setdefault(key, deque()).append(prediction)
+            self._waiting.setdefault(key, InHand()).add(prediction)
         self.wake()
 
     async def dispatch(self) -> bool:
@@ -161,15 +161,15 @@ class Dispatcher(Service):
         claims) or when the runs in hand have all started; in between, freed slots are filled from the runs
         in hand (read last time, or queued by this process since): no scan per run."""
         submitted = 0
-        refresh = self._fresh or not any(self._waiting.values())
+        refresh = self._fresh or not any(runs.due for runs in self._waiting.values())
         if refresh:
             self._fresh = False
             async with self.database.session() as session:
                 heads = await prediction_ops.queued_heads(session)
             keys = [_queue_key(head) for head in heads]
-            self._waiting = {key: self._waiting.get(key, deque()) for key in keys}
+            self._waiting = {key: self._waiting.get(key) or InHand() for key in keys}
         else:
-            keys = [key for key, runs in self._waiting.items() if runs]
+            keys = [key for key, runs in self._waiting.items() if runs.due]
         self._backlog = False
         for key in keys:
             submitted += await self._dispatch_version(key, refresh=refresh)
@@ -199,12 +199,17 @@ class Dispatcher(Service):
 
     async def _dispatch_version(self, key: QueueKey, *, refresh: bool) -> int:
         version_pk, kind, deployment = key
-        waiting = self._waiting.setdefault(key, deque())
+        waiting = self._waiting.setdefault(key, InHand())
         if refresh or not waiting or key not in self._hardware:
             async with self.database.session() as session:
                 if refresh or not waiting:
-                    waiting.clear()
-                    waiting.extend(await prediction_ops.queued_for(session, version_pk, kind, BATCH, deployment))
+                    waiting.begin_read()
+                    try:
+                        rows = await prediction_ops.queued_for(session, version_pk, kind, BATCH, deployment)
+                    except BaseException:
+                        waiting.abandon_read()
+                        raise
+                    waiting.end_read(rows, BATCH)
                 version = self._versions.get(version_pk) if waiting else None
                 if waiting and version is None:
                     version = await session.get(Version, version_pk)
@@ -227,7 +232,7 @@ class Dispatcher(Service):
         if room <= 0 or not waiting:
             self._backlog = self._backlog or bool(waiting)
             return 0
-        batch = [waiting.popleft() for _ in range(min(room, len(waiting)))]
+        batch = waiting.take(room)
         if waiting:
             self._backlog = True
         ids = [p.id for p in batch]
