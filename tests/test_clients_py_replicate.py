@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support.client_venvs import client_env, client_venv
 from tests.support.models import push, push_fixture
-from tests.support.pushing import EXAMPLES, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
+from tests.support.pushing import EXAMPLES, create_model, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
+from tests.test_trainings_client import TOPICS
 
 pytestmark = pytest.mark.usefixtures("shared_build_dirs")
 REPLICATE = "replicate==1.1.0b3"
@@ -56,3 +57,40 @@ def test_use_functions_files_and_streams(live_server: LiveServer, proxied_url: s
     assert out["digest_local"] == digest(b"uploaded by use()", ".txt")
     assert out["chained_is_urlpath"] is True
     assert out["digest_chained"] == digest(b"file 1", ".txt")
+
+
+def test_resources_through_the_proxy(live_server: LiveServer, proxied_url: str, tmp_path: Path) -> None:
+    venv = client_venv(REPLICATE)
+    live_server.settings.deployments.offline_before_delete = 0
+    versions = {
+        "hello": push(live_server, EXAMPLES / "hello-world", "hello-world"),
+        "streaming": push(live_server, EXAMPLES / "streaming", "streaming"),
+        "trainable": push(live_server, EXAMPLES / "trainable", "trainable"),
+    }
+    create_model(live_server.url, ADMIN_TOKEN, "admin", "topics")
+    for name in ("file_list", "file_digest"):
+        versions[name] = push_fixture(live_server, tmp_path, name)
+    work = tmp_path / "client"
+    work.mkdir()
+    env = client_env(proxied_url, ADMIN_TOKEN, work)
+    out = venv.run("replicate_api", json.dumps(versions), str(work), TOPICS, env=env)
+
+    # FileOutput wraps only https: and data: URLs (replicate/helpers.py transform_output): over http, strings
+    assert [(f["type"], f["text"]) for f in out["run_files"]] == [("str", "file 0"), ("str", "file 1")]
+    assert all(f["url"].startswith(f"{proxied_url}/") for f in out["run_files"])
+    assert out["queued_status"] == "starting"
+    assert all(url.startswith(f"{proxied_url}/") for url in out["queued_urls"].values()), out["queued_urls"]
+    queued = out["queued"]
+    assert (queued["status"], queued["error"]) == ("succeeded", None)
+    assert queued["output"] == digest(bytes(range(256)) * 8, ".bin")
+    assert queued["input"]["file"].startswith(f"{proxied_url}/v1/files/")  # the client's upload, by the proxy's name
+    assert out["stream"] == {"events": ["output"] * 4 + ["done"], "text": "streamed through a proxy"}
+
+    training = out["training"]
+    assert training["status"] == "succeeded", training["error"]
+    assert training["output"]["version"].startswith("admin/topics:")
+    assert training["output"]["weights"].startswith(f"{proxied_url}/")
+    assert out["trained_answer"]["label"] == "cooking"  # the trained labels, not the base's sentiment
+
+    assert all(url.startswith(f"{proxied_url}/") for url in out["deployment_urls"].values())
+    assert out["deployment"] == {"status": "succeeded", "output": "hello deployed"}

@@ -75,6 +75,10 @@ class PredictionRun:
         """Canceled by us: the instance is stopping (reported as a failure, not as canceled)."""
         self.cancel_task: asyncio.Task[None] | None = None
         """Sends the cancel to coglet until it surely took effect (see :meth:`CogletApi.cancel`)."""
+        self.cancel_sent_at: float | None = None
+        """When the cancel to coglet started (monotonic)."""
+        self.killed = False
+        """The model did not stop within the grace period after the cancel: its instance was killed."""
         self.finished = False
         self.logs: list[str] = []
         self.chunks: list[Any] = []
