@@ -1,26 +1,20 @@
 """The official JavaScript client (npm ``replicate@1.4.0``) against a live server: files.create/get/list/delete.
 
 It sends ``metadata`` as a Blob part (``blob``, ``application/json``) and names buffers ``buffer_<ms>``.
-Skipped without ``node``/``npm`` or when the package cannot be installed (offline); the install is cached
-in the temp dir across runs.
+The package is installed by the test set-up (tests/support/npm.py), cached in the temp dir across runs.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.support import npm
 
 PACKAGE = "replicate@1.4.0"
-CACHE = Path(tempfile.gettempdir()) / "cogport-tests-js-replicate-1.4.0"
 
 SCRIPT = r"""
 const Replicate = require("replicate");
@@ -42,22 +36,8 @@ const replicate = new Replicate({ auth, baseUrl });
 
 
 def _installed() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("node and npm are needed for the JS client test (install Node.js 20 and npm)")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (CACHE / "node_modules" / "replicate" / "package.json").is_file():
-            result = subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--silent", PACKAGE],
-                cwd=CACHE,
-                capture_output=True,
-                text=True,
-                timeout=180,
-            )
-            if result.returncode != 0:
-                pytest.fail(f"npm install {PACKAGE} failed: {result.stderr[-300:]}")
-    return CACHE
+    """The cached install of ``replicate@1.4.0`` (tests/support/npm.py); other JS tests import it from here."""
+    return npm.installed(PACKAGE)
 
 
 def test_js_client_files(live_server: LiveServer) -> None:

@@ -17,10 +17,9 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, LiveServer
-from tests.support import sse
+from tests.support import npm, sse
 from tests.support.models import push
 from tests.support.pushing import EXAMPLES, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
-from tests.test_files_js import _installed
 
 pytestmark = pytest.mark.usefixtures("shared_build_dirs")
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -100,7 +99,7 @@ const replicate = new Replicate({
 
 
 def test_js_client_stream(live_server: LiveServer, streaming: str) -> None:
-    cache = _installed()
+    cache = npm.installed("replicate@1.4.0")
     script = cache / "stream_test.js"
     script.write_text(JS_STREAM)
     result = subprocess.run(
