@@ -80,6 +80,10 @@ class RuntimeSettings(BaseModel):
     """The longest restart delay, and how long a version whose setup keeps failing is refused."""
     stop_timeout: float = 10.0
     """Seconds a stopping instance gets (``POST /shutdown``, then SIGTERM) before its process group is killed."""
+    cancel_grace: float = Field(default=5.0, gt=0)
+    """Seconds a running prediction gets to stop after a cancel (the user's, or its ``Cancel-After``
+    deadline): a model that does not stop (blocked in C code, where coglet's cancel never fires) has its
+    instance killed and replaced, and the prediction ends canceled all the same."""
     sandbox: bool = True
     """Run all model code (the schema step at push time, setup, predict, train) in a bubblewrap sandbox
     that hides the server's environment, processes and data dir. ``off`` runs models unconfined (logged

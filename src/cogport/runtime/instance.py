@@ -82,6 +82,8 @@ _SETUP_PREFIX = re.compile(r"^(?:(?:worker )?setup failed(?: \(slot [^)]*\))?:\s
 class InstanceOptions:
     setup_timeout: float = 600.0
     stop_timeout: float = 10.0
+    cancel_grace: float = 5.0
+    """Seconds a canceled prediction gets to end before the instance is killed (see :meth:`Instance.cancel`)."""
     health_interval: float = 2.0
     """Seconds between health checks of a READY/BUSY instance (an exit is noticed at once anyway)."""
     upload_url: str | None = None
@@ -397,6 +399,9 @@ class Instance:
 
     def _settle(self, run: PredictionRun, outcome: Outcome) -> Outcome:
         """Turn coglet's view of the end into the one users see."""
+        if run.killed and run.cancel_requested:
+            # it was canceled, and it stopped: by force, because it did not stop on its own
+            return Outcome("canceled", logs=run.streamed_logs, metrics=outcome.metrics)
         if outcome.worker_crashed:
             self._fail(self._crash_message("its worker process died"))
             return Outcome("failed", error=self.failure, logs=run.streamed_logs, metrics=outcome.metrics)
@@ -454,15 +459,35 @@ class Instance:
     def _cancel_in_coglet(self, run: PredictionRun) -> None:
         """Start canceling ``run`` in coglet once coglet can know it; idempotent."""
         if run.started and run.cancel_task is None and not run.finished:
+            run.cancel_sent_at = time.monotonic()
             run.cancel_task = asyncio.create_task(
                 self._cancel_task(run), name=f"cogport-cancel-{run.job.prediction_id}"
             )
 
     async def _cancel_task(self, run: PredictionRun) -> None:
+        """Cancel ``run`` in coglet; if it has not ended ``cancel_grace`` seconds later, kill the instance.
+
+        coglet's cancel is an exception raised in the model's Python code: a model blocked in C (a
+        ``time.sleep``, a native library call) never sees it, and coglet has no other way to stop one
+        prediction. So the instance goes (its process group is killed; the pool starts another when work
+        needs one): the prediction ends canceled, the other runs it held fail saying why, and the queue
+        behind it moves. This task is itself canceled when the run ends, which ends the wait."""
+        grace = self.options.cancel_grace
         try:
-            await self._api.cancel(run)
-        except Exception:  # never left unretrieved; the prediction still ends (stop kills it at worst)
+            await asyncio.wait_for(self._api.cancel(run), grace)
+        except TimeoutError:
+            pass
+        except Exception:  # never left unretrieved; the escalation below still ends the run
             log.exception("%s: canceling %s failed", self.name, run.job.prediction_id)
+        elapsed = time.monotonic() - (run.cancel_sent_at or time.monotonic())
+        await asyncio.sleep(max(0.0, grace - elapsed))
+        if run.finished or not self.state.is_live:
+            return
+        run.killed = True
+        log.warning(
+            "%s: %s did not stop %g s after its cancel: killing the instance", self.name, run.job.prediction_id, grace
+        )
+        self._fail(f"A prediction it ran did not stop within {grace:g} s of being canceled; the model was stopped")
 
     # --- stop ---------------------------------------------------------------------------------
 

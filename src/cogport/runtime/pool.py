@@ -136,6 +136,7 @@ class Pool:
         self.options = InstanceOptions(
             setup_timeout=settings.setup_timeout,
             stop_timeout=settings.stop_timeout,
+            cancel_grace=settings.cancel_grace,
             upload_url=upload_url,
             file_sink=file_sink,
             sandbox=Sandbox.configured(settings, boundary) if settings.sandbox else None,
