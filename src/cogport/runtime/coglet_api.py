@@ -46,7 +46,7 @@ import httpx
 
 from cogport.runtime.http1 import KeepAliveClient, TransportFailed
 from cogport.runtime.logs import LogTail
-from cogport.runtime.prediction import Outcome, PredictionRun
+from cogport.runtime.prediction import Outcome, PredictionRun, exit_reason, exits_127, with_exit_reason
 from cogport.runtime.sse import iter_events
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,12 @@ log = logging.getLogger(__name__)
 SSE_HEADERS = {"Accept": "text/event-stream"}
 NO_READ_TIMEOUT = httpx.Timeout(5.0, read=None)
 LOG_DRAIN = 0.1
+"""Seconds to let coglet's log catch up with an HTTP response (they travel separately)."""
+EXIT_REASON_WAIT = 2.0
+"""Seconds a failure that names a program exiting 127 waits for the program's own line saying why (the
+loader's "error while loading shared libraries"): a subprocess's stderr reaches coglet's log after the answer."""
 START_AFTER = 0.01
 """Seconds a plain POST is outstanding before the prediction counts as started (see ``post``)."""
-"""Seconds to let coglet's log catch up with an HTTP response (they travel separately)."""
 CANCEL_RETRY_FIRST = 0.1
 CANCEL_RETRY_MAX = 1.0
 CANCEL_TRUSTED_AFTER = 2.0
@@ -157,10 +160,15 @@ class CogletApi:
             result = await self._post(run, cancel_due)
             if not (isinstance(result, Outcome) and result.status == "succeeded"):
                 await asyncio.sleep(LOG_DRAIN)  # the response has no log: let coglet's log catch up
+            if isinstance(result, Outcome) and result.status == "failed":
+                await _await_exit_reason(run, result)
         finally:
             logs.unlisten(prediction_id)
             queue.put_nowait(None)
             await relay
+        if isinstance(result, Outcome) and result.status == "failed":
+            result.logs = run.streamed_logs or result.logs  # with what arrived while draining
+            result.error = with_exit_reason(result.error, result.logs or "")
         if isinstance(result, Outcome) and result.logs:
             # What the model printed that the log pipe had not brought yet (coglet's answer came first): as a
             # logs event too, so that listeners see every line before the end.
@@ -262,6 +270,17 @@ class _ConflictRetry:
 
 def _body(run: PredictionRun) -> dict[str, Any]:
     return {"id": run.job.prediction_id, "input": run.job.input}
+
+
+async def _await_exit_reason(run: PredictionRun, result: Outcome) -> None:
+    """Wait (up to ``EXIT_REASON_WAIT``) for the line saying why a program exited 127, if the error names one."""
+    if not exits_127(result.error):
+        return
+    deadline = time.monotonic() + EXIT_REASON_WAIT
+    while time.monotonic() < deadline:
+        if exit_reason(result.error, run.streamed_logs) is not None:
+            return
+        await asyncio.sleep(0.02)  # the relay appends to run.logs as coglet's log brings lines
 
 
 async def _relay(run: PredictionRun, queue: asyncio.Queue[str | None]) -> None:

@@ -2,7 +2,10 @@
 
 Each line looks like ``{"timestamp", "level", "fields": {"message", ...}, "target"}``. The model's
 output during setup arrives with target ``coglet::setup``; output the per-prediction capture misses
-(subprocesses, raw fd writes, anything once a worker is dying) arrives as ``coglet::user``.
+(subprocesses, raw fd writes, anything once a worker is dying) arrives as ``coglet::user``, without a
+prediction id. Such a line is the prediction's when exactly one prediction is listened to (every instance of
+concurrency 1): a program the model ran that failed (``ffmpeg``, a binary missing a shared library, exit
+status 127) then says why in the prediction's own logs, as it would in a container's.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class LogTail:
             listener = self._listeners.get(line.prediction_id)
             if listener is not None:
                 listener(line.message + "\n")
+        elif line.target == "coglet::user" and self.setup_done and len(self._listeners) == 1:
+            next(iter(self._listeners.values()))(line.message + "\n")  # fd-level output: see the docstring
         log.debug("[%s] %s", self.name, line.render())
         return line
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -33,6 +34,31 @@ log = logging.getLogger(__name__)
 
 FinalStatus = Literal["succeeded", "failed", "canceled"]
 WORKER_CRASHED = "Worker crashed"
+_NOT_RUNNABLE = re.compile(r"exit (?:status|code) 127\b")
+"""A program the model ran could not start: the shell's "command not found" or the loader's exit status."""
+_WHY_NOT_RUNNABLE = re.compile(r"error while loading shared libraries|(?:command )?not found\s*$")
+"""The line saying why (``ffmpeg: error while loading shared libraries: libva.so.2: ...``, ``sh: 1: x: not
+found``), which the program wrote to its stderr: in the prediction's logs (:class:`~.logs.LogTail`), not its
+error."""
+
+
+def exits_127(error: str | None) -> bool:
+    """Whether ``error`` is about a program that exited 127 (``CalledProcessError``, a shell's status)."""
+    return bool(error and _NOT_RUNNABLE.search(error))
+
+
+def exit_reason(error: str | None, logs: str) -> str | None:
+    """For an error about a program that exited 127, the line of ``logs`` saying why (the last one)."""
+    if not exits_127(error):
+        return None
+    reasons = [line.strip() for line in logs.splitlines() if _WHY_NOT_RUNNABLE.search(line)]
+    return reasons[-1] if reasons else None
+
+
+def with_exit_reason(error: str | None, logs: str) -> str | None:
+    """``error``, plus the line saying why a program it names exited 127 (when the logs have one)."""
+    reason = exit_reason(error, logs)
+    return f"{error}\n{reason}" if reason and error and reason not in error else error
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""Patterns of real Cog models (issue 18's findings 4 and 5), each as a small fixture model in
+``tests/fixtures/models`` pushed into a live server and run through the API, as a model author would.
+
+Every model runs sandboxed (the suite's default): as its own uid, with its source as an overlay and the
+network only through the egress proxy and cogport's gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, LiveServer
+from tests.support import predictions
+from tests.support.models import FIXTURES, push
+from tests.support.pushing import (  # noqa: F401 - fixtures
+    create_model,
+    push_dir,
+    shared_build_dirs,
+    shared_venvs,
+)
+
+pytestmark = pytest.mark.usefixtures("shared_build_dirs")
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def run(server: LiveServer, version: str, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A prediction, waited for (``Prefer: wait``, then polled)."""
+    created = predictions.create(server, version, inputs or {}, headers={"Prefer": "wait=60"})
+    return predictions.wait_for(server, created["id"], {"succeeded", "failed", "canceled"})
+
+
+def download(url: str) -> bytes:
+    response = httpx.get(url, headers=AUTH)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def failed_build(server: LiveServer, name: str) -> dict[str, Any]:
+    create_model(server.url, ADMIN_TOKEN, "admin", name)
+
+    async def go() -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client:
+            return await push_dir(client, FIXTURES / name, f"admin/{name}")
+
+    build = asyncio.run(go())
+    assert build["status"] == "failed", build
+    return build
+
+
+def test_output_written_to_the_working_directory(live_server: LiveServer) -> None:
+    """``open("out.png", "wb")`` in the working directory works, as in Replicate's /src."""
+    version = push(live_server, FIXTURES / "cwd_output", "cwd-output")
+    first = run(live_server, version, {"shade": 10})
+    assert first["status"] == "succeeded", (first["error"], first["logs"])
+    image = download(first["output"])
+    assert image.startswith(b"\x89PNG") and first["output"].endswith(".png")
+    second = run(live_server, version, {"shade": 200})  # the file is there from the first: overwritten
+    assert second["status"] == "succeeded", second["error"]
+    assert download(second["output"]) != image
+
+
+def test_ffmpeg_from_a_wheel(live_server: LiveServer) -> None:
+    """A model that calls ``ffmpeg`` with no system package: imageio-ffmpeg's static binary runs in the sandbox."""
+    version = push(live_server, FIXTURES / "ffmpeg_tone", "ffmpeg-tone")
+    done = run(live_server, version, {"seconds": 0.25})
+    assert done["status"] == "succeeded", (done["error"], done["logs"])
+    wav = download(done["output"])
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
+    assert len(wav) > 0.2 * 8000 * 2  # a quarter second of 16-bit mono at 8 kHz
+
+
+def test_missing_shared_library_is_named(live_server: LiveServer) -> None:
+    """A program that exits 127 because a shared library is missing: the loader's line reaches the
+    prediction's logs and its error, not only the server's log."""
+    version = push(live_server, FIXTURES / "missing_library", "missing-library")
+    failed = run(live_server, version)
+    assert failed["status"] == "failed"
+    loader = "error while loading shared libraries: libQ.so.6: cannot open shared object file"
+    assert "exit status 127" in failed["error"]
+    assert loader in failed["error"], failed["error"]
+    assert loader in failed["logs"], failed["logs"]
+    # The model may also carry on: the program's status is its own business then.
+    passed = run(live_server, version, {"check": False})
+    assert passed["status"] == "succeeded" and passed["output"] == "exit status 127"
+
+
+def test_readme_lists_every_fixture() -> None:
+    readme = (FIXTURES / "README.md").read_text()
+    for name in ("cwd_output", "ffmpeg_tone", "missing_library", "pkg_resources_user", "path_default", "hello_train"):
+        assert f"| {name} |" in readme, name
