@@ -88,6 +88,15 @@ def test_missing_shared_library_is_named(live_server: LiveServer) -> None:
     assert passed["status"] == "succeeded" and passed["output"] == "exit status 127"
 
 
+def test_pkg_resources_on_python_3_11(live_server: LiveServer) -> None:
+    """``import pkg_resources`` works on Python 3.11 without asking for setuptools, as in Docker's python
+    images up to 3.11 (librosa 0.10 and older import it)."""
+    version = push(live_server, FIXTURES / "pkg_resources_user", "pkg-resources-user")
+    done = run(live_server, version)
+    assert done["status"] == "succeeded", (done["error"], done["logs"])
+    assert done["output"] == live_server.settings.build.cog_version
+
+
 def test_readme_lists_every_fixture() -> None:
     readme = (FIXTURES / "README.md").read_text()
     for name in ("cwd_output", "ffmpeg_tone", "missing_library", "pkg_resources_user", "path_default", "hello_train"):

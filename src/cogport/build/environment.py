@@ -23,6 +23,10 @@ lock. uv installs from a shared cache with hardlinks, so even a new venv is chea
    restored, and it is keyed by the model too (:meth:`EnvironmentSpec.key` with ``tenant``): a venv
    tenant code wrote is used by that model alone.
 
+Like Docker's python images up to 3.11, a venv for Python 3.11 or older gets setuptools (with
+``pkg_resources``, which setuptools 82 dropped) unless the model names setuptools itself: older packages
+(librosa 0.10, ...) import ``pkg_resources`` without declaring it, and work on Replicate.
+
 Nothing runs a venv's interpreter on the host once packages are in it: :meth:`Environments.freeze` reads
 the ``*.dist-info`` metadata instead of ``uv pip freeze`` (which runs it, and a wheel's ``.pth`` file runs
 code at interpreter start-up).
@@ -97,6 +101,10 @@ _NEEDS_BUILD = (
 _INDEX_VARIABLES = ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_INDEX", "UV_FIND_LINKS")
 _PYPI_HOSTS = {("pypi.org", 443), ("files.pythonhosted.org", 443)}
 INSIDE_CACHE = "/var/cache/cogport-uv"
+SETUPTOOLS = "setuptools<82"
+"""What a venv for Python 3.11 or older gets (see the module docstring): the last releases with ``pkg_resources``."""
+SETUPTOOLS_UP_TO = (3, 11)
+"""Docker's python images carry setuptools up to this version (not from 3.12 on)."""
 """The private uv cache's path inside a build sandbox."""
 
 
@@ -119,6 +127,15 @@ class EnvironmentSpec:
     def commands(self) -> bool:
         return bool(self.pre_install or self.run)
 
+    def seeds(self, source: Path) -> tuple[str, ...]:
+        """What the venv gets besides cog and the model's packages: setuptools up to Python 3.11, unless the
+        model's requirements name it (their own version, whatever it is, wins)."""
+        if self.interpreter.version[:2] > SETUPTOOLS_UP_TO or self.lock is not None:
+            return ()
+        if _names_setuptools(self.packages, source, self.requirements):
+            return ()
+        return (SETUPTOOLS,)
+
     def key(self, source: Path, tenant: int | None = None) -> str:
         """A short hash of everything that decides the venv's contents; with ``tenant`` (the model), the key
         of a venv tenant code wrote (phase 2), which no other model uses."""
@@ -135,6 +152,8 @@ class EnvironmentSpec:
         }
         if self.lock is not None:  # only then: the keys of venvs built without a lock stay as they were
             facts["lock"] = hashlib.sha256(self.lock.encode()).hexdigest()
+        if seeds := self.seeds(source):  # only then: the keys of Python 3.12 and newer venvs stay as they were
+            facts["seeds"] = list(seeds)
         if tenant is not None:
             facts["tenant"] = tenant
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
@@ -154,6 +173,27 @@ def _requirement_words(text: str) -> list[list[str]]:
     if pending:
         lines.append(pending.split())
     return lines
+
+
+def _names_setuptools(packages: tuple[str, ...], source: Path, requirements: str | None) -> bool:
+    """Whether the model asks for setuptools itself (in ``python_packages`` or its requirements files)."""
+    pattern = re.compile(r"^setuptools(?![\w.-])", re.IGNORECASE)
+    if any(pattern.match(package.strip()) for package in packages):
+        return True
+    pending = [source / requirements] if requirements else []
+    seen: set[Path] = set()
+    while pending:
+        path = pending.pop()
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        for words in _requirement_words(path.read_text(encoding="utf-8", errors="replace")):
+            if words and pattern.match(words[0]):
+                return True
+            for index, word in enumerate(words):
+                if word in _REQUIREMENT_FILE_OPTIONS and index + 1 < len(words):
+                    pending.append(path.parent / words[index + 1])
+    return False
 
 
 def _requirements_digest(source: Path, requirements: str) -> str:
@@ -393,32 +433,35 @@ class Environments:
             what="creating the virtual environment",
         )
 
-    def _install_argv(self, spec: EnvironmentSpec, venv: Path, log: BuildLog) -> list[str]:
+    def _install_argv(self, spec: EnvironmentSpec, source: Path, venv: Path, log: BuildLog) -> list[str]:
         argv = [self.uv, "pip", "install", "--no-config", "--python", str(venv / "bin" / "python")]
         if spec.lock is not None:
             lock = venv / LOCK_FILE
             lock.write_text(spec.lock, encoding="utf-8")
             log.step(f"Installing the locked packages (cog {spec.sdk_version})")
             return [*argv, "--no-deps", "-r", str(lock)]
-        argv += [f"cog=={spec.sdk_version}", f"coglet=={spec.sdk_version}", *spec.packages]
+        seeds = spec.seeds(source)
+        argv += [f"cog=={spec.sdk_version}", f"coglet=={spec.sdk_version}", *seeds, *spec.packages]
         if spec.requirements:
             argv += ["-r", spec.requirements]
         extra = " and the model's Python packages" if spec.packages or spec.requirements else ""
         log.step(f"Installing cog {spec.sdk_version}{extra}")
+        if seeds:
+            log.line(f"  (with {', '.join(seeds)}, as Docker's python images up to 3.11 carry: pkg_resources)")
         return argv
 
     async def _install_wheels(self, spec: EnvironmentSpec, source: Path, venv: Path, log: BuildLog) -> None:
         """Phase 1: wheels only, on the host, with the shared cache (offline first)."""
         env = self.uv_env(spec.build_env)
         await self._create(spec, source, venv, env, log)
-        argv = [*self._install_argv(spec, venv, log), "--no-build"]
+        argv = [*self._install_argv(spec, source, venv, log), "--no-build"]
         if self.prefer_offline:
             if await self._install_offline(argv, source, env, log):
                 return
             # A failed attempt installs nothing, but start again from a venv nothing was unpacked into.
             await asyncio.to_thread(_remove, venv)
             await self._create(spec, source, venv, env, BuildLog())
-            self._install_argv(spec, venv, BuildLog())  # the lock file again, when there is one
+            self._install_argv(spec, source, venv, BuildLog())  # the lock file again, when there is one
         try:
             await process.run(
                 argv, cwd=source, env=env, log=log, time_limit=self.timeout, what="installing Python packages"
@@ -435,7 +478,7 @@ class Environments:
         command_env = {**env, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
         if spec.pre_install:
             await self._commands(spec.pre_install, "build.pre_install", source, command_env, log)
-        argv = self._install_argv(spec, venv, log)
+        argv = self._install_argv(spec, source, venv, log)
         if not (self.prefer_offline and await self._install_offline(argv, source, env, log)):
             await process.run(
                 argv, cwd=source, env=env, log=log, time_limit=self.timeout, what="installing Python packages"
@@ -524,7 +567,7 @@ class Environments:
             for command in spec.pre_install:
                 log.step(f"RUN {command} (in the model's sandbox)")
                 await run(["/bin/sh", "-c", command], f"build.pre_install: {command}")
-            argv = self._install_argv(spec, venv, log)
+            argv = self._install_argv(spec, source, venv, log)
             argv[0] = uv
             log.line("  (building from source in the model's sandbox, with a private package cache)")
             await run([*argv, "--link-mode", "copy"], "installing Python packages")
