@@ -97,6 +97,15 @@ def test_pkg_resources_on_python_3_11(live_server: LiveServer) -> None:
     assert done["output"] == live_server.settings.build.cog_version
 
 
+def test_path_default_for_a_str_input_names_the_input_and_the_fix(live_server: LiveServer) -> None:
+    build = failed_build(live_server, "path_default")
+    error = build["error"]
+    assert "failed to normalize value" not in error
+    assert "'filepath'" in error and "Path('/src/inputs/default.png')" in error
+    assert "str" in error and 'filepath: str = "/src/inputs/default.png"' in error
+    assert error in build["logs"]
+
+
 def test_readme_lists_every_fixture() -> None:
     readme = (FIXTURES / "README.md").read_text()
     for name in ("cwd_output", "ffmpeg_tone", "missing_library", "pkg_resources_user", "path_default", "hello_train"):

@@ -29,6 +29,7 @@ import platform
 import sys
 import textwrap
 import traceback
+import typing
 import warnings
 from typing import Any
 
@@ -481,8 +482,42 @@ def inspect_ref(ref: str, kind: str, inspector: Any) -> tuple[Any, Any, Any]:
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"{ref} ({kind} in cog.yaml): {exc}") from None
+        culprit = bad_default(fn, inspector) if "failed to normalize value" in str(exc) else None
+        raise ModelError(f"{ref} ({kind} in cog.yaml): {culprit or exc}") from None
     return info, fn, target
+
+
+def bad_default(fn: Any, inspector: Any) -> str | None:
+    """Which input's default does not fit its type, and how to fix it (cog's own error names neither:
+    "failed to normalize value as str"). cog 0.16 took such defaults (``filepath: str = Path(...)``)."""
+    create = getattr(inspector, "_create_input_field", None)
+    if create is None:
+        return None
+    function = inspector._unwrap(fn) if hasattr(inspector, "_unwrap") else fn
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except Exception:
+        hints = getattr(function, "__annotations__", {})
+    parameters = [p for p in inspect.signature(function).parameters.values() if p.name != "self"]
+    for order, parameter in enumerate(parameters):
+        if parameter.default is inspect.Parameter.empty or parameter.name not in hints:
+            continue
+        try:
+            create(order, parameter.name, hints[parameter.name], parameter.default)
+        except (TypeError, ValueError) as exc:
+            if "failed to normalize value" not in str(exc):
+                continue
+            default = getattr(parameter.default, "default", parameter.default)
+            wanted = str(exc).rsplit(" as ", 1)[-1]
+            if wanted == "str" and isinstance(default, os.PathLike):
+                fix = f"write it as a str: `{parameter.name}: str = {json.dumps(os.fspath(default))}`"
+            else:
+                fix = f"give it a default of type {wanted}, or change the input's type"
+            return (
+                f"the default of input {parameter.name!r}, {default!r}, is not of type {wanted} "
+                f"(cog 0.17 and newer check defaults against the input's type; cog 0.16 did not): {fix}"
+            )
+    return None
 
 
 def concurrency_of(fn: Any) -> int | None:
