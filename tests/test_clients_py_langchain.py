@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support import predictions
-from tests.support.client_venvs import client_env, client_venv
+from tests.support.client_venvs import client_env, client_venv, proxy_port
 from tests.support.models import push, push_fixture
 from tests.support.pushing import EXAMPLES, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
 
@@ -31,6 +31,7 @@ def test_invoke_and_stream(live_server: LiveServer, proxied_url: str, tmp_path: 
     gate = tmp_path / "never"  # the tokens model waits for it after its first token
     env = client_env(proxied_url, ADMIN_TOKEN, tmp_path)
     out = venv.run("langchain_llm", json.dumps(versions), str(gate), env=env)
+    assert out["ports"] == [proxy_port(proxied_url)]  # every request went through the proxy
 
     assert out["invoke_pinned"] == "pinned words pinned words"
     assert out["invoke_by_model"] == "by model"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, LiveServer
-from tests.support.client_venvs import client_env, client_venv
+from tests.support.client_venvs import client_env, client_venv, proxy_port
 from tests.support.models import push, push_fixture
 from tests.support.pushing import EXAMPLES, create_model, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
 from tests.test_trainings_client import TOPICS
@@ -40,6 +40,7 @@ def test_use_functions_files_and_streams(live_server: LiveServer, proxied_url: s
     work = tmp_path / "client"
     work.mkdir()
     out = venv.run("replicate_use", json.dumps(versions), str(work), env=client_env(proxied_url, ADMIN_TOKEN, work))
+    assert out["ports"] == [proxy_port(proxied_url)]  # every request went through the proxy
 
     assert out["hello"] == "hello world"
     assert out["hello_pinned"] == "hello pinned"
@@ -74,6 +75,7 @@ def test_resources_through_the_proxy(live_server: LiveServer, proxied_url: str, 
     work.mkdir()
     env = client_env(proxied_url, ADMIN_TOKEN, work)
     out = venv.run("replicate_api", json.dumps(versions), str(work), TOPICS, env=env)
+    assert out["ports"] == [proxy_port(proxied_url)]  # every request went through the proxy
 
     # FileOutput wraps only https: and data: URLs (replicate/helpers.py transform_output): over http, strings
     assert [(f["type"], f["text"]) for f in out["run_files"]] == [("str", "file 0"), ("str", "file 1")]

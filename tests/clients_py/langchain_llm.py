@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+import connections  # records the ports this process connects to, from here on
 from langchain_community.llms import Replicate
 
 
@@ -30,6 +31,7 @@ def main() -> None:
         model="admin/tokens", prompt_key="first", streaming=True, model_kwargs={"count": 5, "gate": sys.argv[2]}
     )
     out["stream_stop"] = stopping.invoke("alpha beta STOP gamma", stop=["STOP"])
+    out["ports"] = connections.ports()
     print(json.dumps(out))
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import connections  # records the ports this process connects to, from here on
 import httpx
 import replicate
 
@@ -70,6 +71,7 @@ def main() -> None:
     predictions(versions, tmp, out)
     training(versions, tmp, out)
     deployment(versions, out)
+    out["ports"] = connections.ports()
     print(json.dumps(out))
 
 

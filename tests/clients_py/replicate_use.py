@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import connections  # records the ports this process connects to, from here on
 import replicate
 from replicate.use import URLPath, get_path_url
 
@@ -61,6 +62,7 @@ def main() -> None:
     by_function(versions, out)
     files(tmp, out)
     asyncio.run(asynchronous(out))
+    out["ports"] = connections.ports()
     print(json.dumps(out))
 
 

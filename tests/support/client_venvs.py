@@ -103,3 +103,8 @@ def client_env(base_url: str, token: str, tmp: Path, **extra: str) -> dict[str, 
         "REPLICATE_POLL_INTERVAL": "0.05",
         **extra,
     }
+
+
+def proxy_port(url: str) -> int:
+    """The port of a proxy's URL: what tests/clients_py/connections.py should report, and nothing else."""
+    return int(url.rsplit(":", 1)[1])
