@@ -412,15 +412,29 @@ class Dispatcher(Service):
 
     # --- housekeeping: leases, lost work, deadlines ------------------------------------------
 
+    _database_out = False
+    """The last housekeeping could not reach the database (nobody could renew a lease meanwhile)."""
+    _grace_until = 0.0
+    """Until then (monotonic) other processes' lapsed claims are not taken for lost: after a database outage
+    every process needs one round to renew the leases that ran out while none could."""
+
     async def housekeeping(self) -> None:
-        async with self.database.session() as session:
-            candidates = await prediction_ops.expired_claims(session, self.node)
-            overdue = await prediction_ops.past_deadline(session)
-            cancels = await prediction_ops.cancel_requests(session, self.node)
-        # Read after the rows: a claim committed before that read is handed over or running by now.
-        running = self.backend.running() | self._handing_over | self._fetching.keys() | self.recorder.in_hand()
-        await self.writer.run(lambda tx: prediction_ops.renew_leases(tx, self.node, running, self.lease))
-        lost = [p for p in candidates if p.claimed_by != self.node or p.id not in running]
+        try:
+            async with self.database.session() as session:
+                candidates = await prediction_ops.expired_claims(session, self.node)
+                overdue = await prediction_ops.past_deadline(session)
+                cancels = await prediction_ops.cancel_requests(session, self.node)
+            # Read after the rows: a claim committed before that read is handed over or running by now.
+            running = self.backend.running() | self._handing_over | self._fetching.keys() | self.recorder.in_hand()
+            await self.writer.run(lambda tx: prediction_ops.renew_leases(tx, self.node, running, self.lease))
+        except Exception:
+            self._database_out = True
+            raise
+        if self._database_out:
+            self._database_out = False
+            self._grace_until = time.monotonic() + self.lease
+        others_lost = time.monotonic() >= self._grace_until
+        lost = [p for p in candidates if (others_lost if p.claimed_by != self.node else p.id not in running)]
         for prediction_id in cancels:
             await self.cancel_requested(prediction_id)
         for prediction in lost:
@@ -429,6 +443,8 @@ class Dispatcher(Service):
                     partial(prediction_ops.unclaim, prediction_id=prediction.id, claimed_by=prediction.claimed_by)
                 )
                 log.info("requeued %s: its runner is gone", prediction.id)
+            elif prediction.cancel_requested:  # its cancel was asked: that is how it ended
+                await self._finish(prediction, Status.CANCELED)
             else:
                 await self._finish(prediction, Status.FAILED, RESTART_ERROR)
         for prediction in overdue:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, cast
 
@@ -166,6 +166,7 @@ class Transitions:
             if row is None:
                 row = read(tx, prediction_id)
             current = Status(row.status)
+            to, error = _as_meant(row, to, error, started_at)
             if to == current and not current.is_terminal:
                 changed = False
             elif to not in ALLOWED[current]:
@@ -263,6 +264,28 @@ class Transitions:
                 log.exception("announcing %s of %s failed", announcement.kind, announcement.prediction.id)
 
 
+ABORT_ERROR = "The prediction did not start before its Cancel-After deadline"
+
+
+def _as_meant(row: Prediction, to: Status, error: str | None, started_at: datetime | None) -> tuple[Status, str | None]:
+    """What a move to ``to`` means for ``row``: a run stopped before it started, once its ``Cancel-After``
+    deadline passed, was aborted by the deadline (whatever stopped it: the dispatcher, or the backend that
+    held it in its queue), not canceled by a user; an abort says why."""
+    if to == Status.CANCELED and row.started_at is None and started_at is None and _past(row.deadline):
+        to = Status.ABORTED
+    if to == Status.ABORTED and not error:
+        error = ABORT_ERROR
+    return to, error
+
+
+def _past(deadline: datetime | None) -> bool:
+    if deadline is None:
+        return False
+    if deadline.tzinfo is None:  # SQLite gives naive UTC values back
+        deadline = deadline.replace(tzinfo=UTC)
+    return deadline <= utcnow()
+
+
 def _kind(to: Status) -> EventKind:
     """What a move to ``to`` announces."""
     return "completed" if to.is_terminal else "start"
@@ -299,6 +322,8 @@ def _changes(
     if to.is_terminal:
         values["completed_at"] = now
         failure = (clean_error(error) or "Prediction failed") if to == Status.FAILED else None
+        if to == Status.ABORTED:
+            failure = error
         values["error"] = failure
         merged = dict(prediction.metrics or {})
         merged.update(metrics or {})

@@ -399,8 +399,9 @@ class Instance:
 
     def _settle(self, run: PredictionRun, outcome: Outcome) -> Outcome:
         """Turn coglet's view of the end into the one users see."""
-        if run.killed and run.cancel_requested:
-            # it was canceled, and it stopped: by force, because it did not stop on its own
+        if run.cancel_requested and outcome.status != "succeeded" and (run.killed or not self.state.is_live):
+            # the user canceled it and it stopped: by force (it did not stop on its own), or because the
+            # instance stopped meanwhile (a shutdown): canceled is what happened to it, not a failure
             return Outcome("canceled", logs=run.streamed_logs, metrics=outcome.metrics)
         if outcome.worker_crashed:
             self._fail(self._crash_message("its worker process died"))
