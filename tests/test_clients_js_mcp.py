@@ -1,8 +1,9 @@
 """Replicate's official MCP server (npm ``replicate-mcp@0.9.0``, Stainless-generated over ``replicate-stainless``)
 started over stdio as an MCP client starts it, with ``REPLICATE_BASE_URL`` pointing at cogport behind a reverse
 proxy and ``REPLICATE_API_TOKEN``: initialize, tools/list, and tools/call of ``get_account``, ``list_models``,
-``create_predictions`` (``Prefer: wait``), ``get_predictions`` and ``list_predictions``. Each result is the
-API's JSON as a text content block, so what is asserted is cogport's answer passed through.
+``create_predictions`` and ``create_models_predictions`` (``Prefer: wait``), ``get_predictions``,
+``list_predictions`` and ``list_hardware``. Each result is the API's JSON as a text content block, so what is
+asserted is cogport's answer passed through; an API error comes back as a JSON-RPC error carrying its body.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class McpSession:
         self._send({"jsonrpc": "2.0", "method": method, **({"params": params} if params is not None else {})})
 
     def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        message = self.roundtrip(method, params)
+        assert "error" not in message, message
+        return message["result"]
+
+    def roundtrip(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The answer to one request: a ``result`` or an ``error``."""
         self.next_id += 1
         self._send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
         while True:
@@ -57,16 +64,20 @@ class McpSession:
             assert line, f"the MCP server exited ({self.process.poll()})"
             message = json.loads(line)
             if message.get("id") == self.next_id:
-                assert "error" not in message, message
-                return message["result"]
+                answer: dict[str, Any] = message
+                return answer
 
     def call(self, tool: str, arguments: dict[str, Any]) -> Any:
         """tools/call; the tool's one text block parsed as JSON."""
         result = self.request("tools/call", {"name": tool, "arguments": arguments})
         assert not result.get("isError"), result
+        return self.text(result)
+
+    @staticmethod
+    def text(result: dict[str, Any]) -> Any:
         [block] = result["content"]
         assert block["type"] == "text"
-        return json.loads(block["text"])
+        return json.loads(block["text"]) if block["text"][:1] in '{["' else block["text"]
 
     def _send(self, message: dict[str, Any]) -> None:
         self.stdin.write(json.dumps(message) + "\n")
@@ -124,5 +135,22 @@ def test_mcp_server(live_server: LiveServer, proxied_url: str, mcp: McpSession) 
     got = mcp.call("get_predictions", {"prediction_id": created["id"]})
     assert (got["id"], got["output"], got["version"]) == (created["id"], "hello mcp", hello)
 
+    by_model = mcp.call(
+        "create_models_predictions",
+        {"model_owner": "admin", "model_name": "hello-world", "input": {"text": "by model"}, "Prefer": "wait"},
+    )
+    assert by_model["output"] == "hello by model" and by_model["version"] == hello
+
     listed = mcp.call("list_predictions", {})
-    assert [p["id"] for p in listed["results"]] == [created["id"]]
+    assert [p["id"] for p in listed["results"]] == [by_model["id"], created["id"]]
+    assert mcp.call("list_hardware", {}) == [{"sku": "cpu", "name": "CPU"}]
+
+    # Replicate's OpenAPI document gives models.get, models.versions.*, models.search and collections.list no
+    # response schema, so the generated tools discard the body and answer a fixed text, against any server.
+    # The request is made (an unknown model is the API's 404), the answer is not passed on.
+    void = {"model_owner": "admin", "model_name": "hello-world"}
+    assert mcp.call("get_models", void) == "Successful tool call"
+    assert mcp.call("get_models_versions", {**void, "version_id": hello}) == "Successful tool call"
+    missing = mcp.roundtrip("tools/call", {"name": "get_models", "arguments": {**void, "model_name": "nope"}})
+    assert missing["error"]["message"].startswith("404 "), missing
+    assert json.loads(missing["error"]["message"][4:])["detail"] == "The requested resource could not be found."
