@@ -152,6 +152,10 @@ def test_a_queued_prediction_is_canceled_from_another_process(pair: Pair) -> Non
     running = create(pair.a.url, version, {"seconds": 120})
     wait_for(pair.a.url, running["id"], {"processing"})
     queued = create(pair.a.url, version, {"seconds": 0.01})  # claimed by A, waiting for its one slot
+    for _ in range(1500):  # A's dispatcher claims it a moment after the create (wait for it, however busy)
+        if pair.claims()[queued["id"]] == ("starting", "node-a"):
+            break
+        time.sleep(0.02)
     assert pair.claims()[queued["id"]] == ("starting", "node-a")
     started = time.monotonic()
     assert cancel(pair.b.url, queued["id"])["status"] == "canceled"
