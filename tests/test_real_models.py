@@ -8,11 +8,14 @@ network only through the egress proxy and cogport's gateway.
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from cogport.runtime.gateway import EgressPolicy, Gateway
 from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support import predictions
 from tests.support.models import FIXTURES, push
@@ -104,6 +107,69 @@ def test_path_default_for_a_str_input_names_the_input_and_the_fix(live_server: L
     assert "'filepath'" in error and "Path('/src/inputs/default.png')" in error
     assert "str" in error and 'filepath: str = "/src/inputs/default.png"' in error
     assert error in build["logs"]
+
+
+def finish_training(server: LiveServer, training_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = httpx.get(f"{server.url}/v1/trainings/{training_id}", headers=AUTH).json()
+        if body["status"] in ("succeeded", "failed", "canceled"):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+
+
+def test_hello_train_reads_its_weights_with_requests(live_server: LiveServer) -> None:
+    """Replicate's hello-train: train writes weights; the trained version's ``setup(weights)`` gets a URL
+    and fetches it with ``requests.get`` (from inside the sandbox)."""
+    base = push(live_server, FIXTURES / "hello_train", "hello-train")
+    untrained = run(live_server, base, {"text": "bob"})
+    assert untrained["status"] == "succeeded" and untrained["output"] == "hello bob"
+
+    create_model(live_server.url, ADMIN_TOKEN, "admin", "hello-trained")
+    response = httpx.post(
+        f"{live_server.url}/v1/models/admin/hello-train/versions/{base}/trainings",
+        json={"destination": "admin/hello-trained", "input": {"prefix": "ahoy"}},
+        headers=AUTH,
+    )
+    assert response.status_code == 201, response.text
+    training = finish_training(live_server, response.json()["id"])
+    assert training["status"] == "succeeded", (training["error"], training["logs"])
+    trained = training["output"]["version"].partition(":")[2]
+
+    done = run(live_server, trained, {"text": "bob"})
+    assert done["status"] == "succeeded", (done["error"], done["logs"])
+    assert done["output"] == "ahoy bob"  # requests.get of a path would have failed setup: "No scheme supplied"
+
+
+async def test_gateway_serves_the_weights_whole_and_in_ranges(tmp_path: Path) -> None:
+    """What ``COG_WEIGHTS`` names inside a sandbox: the instance's own weights, whole, by byte range (parallel
+    downloaders such as pget) or HEAD; nothing else under that path."""
+    weights = tmp_path / "trained model.tar"
+    weights.write_bytes(bytes(range(256)) * 1000)
+    gateway = Gateway(tmp_path / "sockets", EgressPolicy.parse("none"), "http://127.0.0.1:1", weights=weights)
+    gateway.directory.mkdir()
+    await gateway.start()
+    try:
+        assert gateway.weights_path == "/internal/weights/trained%20model.tar"
+        transport = httpx.AsyncHTTPTransport(uds=str(gateway.gateway_socket))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
+            whole = await client.get(gateway.weights_path)
+            assert whole.status_code == 200 and whole.content == weights.read_bytes()
+            assert whole.headers["accept-ranges"] == "bytes"
+            part = await client.get(gateway.weights_path, headers={"Range": "bytes=1000-1999"})
+            assert part.status_code == 206 and part.content == weights.read_bytes()[1000:2000]
+            assert part.headers["content-range"] == "bytes 1000-1999/256000"
+            tail = await client.get(gateway.weights_path, headers={"Range": "bytes=-10"})
+            assert tail.status_code == 206 and tail.content == weights.read_bytes()[-10:]
+            head = await client.head(gateway.weights_path)
+            assert head.status_code == 200 and head.headers["content-length"] == "256000"
+            beyond = await client.get(gateway.weights_path, headers={"Range": "bytes=256000-"})
+            assert beyond.status_code == 416
+            other = await client.get("/internal/weights/other.tar")
+            assert other.status_code == 403
+    finally:
+        await gateway.close()
 
 
 def test_readme_lists_every_fixture() -> None:

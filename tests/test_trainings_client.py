@@ -178,13 +178,15 @@ def test_webhooks_with_events_filter(replicate_env: Any, live_server: LiveServer
 STEPPER = {
     "cog.yaml": 'build:\n  python_version: "3.11"\npredict: "predict.py:Predictor"\ntrain: "train.py:train"\n',
     "predict.py": """from typing import Optional
+from urllib.request import urlopen
 
 from cog import BasePredictor, Path
 
 
 class Predictor(BasePredictor):
     def setup(self, weights: Optional[Path] = None) -> None:
-        self.steps = int(Path(weights).read_text()) if weights else 0
+        # A URL, as on Replicate (cogport's gateway serves the trained file inside the sandbox).
+        self.steps = int(urlopen(str(weights)).read()) if weights else 0
 
     def predict(self) -> int:
         return self.steps

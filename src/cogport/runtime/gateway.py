@@ -14,7 +14,10 @@ two loopback ports inside to two unix sockets on the host, served here, one pair
   and answers 403 to anything else: ``GET``/``HEAD`` of a signed input file (``/v1/files/<id>/download``,
   whose signature is the capability) and ``PUT`` of an output file to ``/internal/uploads/sandboxed/<name>``,
   which it sends on with the instance's own upload token (the model never sees it), up to
-  ``COGPORT_SANDBOX__UPLOAD_MAX_MB``. One request per connection.
+  ``COGPORT_SANDBOX__UPLOAD_MAX_MB``; and ``GET``/``HEAD`` of ``/internal/weights/<name>``, the instance's own
+  trained weights (a trained version's ``COG_WEIGHTS``: a URL, as on Replicate, where
+  ``requests.get(weights)`` in ``setup`` is common), served from the host's copy, with single byte ranges.
+  One request per connection.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import h11
 import httpx
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 SANDBOX_UPLOADS = f"{UPLOADS_PATH}/sandboxed/"
 """The upload URL path a sandboxed coglet is given (``--upload-url {internal}{SANDBOX_UPLOADS}``)."""
 _DOWNLOAD = re.compile(rf"^{re.escape(FILES_PATH)}/[0-9a-z]{{1,32}}/download(?:/[^/?]*)?\?")
+WEIGHTS_PATH = "/internal/weights/"
+"""Where the gateway serves the instance's weights (``COG_WEIGHTS`` inside is ``{internal}{WEIGHTS_PATH}<name>``)."""
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _HEAD_LIMIT = 64 * 1024
 _CHUNK = 1 << 16
 
@@ -103,6 +109,8 @@ class Gateway:
     """Told each refused egress target and refused upload, as a line for the instance's log."""
     storage: tuple[str, int] | None = None
     """A loopback storage endpoint (presigned input URLs): relayed as it is from a third socket."""
+    weights: Path | None = None
+    """The instance's trained weights (a file on this machine), served at :attr:`weights_path`."""
     _servers: list[asyncio.AbstractServer] = field(default_factory=list)
     _client: httpx.AsyncClient | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -118,6 +126,11 @@ class Gateway:
     @property
     def storage_socket(self) -> Path:
         return self.directory / "storage.sock"
+
+    @property
+    def weights_path(self) -> str | None:
+        """The path (on cogport's internal URL, inside) the weights are served at, their file name kept."""
+        return f"{WEIGHTS_PATH}{quote(self.weights.name)}" if self.weights is not None else None
 
     @property
     def upload_limit(self) -> str:
@@ -232,6 +245,8 @@ class Gateway:
             return
         method = event.method.decode("ascii", "replace")
         target = event.target.decode("ascii", "replace")
+        if method in ("GET", "HEAD") and self.weights_path is not None and target == self.weights_path:
+            return await self._serve_weights(connection, writer, method, dict(event.headers).get(b"range"))
         client = self._http()
         if method in ("GET", "HEAD") and _DOWNLOAD.match(target):
             request = client.build_request(method, self.internal_base + target)
@@ -271,6 +286,46 @@ class Gateway:
             await writer.drain()
         finally:
             await response.aclose()
+
+    async def _serve_weights(
+        self, connection: h11.Connection, writer: asyncio.StreamWriter, method: str, ranged: bytes | None
+    ) -> None:
+        """The weights file, whole or one byte range (``pget`` and other parallel downloaders ask for ranges)."""
+        assert self.weights is not None
+        try:
+            handle = await asyncio.to_thread(self.weights.open, "rb")
+        except OSError:
+            return await _h11_answer(connection, writer, 404, "the weights are not on this machine any more")
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            start, end, status = 0, size - 1, 200
+            match = _RANGE.match(ranged.decode("latin-1").strip()) if ranged else None
+            if match and (match.group(1) or match.group(2)):
+                if match.group(1):
+                    start, end = int(match.group(1)), min(int(match.group(2) or size - 1), size - 1)
+                else:  # the last N bytes
+                    start = max(0, size - int(match.group(2)))
+                if start > end or start >= size:
+                    return await _h11_answer(connection, writer, 416, f"the weights are {size} bytes")
+                status = 206
+            headers = [
+                ("content-type", "application/octet-stream"),
+                ("content-length", str(end - start + 1)),
+                ("accept-ranges", "bytes"),
+                ("connection", "close"),
+            ]
+            if status == 206:
+                headers.append(("content-range", f"bytes {start}-{end}/{size}"))
+            writer.write(connection.send(h11.Response(status_code=status, headers=headers)) or b"")
+            if method == "GET":
+                handle.seek(start)
+                left = end - start + 1
+                while left > 0 and (chunk := await asyncio.to_thread(handle.read, min(_CHUNK * 16, left))):
+                    left -= len(chunk)
+                    writer.write(connection.send(h11.Data(data=chunk)) or b"")
+                    await writer.drain()
+            writer.write(connection.send(h11.EndOfMessage()) or b"")
+            await writer.drain()
 
     async def _too_large(
         self, connection: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -18,6 +18,9 @@ Launch rules (see ``/work/shared/notes/cog-runtime.md``):
   ``<rundir>/coglet.sock``; egress and cogport's own URL go through a per-instance
   :class:`~cogport.runtime.gateway.Gateway`) and a cgroup with the limits of its hardware SKU. coglet's
   ``/tmp/coglet/predictions`` is reached from the host through ``/proc/<pid>/root``.
+* Trained weights: sandboxed, ``COG_WEIGHTS`` is a URL, as on Replicate (``http://<internal>/internal/weights/
+  <name>``, which the instance's gateway serves from the host's copy), so that ``requests.get(weights)`` in
+  ``setup`` works; without the sandbox it stays the local path (there is no gateway to serve it).
 """
 
 from __future__ import annotations
@@ -284,6 +287,7 @@ class CogletProcess:
             upload_max_bytes=boundary.upload_max_bytes,
             on_refusal=logs.add,
             storage=boundary.storage if boundary.storage and _loopback(boundary.storage[0]) else None,
+            weights=next(iter(_local_files(spec.weights)), None),
         )
         limits = boundary.limits(spec.hardware)
         cgroup: Cgroup | None = None
@@ -310,13 +314,14 @@ class CogletProcess:
                 base=safe_base_environment(os.environ),
                 gpus=gpus,
             )
+            if gateway.weights_path is not None:  # a URL, as on Replicate (see the module docstring)
+                env["COG_WEIGHTS"] = f"{parts.scheme}://{parts.netloc}{gateway.weights_path}"
             env = sandbox.environment(env, egress=True, egress_port=egress_port)
             launch = sandbox.command(
                 coglet_command(spec, upload_url=inside_upload),
                 venv=Path(spec.venv_path),
                 source=Path(spec.source_path),
                 tenant=spec.tenant,
-                readonly=_local_files(spec.weights),
                 gpus=bool(gpus),
                 listen=listener,
                 listen_port=coglet_port,
