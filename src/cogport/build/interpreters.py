@@ -137,7 +137,9 @@ def select(wanted: str, available: Sequence[Interpreter]) -> tuple[Interpreter, 
         raise BuildError(f"build.python_version {wanted!r} is not a version such as '3.11' or '3.11.7'")
     major, minor = int(match.group(1)), int(match.group(2))
     patch = int(match.group(3)) if match.group(3) is not None else None
-    listing = ", ".join(i.text for i in available) or "none"
+    # Only interpreters a build can use: a 3.8 on the host is no way out of "3.8 is too old".
+    usable = [i for i in available if i.version[:2] >= MINIMUM]
+    listing = ", ".join(i.text for i in usable) or "none"
     if (major, minor) < MINIMUM:
         raise BuildError(
             f"build.python_version {wanted} is too old: cog 0.17 and newer (coglet) need Python "
