@@ -19,6 +19,7 @@ from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support.client_venvs import client_env, client_venv, proxy_port
 from tests.support.models import push, push_fixture
 from tests.support.pushing import EXAMPLES, create_model, shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
+from tests.test_files_e2e import png, png_size
 from tests.test_trainings_client import TOPICS
 
 pytestmark = pytest.mark.usefixtures("shared_build_dirs")
@@ -34,12 +35,14 @@ def test_use_functions_files_and_streams(live_server: LiveServer, proxied_url: s
     versions = {
         "hello": push(live_server, EXAMPLES / "hello-world", "hello-world"),
         "streaming": push(live_server, EXAMPLES / "streaming", "streaming"),
+        "image": push(live_server, EXAMPLES / "image", "image"),
     }
-    for name in ("file_list", "file_tokens", "file_digest"):
+    for name in ("file_list", "file_tokens", "file_digest", "tokens"):
         versions[name] = push_fixture(live_server, tmp_path, name)
     work = tmp_path / "client"
     work.mkdir()
-    out = venv.run("replicate_use", json.dumps(versions), str(work), env=client_env(proxied_url, ADMIN_TOKEN, work))
+    env = client_env(proxied_url, ADMIN_TOKEN, work)
+    out = venv.run("replicate_use", json.dumps(versions), str(work), png(3, 2).hex(), env=env)
     assert out["ports"] == [proxy_port(proxied_url)]  # every request went through the proxy
 
     assert out["hello"] == "hello world"
@@ -58,6 +61,12 @@ def test_use_functions_files_and_streams(live_server: LiveServer, proxied_url: s
     assert out["digest_local"] == digest(b"uploaded by use()", ".txt")
     assert out["chained_is_urlpath"] is True
     assert out["digest_chained"] == digest(b"file 1", ".txt")
+    assert out["image"]["type"] == "URLPath" and png_size(bytes.fromhex(out["image"]["data"])) == (3, 2)
+    assert out["image"]["url"].startswith(f"{proxied_url}/")
+
+    assert out["failure"]["status"] == "failed"  # a ModelError, carrying the prediction
+    assert "RuntimeError: the model gave up" in out["failure"]["error"]
+    assert "line 0" in out["failure_logs"] and "line 1" in out["failure_logs"]
 
 
 def test_resources_through_the_proxy(live_server: LiveServer, proxied_url: str, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import connections  # records the ports this process connects to, from here on
 import replicate
+from replicate.exceptions import ModelError
 from replicate.use import URLPath, get_path_url
 
 
@@ -46,6 +47,22 @@ def files(tmp: Path, out: dict[str, Any]) -> None:
     out["digest_chained"] = digest(file=listed[1])  # a URLPath output: its URL passed on as it is
     out["chained_is_urlpath"] = isinstance(listed[1], URLPath)
 
+    picture = tmp / "in.png"
+    picture.write_bytes(bytes.fromhex(sys.argv[3]))
+    image = replicate.use("admin/image")(image=picture, effect="invert")  # one Path out: one URLPath
+    data = Path(os.fspath(image)).read_bytes()
+    out["image"] = {"type": type(image).__name__, "url": get_path_url(image), "data": data.hex()}
+
+
+def failure(out: dict[str, Any]) -> None:
+    tokens = replicate.use("admin/tokens")
+    run = tokens.create(count=2, fail="the model gave up")
+    try:
+        run.output()
+    except ModelError as error:
+        out["failure"] = {"error": error.prediction.error, "status": error.prediction.status}
+    out["failure_logs"] = run.logs()
+
 
 async def asynchronous(out: dict[str, Any]) -> None:
     hello = replicate.use("admin/hello-world", use_async=True)
@@ -61,6 +78,7 @@ def main() -> None:
     out: dict[str, Any] = {}
     by_function(versions, out)
     files(tmp, out)
+    failure(out)
     asyncio.run(asynchronous(out))
     out["ports"] = connections.ports()
     print(json.dumps(out))
