@@ -78,6 +78,9 @@ def test_resources_through_the_proxy(live_server: LiveServer, proxied_url: str, 
         "trainable": push(live_server, EXAMPLES / "trainable", "trainable"),
     }
     create_model(live_server.url, ADMIN_TOKEN, "admin", "topics")
+    public = [f"public-{i:02d}" for i in range(30)]  # over a page of models (25): paginate follows next
+    for name in public:
+        create_model(live_server.url, ADMIN_TOKEN, "admin", name, visibility="public")
     for name in ("file_list", "file_digest"):
         versions[name] = push_fixture(live_server, tmp_path, name)
     work = tmp_path / "client"
@@ -105,3 +108,5 @@ def test_resources_through_the_proxy(live_server: LiveServer, proxied_url: str, 
 
     assert all(url.startswith(f"{proxied_url}/") for url in out["deployment_urls"].values())
     assert out["deployment"] == {"status": "succeeded", "output": "hello deployed"}
+    assert out["models"] == public[::-1]  # GET /v1/models: public models, newest first, over two pages
+    assert out["search"] == ["public-07"]

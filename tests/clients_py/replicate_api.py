@@ -64,6 +64,12 @@ def deployment(versions: dict[str, str], out: dict[str, Any]) -> None:
     out["deployment"] = {"status": queued.status, "output": queued.output}
 
 
+def listing(out: dict[str, Any]) -> None:
+    names = [m.name for page in replicate.paginate(replicate.models.list) for m in page]  # follows absolute next
+    out["models"] = names
+    out["search"] = [m.name for m in replicate.models.search("public-07").results]  # QUERY /v1/models
+
+
 def main() -> None:
     versions = json.loads(sys.argv[1])
     tmp = Path(sys.argv[2])
@@ -71,6 +77,7 @@ def main() -> None:
     predictions(versions, tmp, out)
     training(versions, tmp, out)
     deployment(versions, out)
+    listing(out)
     out["ports"] = connections.ports()
     print(json.dumps(out))
 
