@@ -28,7 +28,7 @@ from cogport.build.errors import BuildError
 from tests.support.pushing import UV_CACHE
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "clients_py"
-PYTHON = "3.12"
+PYTHONS = ("3.12", "3.13")
 """replicate 1.1's ``use.py`` is written in 3.12 syntax (``class Run[O]:``) while its metadata says >=3.8;
 the other libraries run there too. cogport finds the interpreter as its builds do (examples/image needs 3.12)."""
 _MARKER = ".installed"
@@ -62,13 +62,20 @@ class ClientVenv:
         return json.loads(lines[-1])
 
 
+def _interpreter(uv: str) -> interpreters.Interpreter:
+    problems = []
+    for wanted in PYTHONS:
+        try:
+            return interpreters.find(wanted, [], uv)[0]
+        except BuildError as error:
+            problems.append(str(error))
+    pytest.fail(f"the Python client tests need Python {' or '.join(PYTHONS)} on this machine: {problems[0]}")
+
+
 def client_venv(*requirements: str) -> ClientVenv:
     """A venv with exactly ``requirements`` installed (made on first use, then cached in the temp dir)."""
     uv = _uv()
-    try:
-        interpreter, _ = interpreters.find(PYTHON, [], uv)
-    except BuildError as error:
-        pytest.fail(f"the Python client tests need Python {PYTHON} on this machine: {error}")
+    interpreter = _interpreter(uv)
     key = hashlib.sha256("\n".join([str(interpreter.path), interpreter.text, *sorted(requirements)]).encode())
     root = Path(tempfile.gettempdir()) / f"cogport-tests-pyclients-{key.hexdigest()[:16]}"
     venv = root / "venv"
