@@ -10,8 +10,17 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-err = Console(stderr=True)
+
+def _stderr() -> Console:
+    """The console for messages. Piped (CI logs, ``2> file``), rich would wrap at 80 columns and split paths
+    and URLs in two: there, lines are printed whole."""
+    console = Console(stderr=True)
+    return console if console.is_terminal else Console(stderr=True, soft_wrap=True)
+
+
+err = _stderr()
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -65,7 +74,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except ApiError as exc:
-            err.print(f"[red]error[/red] ({exc.status}): {exc.detail}")
+            err.print(f"[red]error[/red] ({exc.status}): {escape(exc.detail)}")
             raise typer.Exit(1) from exc
         except httpx.HTTPError as exc:
             err.print(f"[red]error[/red]: cannot reach the server: {exc}")

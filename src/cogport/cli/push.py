@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from cogport.cli.client import ApiError, BaseUrlOption, Client, TokenOption, err, handle_errors
 
@@ -32,11 +33,11 @@ def push(
 
     owner, _, name = model.partition("/")
     if not owner or not name or "/" in name:
-        err.print(f"[red]error[/red]: --model must look like OWNER/NAME, got {model!r}")
+        err.print(f"[red]error[/red]: --model must look like OWNER/NAME, got {escape(repr(model))}")
         raise typer.Exit(2)
     root = directory.resolve()
     if not (root / "cog.yaml").is_file():
-        err.print(f"[red]error[/red]: {root} has no cog.yaml")
+        err.print(f"[red]error[/red]: {escape(str(root))} has no cog.yaml")
         raise typer.Exit(2)
     client = Client(base_url, token, timeout=300.0)
     if create:
@@ -44,7 +45,7 @@ def push(
     started = time.monotonic()
     files = packing.model_files(root)
     archive = packing.pack_bytes(root, files)
-    err.print(f"Uploading {root} ({len(files)} files, {_size(len(archive))}) to {owner}/{name}")
+    err.print(f"Uploading {escape(str(root))} ({len(files)} files, {_size(len(archive))}) to {owner}/{name}")
     try:
         build = client.request(
             "POST",
@@ -59,7 +60,11 @@ def push(
     build = _follow(client, build, timeout)
     elapsed = time.monotonic() - started
     if build["status"] != "succeeded":
-        err.print(f"[red]Build failed[/red] after {elapsed:.1f}s: {build.get('error') or 'no error message'}")
+        error = build.get("error") or "no error message"
+        if f"error: {error}" in (build.get("logs") or ""):  # the log just shown ends with it: once is enough
+            err.print(f"[red]Build failed[/red] after {elapsed:.1f}s (the error is above)")
+        else:
+            err.print(f"[red]Build failed[/red] after {elapsed:.1f}s: {escape(error)}")
         raise typer.Exit(1)
     err.print(f"[green]Pushed[/green] {owner}/{name} in {elapsed:.1f}s; version:")
     typer.echo(build["version"])

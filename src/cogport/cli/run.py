@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import typer
+from rich.markup import escape
 
 from cogport.cli.client import BaseUrlOption, Client, TokenOption, err, handle_errors, print_json
 
@@ -283,5 +284,5 @@ def run(
         show_output(client, prediction.get("output"), output_dir, streamed)
     if prediction["status"] != "succeeded":
         detail = prediction.get("error") or prediction["status"]
-        err.print(f"[red]prediction {prediction['id']} {prediction['status']}[/red]: {detail}", highlight=False)
+        err.print(f"[red]prediction {prediction['id']} {prediction['status']}[/red]: {escape(detail)}", highlight=False)
         raise typer.Exit(1)
