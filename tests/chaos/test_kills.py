@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,19 +88,11 @@ def _wait(condition: Any, what: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def receiver_started() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.start()
-    yield receiver
-    receiver.stop()
-
-
 def test_kill_9_and_sigterm_of_the_server_under_load(
     settings: Settings,
     tmp_path: Path,
     shared_venvs: Path,  # noqa: F811 - the fixture
-    receiver_started: Receiver,
+    receiver: Receiver,
 ) -> None:
     data = tmp_path / "data"
 
@@ -121,7 +112,7 @@ def test_kill_9_and_sigterm_of_the_server_under_load(
     current = first
     try:
         version = push_fixture(first.url, tmp_path, "slow")
-        with Creator(first.url, version, receiver_started.url) as creator:
+        with Creator(first.url, version, receiver.url) as creator:
             _wait(lambda: creator.count() >= 30, "runs created before the kill")
             creator.phase = "kill"
             first.kill()
@@ -166,7 +157,7 @@ def test_kill_9_and_sigterm_of_the_server_under_load(
         # every run's terminal webhook, agreeing with its end
         def hooked() -> dict[str, set[str]]:
             statuses: dict[str, set[str]] = {}
-            for delivery in receiver_started.deliveries:
+            for delivery in receiver.deliveries:
                 statuses.setdefault(delivery.json["id"], set()).add(delivery.status)
             return statuses
 
