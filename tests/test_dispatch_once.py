@@ -194,3 +194,54 @@ def test_no_run_is_handed_over_twice_from_many_clients_and_across_a_restart(
     failed = [f"{i}: {e['status']}: {e.get('error')}" for i, e in ends.items() if e["status"] != "succeeded"]
     # runs started by the first server when it stopped end "interrupted"; every other one succeeded
     assert all("server running it stopped" in line for line in failed), failed[:5]
+
+
+# --- fairness between accounts -----------------------------------------------------------------------
+
+
+async def test_one_accounts_thousands_do_not_starve_anothers_one(client: httpx.AsyncClient, database: Any) -> None:
+    """The queue's read takes accounts in turns (oldest first within each): bob's one run, queued after
+    alice's 300, is in the first batch the dispatcher reads; with one account it is plain FIFO."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from cogport.db.tables import Account, Version, utcnow
+    from cogport.identifiers import new_object_id
+    from cogport.ops import predictions as prediction_ops
+    from tests.support import accounts
+    from tests.support.registry import add_version, create_model
+
+    users = await accounts.create_users(client)
+    await create_model(client, ADMIN_TOKEN, "admin/m")
+    vid = await add_version(database, "admin/m")
+    start = utcnow()
+    async with database.session() as session:
+        version = (await session.execute(select(Version).where(Version.id == vid))).scalar_one()
+        ids = {}
+        for username in ("alice", "bob"):
+            ids[username] = (await session.execute(select(Account.id).where(Account.username == username))).scalar_one()
+        order: list[str] = []
+        for n, username in enumerate(["alice"] * 300 + ["bob"] + ["alice"] * 5):
+            order.append(new_object_id())
+            session.add(
+                Prediction(
+                    id=order[-1],
+                    account_id=ids[username],
+                    model_id=version.model_id,
+                    version_pk=version.pk,
+                    model_ref="admin/m",
+                    version_ref=vid,
+                    input={},
+                    status="starting",
+                    created_at=start + timedelta(milliseconds=n),
+                )
+            )
+        await session.flush()
+    async with database.session() as session:
+        batch = await prediction_ops.queued_for(session, version.pk, "prediction", 64)
+    assert users.alice and len(batch) == 64
+    bob = order[300]
+    assert [p.id for p in batch][:2] == [order[0], bob]  # alice's oldest, then bob's turn
+    alices = [p.id for p in batch if p.id != bob]
+    assert alices == order[: len(alices)]  # FIFO within an account

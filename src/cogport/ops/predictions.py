@@ -174,21 +174,39 @@ async def queued_heads(session: AsyncSession, limit: int = 64) -> list[Predictio
 async def queued_for(
     session: AsyncSession, version_pk: int, kind: str, limit: int, deployment: str = ""
 ) -> list[Prediction]:
-    """The oldest unclaimed runs of a version and kind, through ``deployment`` (``""``: not through one)."""
+    """The next unclaimed runs of a version and kind, through ``deployment`` (``""``: not through one):
+    oldest first within each account, the accounts taking turns (the oldest run of each account, then the
+    second of each, ...), so that one account's ten thousand queued runs do not starve another's one.
+    With one account queuing this is plain FIFO."""
     through = Prediction.deployment == deployment if deployment else Prediction.deployment.is_(None)
-    result = await session.execute(
-        select(Prediction)
-        .where(
-            Prediction.version_pk == version_pk,
-            Prediction.kind == kind,
-            Prediction.status == "starting",
-            Prediction.claimed_by.is_(None),
-            through,
-        )
-        .order_by(Prediction.created_at, Prediction.id)
-        .limit(limit)
+    queued = (
+        Prediction.version_pk == version_pk,
+        Prediction.kind == kind,
+        Prediction.status == "starting",
+        Prediction.claimed_by.is_(None),
+        through,
     )
-    return list(result.scalars())
+    accounts = list(
+        (await session.execute(select(Prediction.account_id).where(*queued).distinct().limit(limit))).scalars()
+    )
+    if len(accounts) <= 1:  # the usual case: FIFO, one query
+        result = await session.execute(
+            select(Prediction).where(*queued).order_by(Prediction.created_at, Prediction.id).limit(limit)
+        )
+        return list(result.scalars())
+    # ``limit`` of each account (not a share): fewer than ``limit`` in all then means the whole queue was
+    # read, which the dispatcher relies on (:class:`~cogport.lifecycle.in_hand.InHand`)
+    turns: list[tuple[int, Any, str, Prediction]] = []
+    for account_id in accounts:
+        result = await session.execute(
+            select(Prediction)
+            .where(*queued, Prediction.account_id == account_id)
+            .order_by(Prediction.created_at, Prediction.id)
+            .limit(limit)
+        )
+        turns.extend((turn, row.created_at, row.id, row) for turn, row in enumerate(result.scalars()))
+    turns.sort(key=lambda item: item[:3])
+    return [row for *_, row in turns[:limit]]
 
 
 def claim_many(tx: Tx, prediction_ids: list[str], node: str, lease: float) -> list[str]:
