@@ -20,10 +20,15 @@
     │   ├── ValidationFailed        (with invalid_fields)
     │   └── InvalidVersion          ("Invalid version or not permitted")
     ├── RateLimited                 429  (with Retry-After)
+    ├── InsufficientStorage         507  (a disk is full: an upload, a result or a row cannot be stored)
     └── BackendUnavailable          503
         ├── SetupFailed             (a version's model cannot start: its setup failed)
         ├── InstanceUnavailable     (a model instance is not in a state to do what was asked)
-        └── StorageUnavailable      (the object storage refused or could not be reached)
+        ├── StorageUnavailable      (the object storage refused or could not be reached)
+        └── DatabaseUnavailable     (the database cannot be reached, or is starting or stopping)
+
+The database driver's own errors are translated where they reach the HTTP layer (:mod:`cogport.db.faults`
+says which are an outage or a full disk); their text never reaches a client.
 
 Every error carries ``title`` and ``detail``; the HTTP layer renders them as problem JSON
 (``{"title", "detail", "status"}``), the body the official clients read.
@@ -37,6 +42,8 @@ from typing import Any, ClassVar
 class CogportError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal server error"
+    retry_after: int | None = None
+    """Seconds after which trying again may help (the ``Retry-After`` header), when it may."""
 
     def __init__(self, detail: str | None = None, *, title: str | None = None) -> None:
         self.detail = detail or self.title
@@ -48,7 +55,7 @@ class CogportError(Exception):
         return {}
 
     def headers(self) -> dict[str, str]:
-        return {}
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class BadRequest(CogportError):
@@ -156,16 +163,23 @@ class RateLimited(CogportError):
         self.retry_after = retry_after
         super().__init__(detail or f"Request was throttled. Expected available in {retry_after} second.")
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
+
+class InsufficientStorage(CogportError):
+    """A disk is full (``ENOSPC``, SQLite's ``SQLITE_FULL``, PostgreSQL's ``disk_full``): what was to be
+    stored was not. Retrying helps once space has been freed."""
+
+    status = 507
+    title = "Insufficient storage"
+    retry_after = 30
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "The server's disk is full: nothing more can be stored until space is freed.")
 
 
 class BackendUnavailable(CogportError):
     status = 503
     title = "Service unavailable"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
+    retry_after = 1
 
 
 class SetupFailed(BackendUnavailable):
@@ -191,3 +205,13 @@ class StorageUnavailable(BackendUnavailable):
     """The object storage (S3) refused a request or could not be reached."""
 
     title = "Storage unavailable"
+
+
+class DatabaseUnavailable(BackendUnavailable):
+    """The database cannot be reached (down, restarting, unreachable): nothing was done; try again."""
+
+    title = "Database unavailable"
+    retry_after = 5
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or "The database cannot be reached right now; try again in a few seconds.")

@@ -1,4 +1,13 @@
-"""Errors to HTTP, in one place: every error leaves as problem JSON (``title``, ``detail``, ``status``)."""
+"""Errors to HTTP, in one place: every error leaves as problem JSON (``title``, ``detail``, ``status``).
+
+Every request gets an answer on a connection that stays open. Starlette's last-resort handler (for
+``Exception``) answers and then raises the error again, for the server to log: uvicorn then logs a second
+traceback and closes the kept-alive connection, and a request the client had already sent on it is
+never answered. So unexpected errors are answered here, by :class:`Answered` (inside Starlette's), and
+the database's and the disk's faults by handlers of their own (503 or 507, see :mod:`cogport.db.faults`):
+nothing reaches Starlette's but an error of an outer middleware. Repeated failures log one line each per
+minute (:func:`cogport.logs.failure`).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +17,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cogport import logs
+from cogport.db import faults
 from cogport.errors import CogportError
 
 log = logging.getLogger(__name__)
@@ -33,11 +46,30 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
     return JSONResponse(body, status_code=status, headers=headers, media_type="application/problem+json")
 
 
+def _error_response(exc: CogportError) -> JSONResponse:
+    if exc.status >= 500:
+        logs.failure(log, f"{type(exc).__name__}: {exc.detail}", f"{exc.status} {type(exc).__name__}: {exc.detail}")
+    return problem(exc.status, exc.instance_title, exc.detail, exc.headers(), **exc.extra())
+
+
 async def _cogport_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CogportError)
-    if exc.status >= 500:
-        log.error("%s: %s", type(exc).__name__, exc.detail)
-    return problem(exc.status, exc.instance_title, exc.detail, exc.headers(), **exc.extra())
+    return _error_response(exc)
+
+
+async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database or disk error: 503 (outage) or 507 (full), with one log line per distinct failure a
+    minute; anything else from a driver is a bug (500)."""
+    known = faults.fault(exc)
+    if known is None:
+        return await _unhandled(request, exc)
+    return _fault_response(exc, known)
+
+
+def _fault_response(exc: Exception, known: CogportError) -> JSONResponse:
+    what = faults.describe(exc)
+    logs.failure(log, what, f"{known.status} {known.instance_title}: {what}", level=logging.WARNING)
+    return problem(known.status, known.instance_title, known.detail, known.headers())
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -96,12 +128,56 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(_request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", exc_info=exc)
+    known = faults.fault(exc)
+    if known is not None:  # a driver's own error class (asyncpg's), or one wrapped in something else
+        return _fault_response(exc, known)
+    what = faults.describe(exc)
+    logs.failure(log, what, f"unhandled error: {what}", exc=exc, traceback=True)
     return problem(500, "Internal server error", "An unexpected error occurred; it has been logged.")
 
 
+class Answered:
+    """Answers every request an error escaped from (500 problem JSON, or 503/507 for a fault), so that
+    the connection stays open; an error after the response was sent is logged and the connection kept.
+    Only an error in the middle of a response (its body cut short) still closes it: that is the one way
+    HTTP/1.1 has to say a body is incomplete."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = complete = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started, complete
+            if message["type"] == "http.response.start":
+                started = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if not started:
+                response = await _unhandled(Request(scope), exc)
+                await response(scope, receive, send)
+            elif complete:
+                what = faults.describe(exc)
+                logs.failure(log, what, f"an error after the response was sent: {what}", exc=exc, traceback=True)
+            else:
+                raise
+
+
 def install(app: FastAPI) -> None:
+    """The handlers, and :class:`Answered` (install it before the other middleware: it sits inside them)."""
     app.add_exception_handler(CogportError, _cogport_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unhandled)
+    app.add_exception_handler(SQLAlchemyError, _driver_error)
+    app.add_exception_handler(OSError, _driver_error)
+    app.add_exception_handler(Exception, _unhandled)  # Starlette's last resort: outer middlewares' errors
+    app.add_middleware(Answered)

@@ -24,7 +24,8 @@ Operations are synchronous so that a batch costs one hop to the database, not on
 * on PostgreSQL a batch runs through ``AsyncConnection.run_sync`` on the writer's own connection.
 
 Operations run in the order they were queued. One that raises rolls back its whole batch; the batch is
-then run again one operation per transaction, so that only the failing one fails. Operations must
+then run again one operation per transaction, so that only the failing one fails; unless the failure is an
+outage of the database or a full disk (:mod:`cogport.db.faults`), which fails the whole batch at once. Operations must
 therefore change nothing outside the database but through ``tx.on_commit`` (callbacks run on the event
 loop after the commit that made them true, never after a rollback); in-memory rows they update are set
 again when they run again. :func:`run_in` runs an operation inside a caller's own async session instead
@@ -47,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from cogport.db import faults
 from cogport.db.engine import Database, on_commit, sqlite_pragmas
 from cogport.errors import BackendUnavailable
 
@@ -177,8 +179,11 @@ class GroupWriter:
         try:
             results, callbacks = await self._transaction(batch)
         except Exception as exc:
-            if len(batch) == 1:
-                _fail(batch[0], exc)
+            if len(batch) == 1 or faults.is_outage(exc):
+                # An outage fails every operation alike: trying each alone would only wait on it once per
+                # operation. Their callers decide (a run's end is tried again: lifecycle/recorder.py).
+                for item in batch:
+                    _fail(item, exc)
                 return
             for item in batch:  # isolate the failure: one transaction each
                 try:
@@ -215,8 +220,8 @@ class GroupWriter:
             self._sync_connection = self._sync_engine.connect()
         try:
             return _batch(self._sync_connection, operations)
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
+        except Exception as exc:
+            if _connection_broken(exc):
                 with contextlib.suppress(Exception):
                     self._sync_connection.close()
                 self._sync_connection = None
@@ -229,8 +234,8 @@ class GroupWriter:
             self._async_connection = await self.database.engine.connect()
         try:
             return await self._async_connection.run_sync(_batch, operations)
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
+        except Exception as exc:
+            if _connection_broken(exc):
                 with contextlib.suppress(Exception):
                     await self._async_connection.close()
                 self._async_connection = None
@@ -261,6 +266,15 @@ def _batch(conn: Connection, operations: list[Operation[Any]]) -> tuple[list[Any
         return results, tx.callbacks
     finally:
         tx.close()
+
+
+def _connection_broken(exc: Exception) -> bool:
+    """Whether the writer's connection must be replaced: it was invalidated, the database went away, or
+    the driver failed in a way that may leave it mid-protocol (asyncpg's "another operation is in
+    progress" after a reset). A statement's own error (a constraint, an operation's exception) keeps it."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or faults.is_outage(exc)
+    return faults.is_outage(exc) or type(exc).__module__.startswith("asyncpg")
 
 
 def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:

@@ -1,4 +1,8 @@
-"""A background loop that runs every ``interval`` seconds or as soon as it is woken."""
+"""A background loop that runs every ``interval`` seconds or as soon as it is woken.
+
+A round that fails is logged once per distinct failure a minute (:func:`cogport.logs.failure`: a database
+outage is one line, not a traceback per round), and the loop carries on at its next interval.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+
+from cogport import logs
+from cogport.db import faults
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +50,11 @@ class Service(ABC):
                 more = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("%s failed; retrying in %.0fs", self.name, self.interval)
+            except Exception as exc:
+                what = faults.describe(exc)
+                known = faults.is_outage(exc)
+                message = f"{self.name} failed ({what}); retrying every {self.interval:g}s"
+                logs.failure(log, f"{self.name}: {what}", message, exc=exc, traceback=not known)
                 more = False
             if more:
                 await asyncio.sleep(0)
