@@ -16,6 +16,15 @@ What it writes, for one job (the row it holds since the dispatcher handed the jo
 * the end: the terminal status, output, logs and metrics, the output files linked to the prediction, the
   model's run count, a training's new version, and (through the transition's hooks) the terminal webhook,
   all in one transaction.
+
+A run's end is never dropped for an outage: when the database cannot be reached (or its disk is full, see
+:mod:`cogport.db.faults`) the end is written again and again, with backoff up to ``END_RETRY_MAX`` seconds,
+until it is. Meanwhile the run stays in :meth:`Recorder.in_hand` (so the dispatcher keeps renewing its claim
+and never takes it for lost), and sync waiters and streams hear of the end at once, from the hub, with the
+row as it will be written. If the server stops first, the backend's stop gives these writes its grace
+(``runtime.stop_timeout`` + 5 s) and then cancels them: each such end is logged as lost (an error line naming
+the run and its status), its claim lapses, and the next housekeeping of a process that can reach the
+database reports the run ``failed`` (interrupted).
 """
 
 from __future__ import annotations
@@ -28,13 +37,18 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Literal
 
-from cogport.backends.base import Job
+from sqlalchemy import inspect, select
+from sqlalchemy.orm.attributes import set_committed_value
+
+from cogport import logs
+from cogport.backends.base import Job, clean_error
+from cogport.db import faults
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction, utcnow
 from cogport.db.writer import GroupWriter, Tx, run_in
 from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
-from cogport.lifecycle.status import Status, Transitions
+from cogport.lifecycle.status import PREDICTIONS, Status, Transitions
 from cogport.ops import files as file_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.settings import Settings
@@ -44,6 +58,9 @@ log = logging.getLogger(__name__)
 
 PROCESSING_WRITE_DELAY = 0.05
 """Seconds between a model starting and the row saying ``processing`` (fast predictions skip the write)."""
+END_RETRY_FIRST = 0.25
+END_RETRY_MAX = 5.0
+"""Seconds between attempts to write a run's end while the database is out (doubling from the first)."""
 
 
 class RecordingFailed(Exception):
@@ -144,6 +161,7 @@ class Recorder:
 
     async def _write_progress(self, live: _Live) -> None:
         """Write ``processing`` (once) and whatever logs/output are pending, until nothing is."""
+        insert = False
         try:
             while not live.written or (live.started_at is not None and not live.start_written) or live.pending:
                 values, kinds = live.pending, live.kinds
@@ -153,10 +171,16 @@ class Recorder:
                     live.written = True
                     live.start_written = live.started_at is not None
                     await self.writer.run(partial(self._start_write, live=live, values=values, insert=insert))
+                    insert = False
                 elif values:
                     await self.writer.run(partial(self._write, live=live, values=values, kinds=list(kinds)))
-        except Exception:
-            log.exception("recording progress of %s failed", live.row.id)
+        except Exception as exc:
+            if insert:
+                live.written = False  # the end writes the row (it looks first: the insert may have landed)
+            what = faults.describe(exc)
+            known = faults.is_outage(exc)
+            # Progress is not kept for an outage: the end carries the logs and output. One line a minute.
+            logs.failure(log, f"progress: {what}", f"recording progress failed: {what}", exc=exc, traceback=not known)
         finally:
             live.task = None
 
@@ -234,10 +258,12 @@ class Recorder:
             # coglet's final object carries no logs on failure or cancel: keep what streamed in.
             final_logs = logs if logs and len(logs) >= len(live.logs) else live.logs
             end = _End(status, output, error, final_logs, metrics)
-            if status == "succeeded" and job.spec.mode == "train" and live.written:
-                await self._end_training(live, end)
-            else:
-                await self.writer.run(partial(self._end, live=live, end=end))
+            try:
+                await self._write_end(live, end, job.spec.mode)
+            except Exception as exc:
+                if not faults.is_outage(exc):
+                    raise
+                await self._end_later(live, end, job.spec.mode, exc)
         except Exception as exc:
             log.exception("recording the end of %s failed", job.prediction_id)
             self.hub.publish(Change(job.prediction_id, "completed", RecordingFailed(str(exc))))
@@ -245,9 +271,52 @@ class Recorder:
             self._ending.discard(job.prediction_id)
             self.on_finished()
 
-    def _end(self, tx: Tx, *, live: _Live, end: _End) -> None:
+    async def _write_end(self, live: _Live, end: _End, mode: str, *, again: bool = False) -> None:
+        if end.status == "succeeded" and mode == "train" and (live.written or again):
+            await self._end_training(live, end, again=again)
+        else:
+            await self.writer.run(partial(self._end, live=live, end=end, again=again))
+
+    async def _end_later(self, live: _Live, end: _End, mode: str, error: Exception) -> None:
+        """Write the end until it is written (the database is out): the run's waiters have it meanwhile."""
+        prediction_id = live.row.id
+        self.hub.publish(Change(prediction_id, "completed", _provisional(live, end)))
+        what = faults.describe(error)
+        logs.failure(
+            log,
+            f"end: {what}",
+            f"the end of {prediction_id} ({end.status}) could not be written ({what}); it is written again until "
+            "the database is back (its waiters have it)",
+            level=logging.WARNING,
+        )
+        delay, attempts = END_RETRY_FIRST, 1
+        while True:
+            try:
+                await asyncio.sleep(delay)
+                attempts += 1
+                await self._write_end(live, end, mode, again=True)
+            except asyncio.CancelledError:
+                log.error(
+                    "the end of %s (%s) was not written: the server stopped while the database was out; its claim "
+                    "lapses and it will be reported failed (interrupted)",
+                    prediction_id,
+                    end.status,
+                )
+                raise
+            except Exception as exc:
+                if not faults.is_outage(exc):
+                    raise
+                delay = min(delay * 2, END_RETRY_MAX)
+            else:
+                log.info("the end of %s (%s) is written, at attempt %d", prediction_id, end.status, attempts)
+                return
+
+    def _end(self, tx: Tx, *, live: _Live, end: _End, again: bool = False) -> None:
         """The end in one transaction: status, output, logs, metrics (and, through the hooks, the terminal
-        webhook), the output files given to the prediction, the model's run count."""
+        webhook), the output files given to the prediction, the model's run count.
+
+        ``again``: an attempt after one that failed, which may have committed or not, and may have changed
+        the held row in memory: the row is looked up (inserted if absent) and moved from its stored state."""
         changes: dict[str, Any] = {
             "output": end.output,
             "set_output": end.status == "succeeded" or end.output is not None,
@@ -256,12 +325,19 @@ class Recorder:
             "metrics": end.metrics,
             "started_at": live.started_at,
         }
-        prediction, changed = self._move(tx, live.row, Status(end.status), insert=not live.written, **changes)
+        if again:
+            stored = tx.conn.execute(select(PREDICTIONS.c.id).where(PREDICTIONS.c.id == live.row.id)).first()
+            if stored is None:
+                prediction, changed = self._move(tx, live.row, Status(end.status), insert=True, **changes)
+            else:
+                prediction, changed = self.transitions.transition(tx, live.row.id, Status(end.status), **changes)
+        else:
+            prediction, changed = self._move(tx, live.row, Status(end.status), insert=not live.written, **changes)
         if changed:
             file_ops.link_outputs(tx, prediction.id, prediction.account_id, prediction.output)
             prediction_ops.count_run(tx, prediction)
 
-    async def _end_training(self, live: _Live, end: _End) -> None:
+    async def _end_training(self, live: _Live, end: _End, *, again: bool = False) -> None:
         """A training that succeeded: its trained version is made in the transaction that ends it (this
         needs file work, so it runs in a session of its own rather than the group writer), or the
         training fails saying why."""
@@ -270,7 +346,7 @@ class Recorder:
                 session, self.storage, self.settings, live.row.id, end.output
             )
             published = _End(status, output, error, end.logs, end.metrics)
-            await run_in(session, partial(self._end, live=live, end=published))
+            await run_in(session, partial(self._end, live=live, end=published, again=again))
 
 
 @dataclass(frozen=True)
@@ -280,3 +356,25 @@ class _End:
     error: str | None
     logs: str
     metrics: dict[str, Any]
+
+
+def _provisional(live: _Live, end: _End) -> Prediction:
+    """A copy of the held row as its end will make it (for waiters while the end cannot be written yet)."""
+    row = live.row
+    copy = Prediction()
+    for attribute in inspect(Prediction).column_attrs:
+        set_committed_value(copy, attribute.key, getattr(row, attribute.key))
+    now = utcnow()
+    metrics = dict(row.metrics or {})
+    metrics.update(end.metrics)
+    started = row.started_at or live.started_at
+    if started is not None and "predict_time" not in metrics:
+        metrics["predict_time"] = round((now - started).total_seconds(), 6)
+    values: dict[str, Any] = {"status": end.status, "logs": end.logs, "completed_at": now, "metrics": metrics}
+    values["started_at"] = started
+    values["error"] = (clean_error(end.error) or "Prediction failed") if end.status == "failed" else None
+    if end.status == "succeeded" or end.output is not None:
+        values["output"] = end.output
+    for key, value in values.items():
+        set_committed_value(copy, key, value)
+    return copy

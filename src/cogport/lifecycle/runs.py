@@ -25,6 +25,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.backends.base import Backend
+from cogport.db import faults
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, Version, utcnow
 from cogport.db.writer import GroupWriter, Tx
@@ -301,9 +302,15 @@ class Runs:
         return Created(await self.wait(row.id, wait, current=row), applied)
 
     async def reload(self, prediction_id: str, held: Prediction | None = None) -> Prediction:
-        """The row as stored now; ``held`` (the row this process holds) while it is not written yet."""
-        async with self.database.session() as session:
-            prediction = await prediction_ops.by_id(session, prediction_id)
+        """The row as stored now; ``held`` (the row this process holds) while it is not written yet, or while
+        the database is out (the run goes on here: its end reaches the waiter through the hub)."""
+        try:
+            async with self.database.session() as session:
+                prediction = await prediction_ops.by_id(session, prediction_id)
+        except Exception as exc:
+            if held is None or not faults.is_outage(exc):
+                raise
+            return held
         if prediction is None:
             if held is not None:
                 return held
