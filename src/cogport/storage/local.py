@@ -1,15 +1,21 @@
-"""Files in a local directory (the default: ``<data_dir>/files``)."""
+"""Files in a local directory (the default: ``<data_dir>/files``).
+
+A write that finds the disk full (``ENOSPC``, ``EDQUOT``) leaves nothing behind (no partial temporary
+file) and raises :class:`~cogport.errors.InsufficientStorage` (507).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from cogport.errors import FileNotFound
+from cogport.errors import FileNotFound, InsufficientStorage
 from cogport.storage.base import check_key
 
 
@@ -29,21 +35,23 @@ class LocalStorage:
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with _disk_full_is_507(tmp):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
 
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes]) -> int:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         size = 0
-        with tmp.open("wb") as handle:
-            async for chunk in chunks:
-                size += len(chunk)
-                handle.write(chunk)
-        os.replace(tmp, path)
+        with _disk_full_is_507(tmp):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as handle:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    handle.write(chunk)
+            os.replace(tmp, path)
         return size
 
     async def get(self, key: str) -> bytes:
@@ -78,13 +86,15 @@ class LocalStorage:
         source_path, target = self._path(source), self._path(key)
         if not source_path.is_file():
             raise FileNotFound()
-        await asyncio.to_thread(_link_or_copy, source_path, target)
+        with _disk_full_is_507():
+            await asyncio.to_thread(_link_or_copy, source_path, target)
 
     async def download_to(self, key: str, path: Path) -> None:
         source = self._path(key)
         if not source.is_file():
             raise FileNotFound()
-        await asyncio.to_thread(_link_or_copy, source, path)
+        with _disk_full_is_507():
+            await asyncio.to_thread(_link_or_copy, source, path)
 
     async def presign(
         self, key: str, ttl: float, *, filename: str | None = None, content_type: str | None = None
@@ -108,4 +118,18 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _disk_full_is_507(temporary: Path | None = None) -> Iterator[None]:
+    """A full disk is :class:`InsufficientStorage`; ``temporary`` is removed on any failure."""
+    try:
+        yield
+    except BaseException as exc:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InsufficientStorage("The server's disk is full: the file could not be stored.") from exc
         raise
