@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
@@ -54,6 +53,7 @@ from cogport.lifecycle.notify import Notifier
 from cogport.lifecycle.recorder import Recorder
 from cogport.lifecycle.runs import Runs, hub_hook
 from cogport.lifecycle.status import Transitions
+from cogport.lifecycle.watch import Watcher
 from cogport.metrics.registry import Metrics
 from cogport.netpolicy import HostPolicy
 from cogport.ops import deployments as deployment_ops
@@ -67,7 +67,9 @@ from cogport.storage.factory import open_storage
 from cogport.web import auth as web_auth
 from cogport.web import pages as web_pages
 from cogport.web import render as web_render
-from cogport.webhooks.sender import DeliveryService, WebhookAnnouncer
+from cogport.webhooks.delivery import DeliveryService
+from cogport.webhooks.sender import WebhookAnnouncer
+from cogport.webhooks.sender import new_client as new_webhook_client
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lease=settings.lease_seconds,
             fetcher=InputFetcher(database, storage, settings, fetch_client, input_policy(settings)),
         )
-        webhook_client = httpx.AsyncClient(
-            follow_redirects=False, trust_env=False, timeout=httpx.Timeout(10.0, connect=5.0)
-        )
         hooks = settings.webhooks
+        webhook_client = new_webhook_client(hooks)
         webhook_policy = HostPolicy.of(hooks.allow_private_networks, hooks.allowed_hosts, hooks.denied_hosts)
         announcer = WebhookAnnouncer(
             database,
@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             render=lambda row: presenters.run(row, file_urls.public_base_url(settings), settings),
             wake=lambda: services.wake("webhooks"),
             policy=webhook_policy,
+            settings=hooks,
         )
         # Other API processes on the same PostgreSQL database hear of changes and cancels (off on SQLite).
         notifier = Notifier(
@@ -165,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.add(Janitor(database, storage, writer, transitions, backend, dispatcher.weights))
         services.add(dispatcher)
         services.add(Autoscaler(database, backend, dispatcher))
-        services.add(DeliveryService(database, webhook_client, announcer, settings.webhooks))
+        services.add(DeliveryService(database, webhook_client, announcer, hooks, writer))
         app.state.database = database
         app.state.webhook_policy = webhook_policy
         app.state.storage = storage
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.recorder = recorder
         app.state.notifier = notifier
+        app.state.watcher = Watcher(database, hub, held=recorder.in_hand)  # streams' runs held elsewhere
         app.state.runs = Runs(
             database,
             writer,
@@ -205,6 +207,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.watcher.close()
             await services.stop()
             await backend.stop()  # running jobs end (failed: interrupted) through the writer
             await writer.stop()
