@@ -3,7 +3,7 @@ name the official clients accept (output, logs, error, done)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -18,36 +18,66 @@ class Event:
     data: str
 
 
-def iter_events(response: httpx.Response) -> Iterator[Event]:
-    """The events of an open streaming response, checked as they come; stops after ``done``."""
-    assert response.status_code == 200, response.read()
-    assert response.headers["content-type"].split(";")[0] == "text/event-stream"
-    event: str | None = None
-    event_id: str | None = None
-    data: list[str] = []
-    for line in response.iter_lines():
+class Parser:
+    """Lines of a stream in, checked events out (``feed`` answers one when a blank line ends it)."""
+
+    def __init__(self) -> None:
+        self.event: str | None = None
+        self.event_id: str | None = None
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> Event | None:
         if line.startswith(":"):
-            continue
+            return None
         if line == "":
-            if event is None and not data:
-                continue
-            assert event in EVENT_NAMES, f"event name {event!r}"
-            assert event_id, f"{event} event without an id"
-            yield Event(event, event_id, "\n".join(data))
-            if event == "done":
-                return
-            event, event_id, data = None, None, []
-            continue
+            if self.event is None and not self.data:
+                return None
+            assert self.event in EVENT_NAMES, f"event name {self.event!r}"
+            assert self.event_id, f"{self.event} event without an id"
+            done = Event(self.event, self.event_id, "\n".join(self.data))
+            self.event, self.event_id, self.data = None, None, []
+            return done
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "event":
-            event = value
+            self.event = value
         elif name == "id":
-            event_id = value
+            self.event_id = value
         elif name == "data":
-            data.append(value)
+            self.data.append(value)
         else:
             raise AssertionError(f"unexpected field {line!r}")
+        return None
+
+
+def _check_headers(response: httpx.Response) -> None:
+    assert response.headers["content-type"].split(";")[0] == "text/event-stream"
+
+
+def iter_events(response: httpx.Response) -> Iterator[Event]:
+    """The events of an open streaming response, checked as they come; stops after ``done``."""
+    assert response.status_code == 200, response.read()
+    _check_headers(response)
+    parser = Parser()
+    for line in response.iter_lines():
+        event = parser.feed(line)
+        if event is not None:
+            yield event
+            if event.event == "done":
+                return
+
+
+async def aiter_events(response: httpx.Response) -> AsyncIterator[Event]:
+    """:func:`iter_events` of an ``httpx.AsyncClient`` response."""
+    assert response.status_code == 200, await response.aread()
+    _check_headers(response)
+    parser = Parser()
+    async for line in response.aiter_lines():
+        event = parser.feed(line)
+        if event is not None:
+            yield event
+            if event.event == "done":
+                return
 
 
 def read_all(url: str, *, last_event_id: str | None = None, timeout: float = 60) -> list[Event]:
