@@ -9,8 +9,9 @@ the process that claimed it, but its stream, a wait for it or a cancel of it may
   ``NOTIFY``\\ s it on the changes channel;
 * hears the cancels this process asks of another (``Runs.cancel`` set ``cancel_requested`` on a run
   claimed elsewhere) and ``NOTIFY``\\ s them on the cancels channel;
-* ``LISTEN``\\ s on both and republishes the changes of other processes into its own hub (streams and
-  waiters there wake up and read the row again), and hands the cancels to the dispatcher (which cancels
+* ``LISTEN``\\ s on both and republishes the changes of other processes into its own hub (waiters there
+  read the row again; streams hear of it from the process's watcher, lifecycle/watch.py, which reads
+  the row once for all of them), and hands the cancels to the dispatcher (which cancels
   the run at once if it runs here).
 
 Payloads carry ids only (readers read the row): ``<sender node>`` on the first line, then one

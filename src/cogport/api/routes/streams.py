@@ -6,9 +6,11 @@ so a client reconnecting with ``Last-Event-ID`` resumes without a lost or repeat
 prediction's stream replays everything and ends with ``done``. ``: keepalive`` comments go out at
 least every 15 s.
 
-A prediction running in this process is streamed from what its recorder publishes, before it is
-written; one running in another process from its row, read again whenever that process announces a
-write (lifecycle/notify.py), and every ``POLL`` seconds in any case.
+A quiet stream costs nothing: it waits on the hub (lifecycle/hub.py), holding no database connection,
+and reads the row only when it opens. A prediction running in this process is streamed from what its
+recorder publishes, before it is written; any other (queued, or running in another API process) from its
+row as the process's one watcher (lifecycle/watch.py) reads it for all the streams that follow it: when
+another process announces a write (lifecycle/notify.py), and every ``watch.POLL`` seconds in any case.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from cogport.errors import NotFound
 from cogport.files import urls as file_urls
 from cogport.lifecycle.hub import Change, Hub
 from cogport.lifecycle.status import TERMINAL
+from cogport.lifecycle.watch import Watcher
 from cogport.ops import predictions as prediction_ops
 
 router = APIRouter(tags=["streams"])
 
 KEEPALIVE = 15.0
-POLL = 0.5
 
 
 def sse(event: str, data: str, event_id: str) -> str:
@@ -78,6 +80,7 @@ class PredictionStream:
         self.base_url = base_url
         self.settings = request.app.state.settings
         self.hub: Hub = request.app.state.hub
+        self.watcher: Watcher = request.app.state.watcher
         self.database = request.app.state.database
 
     def _diff(self, output: Any, logs: str) -> list[str]:
@@ -112,77 +115,91 @@ class PredictionStream:
         return events
 
     async def _load(self) -> Prediction | None:
-        async with self.database.session() as session:
+        async with self.database.reader() as session:
             return await prediction_ops.by_id(session, self.prediction_id)
 
     async def events(self) -> AsyncIterator[str]:
         queue = self.hub.subscribe(self.prediction_id)
+        self.watcher.watch(self.prediction_id)
         try:
-            prediction = await self._load()
+            prediction = await self._load()  # after subscribing: nothing falls between the two
             if prediction is None:
                 return
-            for event in self._diff(prediction.output, prediction.logs or ""):
+            output, logs = prediction.output, prediction.logs or ""
+            if prediction.status not in TERMINAL:
+                # What this process's recorder published and has not written yet.
+                ahead_output, ahead_logs = self.hub.latest(self.prediction_id)
+                if ahead_output is not None:
+                    output = ahead_output
+                if ahead_logs is not None and len(ahead_logs) >= len(logs):
+                    logs = ahead_logs
+            for event in self._diff(output, logs):
                 yield event
-            logs = prediction.logs or ""
             last_sent = time.monotonic()
             while prediction.status not in TERMINAL:
-                output, fresh_logs, reread = _merge(await _next_changes(queue))
+                changes = await _next_changes(queue, KEEPALIVE - (time.monotonic() - last_sent))
+                if not changes:
+                    yield ": keepalive\n\n"
+                    last_sent = time.monotonic()
+                    continue
+                row, output, logs = _merge(changes, logs)
                 out = []
-                if reread:
-                    reloaded = await self._load()
-                    if reloaded is None:
-                        return
-                    prediction, logs = reloaded, reloaded.logs or ""
-                    out = self._diff(prediction.output, logs)
-                if fresh_logs is not None and len(fresh_logs) >= len(logs):
-                    logs = fresh_logs  # published before it is written: ahead of the row
-                if output is not None or fresh_logs is not None:
-                    out += self._diff(output, logs)
+                if row is not None:
+                    if row.status in TERMINAL:
+                        prediction = row
+                        break
+                    out = self._diff(row.output, logs)
+                out += self._diff(output, logs)
                 for event in out:
                     yield event
-                    last_sent = time.monotonic()
-                if time.monotonic() - last_sent >= KEEPALIVE:
-                    yield ": keepalive\n\n"
                     last_sent = time.monotonic()
             for event in self._diff(prediction.output, prediction.logs or "") + self._end(prediction):
                 yield event
         finally:
+            self.watcher.unwatch(self.prediction_id)
             self.hub.unsubscribe(self.prediction_id, queue)
 
 
-async def _next_changes(queue: asyncio.Queue[Change]) -> list[Change]:
-    """The changes announced since the last look (waiting up to ``POLL`` for one); none: read the row."""
-    try:
-        changes = [await asyncio.wait_for(queue.get(), timeout=POLL)]
-    except TimeoutError:
-        return []
+async def _next_changes(queue: asyncio.Queue[Change], within: float) -> list[Change]:
+    """The changes announced since the last look, waiting up to ``within`` seconds for one (none: time for a
+    keep-alive). No database connection is held meanwhile."""
+    changes = []
+    if queue.empty():
+        try:
+            async with asyncio.timeout(max(0.0, within)):
+                changes.append(await queue.get())
+        except TimeoutError:
+            return []
     while not queue.empty():
         changes.append(queue.get_nowait())
     return changes
 
 
-def _merge(changes: list[Change]) -> tuple[Any, str | None, bool]:
-    """``(output, logs, reread)`` of a burst of changes: the latest output and logs the recorder of this
-    process published, or ``reread`` when the row must be read (a timeout, a start or end, or a change
-    another process announced: those carry no data, see lifecycle/notify.py)."""
+def _merge(changes: list[Change], logs: str) -> tuple[Prediction | None, Any, str]:
+    """``(row, output, logs)`` of a burst of changes: the latest row read (the end's, or the watcher's for a
+    run held elsewhere), the latest output this process's recorder published, and the longest logs seen.
+    Changes without data (a start, another process's change: the watcher reads that row and publishes it)
+    and an end that could not be recorded (the watcher reads the row from then on) carry nothing here."""
+    row: Prediction | None = None
     output: Any = None
-    logs: str | None = None
-    reread = not changes
     for change in changes:
-        if change.data is None or change.kind not in ("output", "logs"):
-            reread = True
-        elif change.kind == "output":
-            output = change.data
-        else:
-            logs = str(change.data)
-    return output, logs, reread
+        data = change.data
+        if isinstance(data, Prediction):
+            row = data
+            if len(data.logs or "") >= len(logs):
+                logs = data.logs or ""
+        elif change.kind == "output" and data is not None:
+            output = data
+        elif change.kind == "logs" and data is not None and len(str(data)) >= len(logs):
+            logs = str(data)
+    return row, output, logs
 
 
 @router.get("/v1/streams/{token}")
 async def stream(
     token: str, request: Request, base_url: BaseUrl, last_event_id: str | None = Header(None, alias="Last-Event-ID")
 ) -> StreamingResponse:
-    async with request.app.state.database.session() as session:
+    async with request.app.state.database.reader() as session:
         prediction = await prediction_ops.by_stream_token(session, token)
     if prediction is None:
         raise NotFound("This stream does not exist (or its prediction was deleted)")
