@@ -198,6 +198,14 @@ class WebhookSettings(BaseModel):
     """Seconds before the first retry; each next one waits twice as long, up to ``retry_max_delay``."""
     retry_max_delay: float = Field(default=300.0, gt=0)
     """The longest wait between two attempts."""
+    concurrency: int = Field(default=256, ge=1)
+    """Terminal webhook attempts in flight at once, per process, over all targets."""
+    target_concurrency: int = Field(default=16, ge=1)
+    """Requests in flight at once to one target (scheme, host and port), per process: terminal and
+    intermediate webhooks together. A slow or hung receiver holds at most this many; the others go on."""
+    timeout: float = Field(default=10.0, gt=0)
+    """Seconds one attempt may take in all (waiting for a slot to its target, connecting, sending, the
+    answer); a claimed terminal webhook is held three times as long before another process may try it."""
     allow_private_networks: bool = False
     """Let webhooks target loopback, link-local, private and unspecified addresses (refused by default)."""
     allowed_hosts: list[str] = Field(default_factory=list)

@@ -4,10 +4,12 @@
 the terminal webhook's row in the very transaction that makes the prediction terminal (so a crash can
 never leave a finished prediction without its webhook), and its ``after_commit`` hook sends the
 intermediate events (``start``, throttled ``output``/``logs``) from background tasks and wakes the
-sender. ``DeliveryService`` delivers terminal webhooks from ``webhook_deliveries`` and retries with
-exponential backoff (``COGPORT_WEBHOOKS__*``: by default for an hour, at most 5 minutes apart), so
-retries survive a restart. Redirects are never followed (nor retried), and sending never blocks a
-prediction.
+sender. :class:`~cogport.webhooks.delivery.DeliveryService` delivers terminal webhooks from
+``webhook_deliveries`` and retries with exponential backoff (``COGPORT_WEBHOOKS__*``: by default for an
+hour, at most 5 minutes apart), so retries survive a restart. Every send goes through :meth:`attempt`: one
+shared HTTP client (kept-alive connections), at most ``target_concurrency`` requests in flight per target
+(:mod:`cogport.webhooks.targets`) and ``timeout`` seconds in all. Redirects are never followed (nor
+retried), and sending never blocks a prediction.
 """
 
 from __future__ import annotations
@@ -18,28 +20,39 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from cogport.db.engine import Database
-from cogport.db.tables import Account, Prediction, WebhookDelivery, utcnow
+from cogport.db.tables import Account, Prediction
 from cogport.db.writer import Tx
 from cogport.lifecycle.status import Announcement, Status
 from cogport.netpolicy import HostPolicy, Refusal, pinned
 from cogport.ops import webhooks as delivery_ops
-from cogport.services.base import Service
 from cogport.settings import WebhookSettings
 from cogport.webhooks import signing
+from cogport.webhooks.targets import Targets, target_of
+from cogport.webhooks.transport import PerTargetTransport
 
 log = logging.getLogger(__name__)
 
 ALL_EVENTS = ("start", "output", "logs", "completed")
 THROTTLE = 0.5
-ATTEMPT_HOLD = 30.0
 
 Render = Callable[[Prediction], dict[str, Any]]
+
+
+def new_client(settings: WebhookSettings) -> httpx.AsyncClient:
+    """The one HTTP client every webhook goes through: redirects not followed, no proxy from the environment,
+    and a pool of kept-alive connections per target (:mod:`cogport.webhooks.transport`), each of at most
+    ``target_concurrency`` connections."""
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx.Timeout(settings.timeout, connect=min(5.0, settings.timeout)),
+        transport=PerTargetTransport(settings.target_concurrency),
+    )
 
 
 def retry_delay(settings: WebhookSettings, attempt: int, age: float) -> float | None:
@@ -88,10 +101,13 @@ class WebhookAnnouncer:
         render: Render,
         wake: Callable[[], None],
         policy: HostPolicy,
+        settings: WebhookSettings | None = None,
     ) -> None:
         self.database = database
         self.client = client
         self.policy = policy
+        self.settings = settings or WebhookSettings()
+        self.targets = Targets(self.settings.target_concurrency)
         self.render = render
         self.wake_sender = wake
         self._secrets: dict[int, str] = {}
@@ -142,6 +158,20 @@ class WebhookAnnouncer:
         else:
             self._send_now(prediction)
 
+    async def attempt(self, url: str, secret: str, message_id: str, body: str) -> Failure | None:
+        """One attempt within ``timeout`` seconds, in a slot of its target (waited for within the time)."""
+        target = target_of(url)
+        timeout = self.settings.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self.targets.take(target)
+                try:
+                    return await post(self.client, self.policy, url, secret, message_id, body)
+                finally:
+                    self.targets.give(target)
+        except TimeoutError:
+            return Failure(f"no answer within {timeout:g}s (COGPORT_WEBHOOKS__TIMEOUT)", retry=True)
+
     async def secret_for(self, account_id: int) -> str:
         secret = self._secrets.get(account_id)
         if secret is None:
@@ -188,7 +218,7 @@ class WebhookAnnouncer:
 
     async def _deliver_once(self, url: str, account_id: int, body: str) -> None:
         secret = await self.secret_for(account_id)
-        failure = await post(self.client, self.policy, url, secret, signing.new_message_id(), body)
+        failure = await self.attempt(url, secret, signing.new_message_id(), body)
         self.outcome("failed" if failure else "delivered")
         if failure:
             log.info("webhook to %s failed (not retried: not terminal): %s", url, failure.reason)
@@ -210,52 +240,3 @@ class WebhookAnnouncer:
             handle.cancel()
         for task in list(self._tasks):
             task.cancel()
-
-
-class DeliveryService(Service):
-    """Delivers terminal webhooks from the database, retrying with backoff."""
-
-    name = "webhooks"
-    interval = 1.0
-
-    def __init__(
-        self, database: Database, client: httpx.AsyncClient, announcer: WebhookAnnouncer, settings: WebhookSettings
-    ) -> None:
-        super().__init__()
-        self.database = database
-        self.client = client
-        self.announcer = announcer
-        self.settings = settings
-
-    async def run_once(self) -> bool:
-        async with self.database.session() as session:
-            due = await delivery_ops.due(session)
-        await asyncio.gather(*(self._attempt(delivery) for delivery in due))
-        return len(due) >= 50
-
-    async def _attempt(self, delivery: WebhookDelivery) -> None:
-        async with self.database.session() as session:
-            if not await delivery_ops.claim(session, delivery, ATTEMPT_HOLD):
-                return
-        secret = await self.announcer.secret_for(delivery.account_id)
-        policy = self.announcer.policy
-        failure = await post(self.client, policy, delivery.url, secret, delivery.message_id, delivery.body)
-        attempt = delivery.attempts + 1
-        retry_at = None
-        if failure and failure.retry:
-            now = utcnow()
-            delay = retry_delay(self.settings, attempt, (now - delivery.created_at).total_seconds())
-            retry_at = None if delay is None else now + timedelta(seconds=delay)
-        self.announcer.outcome("delivered" if failure is None else "retrying" if retry_at else "failed")
-        if failure:
-            log.info(
-                "webhook %s attempt %d to %s failed: %s", delivery.message_id, attempt, delivery.url, failure.reason
-            )
-        async with self.database.session() as session:
-            await delivery_ops.record(
-                session,
-                delivery.id,
-                delivered=failure is None,
-                error=failure.reason if failure else None,
-                retry_at=retry_at,
-            )
