@@ -4,6 +4,7 @@ can be stopped and started again on the same port (a receiver that is down, then
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -140,3 +141,65 @@ def delivery_row(
             return row
         assert time.monotonic() < deadline, f"terminal webhook of {prediction_id}: {row and (row.status, row.attempts)}"
         time.sleep(0.05)
+
+
+class HangingReceiver:
+    """A webhook receiver that reads each request and never answers (until :meth:`stop`); it counts the
+    requests read and those the sender gave up on (closed its end) while still unanswered."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+        self.requests = 0
+        self.abandoned = 0
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._hold, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.2)
+            data = b""
+            while not self._stopping:
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if not chunk:  # the sender closed its end: it gave up on what it sent
+                    with self._lock:
+                        self.abandoned += data.count(b"POST ")
+                        self._lock.notify_all()
+                    return
+                data += chunk
+                with self._lock:
+                    self.requests += chunk.count(b"POST ")
+                    self._lock.notify_all()
+
+    def wait(self, predicate: Callable[[HangingReceiver], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"hanging receiver: {self.requests} requests, {self.abandoned} abandoned"
+                self._lock.wait(min(remaining, 0.1))
+
+    def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
