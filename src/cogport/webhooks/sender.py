@@ -111,6 +111,7 @@ class WebhookAnnouncer:
         self.render = render
         self.wake_sender = wake
         self._secrets: dict[int, str] = {}
+        self._loading: dict[int, asyncio.Future[str]] = {}
         self._last_sent: dict[tuple[str, str], float] = {}
         self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -175,10 +176,19 @@ class WebhookAnnouncer:
     async def secret_for(self, account_id: int) -> str:
         secret = self._secrets.get(account_id)
         if secret is None:
-            async with self.database.session() as session:
-                account = await session.get(Account, account_id)
-            secret = account.webhook_secret if account else ""
-            self._secrets[account_id] = secret
+            # One read per account however many sends ask at once (a burst would otherwise read it per send).
+            loading = self._loading.get(account_id)
+            if loading is None:
+                loading = self._loading[account_id] = asyncio.ensure_future(self._load_secret(account_id))
+                loading.add_done_callback(lambda _: self._loading.pop(account_id, None))
+            secret = await asyncio.shield(loading)
+        return secret
+
+    async def _load_secret(self, account_id: int) -> str:
+        async with self.database.session() as session:
+            account = await session.get(Account, account_id)
+        secret = account.webhook_secret if account else ""
+        self._secrets[account_id] = secret
         return secret
 
     def _send_now(self, prediction: Prediction, *, as_start: bool = False) -> None:
