@@ -113,24 +113,26 @@ def test_kill_9_and_sigterm_of_the_server_under_load(
     try:
         version = push_fixture(first.url, tmp_path, "slow")
         with Creator(first.url, version, receiver.url) as creator:
+
+            def restart(phase: str) -> ServerProcess:
+                """A new server on the same data; the clients move to it; 30 more runs created there."""
+                nonlocal current
+                current = server()
+                current.start(timeout=180)
+                creator.url = current.url
+                creator.phase = phase
+                seen = creator.count()
+                _wait(lambda: creator.count() >= seen + 30, f"runs created {phase}")
+                return current
+
             _wait(lambda: creator.count() >= 30, "runs created before the kill")
             creator.phase = "kill"
             first.kill()
-            second = current = server()
-            second.start(timeout=180)
-            creator.url = second.url
-            creator.phase = "after kill"
-            seen = creator.count()
-            _wait(lambda: creator.count() >= seen + 30, "runs created after the restart")
+            second = restart("after kill")
             creator.phase = "sigterm"
             second.stop()  # SIGTERM: what it accepted, it answers
             assert second.process is not None and second.process.returncode == 0
-            third = current = server()
-            third.start(timeout=180)
-            creator.url = third.url
-            creator.phase = "after sigterm"
-            seen = creator.count()
-            _wait(lambda: creator.count() >= seen + 30, "runs created after the second restart")
+            third = restart("after sigterm")
         # connections the kill broke are expected; after it, none
         assert [d for d in creator.dropped if not d.startswith("kill")] == []
 

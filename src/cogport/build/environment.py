@@ -48,7 +48,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -180,20 +180,27 @@ def _names_setuptools(packages: tuple[str, ...], source: Path, requirements: str
     pattern = re.compile(r"^setuptools(?![\w.-])", re.IGNORECASE)
     if any(pattern.match(package.strip()) for package in packages):
         return True
-    pending = [source / requirements] if requirements else []
-    seen: set[Path] = set()
+    if not requirements:
+        return False
+    return any(
+        words and pattern.match(words[0]) for _, lines in _requirement_files(source / requirements) for words in lines
+    )
+
+
+def _requirement_files(first: Path) -> Iterator[tuple[Path, list[list[str]]]]:
+    """A requirements file and those it includes (``-r``, ``-c``), each once, with its lines' words."""
+    pending, seen = [first], set[Path]()
     while pending:
         path = pending.pop()
         if path in seen or not path.is_file():
             continue
         seen.add(path)
-        for words in _requirement_words(path.read_text(encoding="utf-8", errors="replace")):
-            if words and pattern.match(words[0]):
-                return True
+        lines = _requirement_words(path.read_text(encoding="utf-8", errors="replace"))
+        yield path, lines
+        for words in lines:
             for index, word in enumerate(words):
                 if word in _REQUIREMENT_FILE_OPTIONS and index + 1 < len(words):
                     pending.append(path.parent / words[index + 1])
-    return False
 
 
 def _requirements_digest(source: Path, requirements: str) -> str:
@@ -266,18 +273,11 @@ def check_local_paths(source: Path, requirements: str | None, packages: tuple[st
     first = source / requirements
     if _outside(requirements if requirements.startswith("/") else f"./{requirements}", (root,), root):
         raise BuildError(f"build.python_requirements {requirements!r} is outside the model directory")
-    pending, seen = [first], set[Path]()
-    while pending:
-        path = pending.pop()
-        if path in seen or not path.is_file():
-            continue
-        seen.add(path)
+    for path, lines in _requirement_files(first):
         where = str(path.relative_to(source))
-        for words in _requirement_words(path.read_text(encoding="utf-8", errors="replace")):
-            for index, word in enumerate(words):
+        for words in lines:
+            for word in words:
                 check(word, where, (root, path.parent))
-                if word in _REQUIREMENT_FILE_OPTIONS and index + 1 < len(words):
-                    pending.append(path.parent / words[index + 1])
 
 
 def uv_environment(environ: Mapping[str, str], *, secrets: bool = True) -> dict[str, str]:

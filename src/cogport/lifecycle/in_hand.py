@@ -84,6 +84,3 @@ class InHand:
         self._runs = {}
         self.complete = False
         self.unread = False
-
-    def ids(self) -> list[str]:
-        return list(self._runs)

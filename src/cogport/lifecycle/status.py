@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, cast
 
@@ -279,11 +279,7 @@ def _as_meant(row: Prediction, to: Status, error: str | None, started_at: dateti
 
 
 def _past(deadline: datetime | None) -> bool:
-    if deadline is None:
-        return False
-    if deadline.tzinfo is None:  # SQLite gives naive UTC values back
-        deadline = deadline.replace(tzinfo=UTC)
-    return deadline <= utcnow()
+    return deadline is not None and deadline <= utcnow()  # aware on every backend (UTCDateTime)
 
 
 def _kind(to: Status) -> EventKind:
