@@ -231,7 +231,7 @@ async def test_a_training_has_its_page_too(app: FastAPI, client: httpx.AsyncClie
         await sign_in(web, users.alice)
         shown = await web.get(f"/p/{training['id']}")
         assert shown.status_code == 200
-        assert f"Training <span class=\"mono\">{training['id']}</span>" in shown.text
+        assert f'Training <span class="mono">{training["id"]}</span>' in shown.text
         assert 'data-kind="training"' in shown.text and DATA in shown.text
         # the page's data is what GET /v1/trainings/{id} answers
         data = re.search(r'<script type="application/json" id="run-data">(.*?)</script>', shown.text, re.S)

@@ -4,7 +4,9 @@ stopped with the server running and started again.
 While it is down: every request gets an answer (no dropped connection), each failure is a 503 with
 Retry-After and a short problem body (no driver text), and the log holds a few lines, not a traceback per
 request. Runs that end while it is down keep their end: once it is back each ends as the model ended it
-(``succeeded``, never "interrupted"), exactly once (one ``completed`` webhook each). The lease is shorter
+(``succeeded``, never "interrupted"), exactly once (one ``completed`` webhook each), and stored. A run
+answered 201 is readable by id at once, from the process that answered, even while its row or its end is
+not written yet. The lease is shorter
 than the outage, so the dispatcher's housekeeping meets its own lapsed claims when the database returns.
 
 It runs its own PostgreSQL whatever ``COGPORT_TEST_DATABASE_URL`` says, so it runs in the SQLite pass only.
@@ -12,6 +14,7 @@ It runs its own PostgreSQL whatever ``COGPORT_TEST_DATABASE_URL`` says, so it ru
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -19,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from cogport.settings import Settings
@@ -79,6 +83,15 @@ def records() -> Iterator[Records]:
         logger.setLevel(level)
 
 
+async def stored_statuses(url: str, ids: list[str]) -> dict[str, str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT id, status FROM predictions WHERE id = ANY($1::text[])", ids)
+    finally:
+        await connection.close()
+    return {row["id"]: row["status"] for row in rows}
+
+
 def test_a_database_outage_answers_every_request_and_loses_no_result(
     live_server: LiveServer, postgres: PrivatePostgres, receiver: Receiver, records: Records, tmp_path: Path
 ) -> None:
@@ -121,9 +134,12 @@ def test_a_database_outage_answers_every_request_and_loses_no_result(
         f"{(served[0] - restarted) if served else -1:.2f}s; {len(runs)} runs"
     )
     ends = {i: get(live_server, i) for i in runs}
-    wrong = {i: (e["status"], e["error"]) for i, e in ends.items()
-             if (e["status"], e["output"]) != ("succeeded", "awake")}
+    wrong = {
+        i: (e["status"], e["error"]) for i, e in ends.items() if (e["status"], e["output"]) != ("succeeded", "awake")
+    }
     assert wrong == {}
+    # Stored, not only held: each end is in the database as the model ended it.
+    assert asyncio.run(stored_statuses(postgres.url, runs)) == dict.fromkeys(runs, "succeeded")
     # Exactly once: one completed webhook per run.
     wait_until(lambda: len({d.json["id"] for d in receiver.deliveries}) >= len(runs), "a webhook per run", 120)
     completed = Counter(d.json["id"] for d in receiver.deliveries if d.status in TERMINAL)

@@ -93,8 +93,10 @@ def test_a_full_disk_answers_507_and_loses_no_result(
         full = load.answers[-1].at
         wait_until(lambda: load.count(lambda a: a.operation == "upload" and a.status == 507, full) >= 5, "507s")
         if not PG_URL:  # SQLite's database is on the full disk: creates cannot be stored either
-            wait_until(lambda: load.count(lambda a: a.operation in ("create", "sync") and a.status == 507, full) >= 5,
-                       "creates refused")
+            wait_until(
+                lambda: load.count(lambda a: a.operation in ("create", "sync") and a.status == 507, full) >= 5,
+                "creates refused",
+            )
         filler.unlink()
         freed = load.answers[-1].at
         for operation in ("upload", "create", "sync"):

@@ -118,6 +118,8 @@ class GroupWriter:
         self._sync_engine: Engine | None = None
         self._sync_connection: Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._committed: asyncio.Event | None = None
+        """What :meth:`next_commit` waits on (made only when someone waits), set and dropped at a commit."""
         self.batches = 0
         """Transactions committed (for the benchmark's and the metrics' counters)."""
         self.operations = 0
@@ -149,6 +151,13 @@ class GroupWriter:
                 return await run_in(session, operation)
         # The caller may be canceled (a client hung up): the write still happens, as if it were sent.
         return await asyncio.shield(self.submit(operation))
+
+    async def next_commit(self) -> None:
+        """Return when the writer next commits a transaction (what writes that wait out an outage listen
+        for, under a timeout of their own: a commit says the database is back)."""
+        if self._committed is None:
+            self._committed = asyncio.Event()
+        await self._committed.wait()
 
     def submit(self, operation: Operation[T]) -> asyncio.Future[T]:
         """Queue ``operation`` now (operations run in the order they are queued); a future of its result."""
@@ -210,6 +219,9 @@ class GroupWriter:
             outcome = await self._run_async_batch(operations)
         self.batches += 1
         self.operations += len(batch)
+        if self._committed is not None:
+            self._committed.set()
+            self._committed = None
         return outcome
 
     # --- SQLite: the writer's thread --------------------------------------------------------------

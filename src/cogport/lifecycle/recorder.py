@@ -30,6 +30,7 @@ database reports the run ``failed`` (interrupted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,12 +107,28 @@ class Recorder:
         self.on_finished = on_finished
         self._live: dict[str, _Live] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ending: set[str] = set()
+        self._ending: dict[str, Prediction] = {}
         """Runs whose end is being written: still this process's (their claims are renewed) until it is."""
+        self._pending_ends: dict[str, Prediction] = {}
+        """Runs whose end could not be written yet (the database is out): the row as it will be written."""
 
     def in_hand(self) -> set[str]:
         """The runs this recorder holds: recording, or writing their end."""
-        return self._live.keys() | self._ending
+        return self._live.keys() | self._ending.keys()
+
+    def pending_end(self, prediction_id: str) -> Prediction | None:
+        """The row as the end this process could not write yet (the database is out) will make it: newer
+        than the stored one, which may not even exist yet."""
+        return self._pending_ends.get(prediction_id)
+
+    def held(self, prediction_id: str) -> Prediction | None:
+        """The row of a run this process records or is ending, as it holds it: the database may not hold
+        it yet (a sync run started at once is written a moment later, or with its end)."""
+        pending = self._pending_ends.get(prediction_id)
+        if pending is not None:
+            return pending
+        live = self._live.get(prediction_id)
+        return live.row if live is not None else self._ending.get(prediction_id)
 
     def hold(self, row: Prediction, *, written: bool = True) -> None:
         """The row of a job about to be submitted (the recorder writes it from now on, never reading it);
@@ -243,7 +260,7 @@ class Recorder:
     ) -> None:
         live = self._live.pop(job.prediction_id, None)
         if live is not None:
-            self._ending.add(job.prediction_id)
+            self._ending[job.prediction_id] = live.row
         try:
             if live is None:
                 log.warning("the end of %s, which this process does not record", job.prediction_id)
@@ -268,7 +285,7 @@ class Recorder:
             log.exception("recording the end of %s failed", job.prediction_id)
             self.hub.publish(Change(job.prediction_id, "completed", RecordingFailed(str(exc))))
         finally:
-            self._ending.discard(job.prediction_id)
+            self._ending.pop(job.prediction_id, None)
             self.on_finished()
 
     async def _write_end(self, live: _Live, end: _End, mode: str, *, again: bool = False) -> None:
@@ -280,7 +297,15 @@ class Recorder:
     async def _end_later(self, live: _Live, end: _End, mode: str, error: Exception) -> None:
         """Write the end until it is written (the database is out): the run's waiters have it meanwhile."""
         prediction_id = live.row.id
-        self.hub.publish(Change(prediction_id, "completed", _provisional(live, end)))
+        self._pending_ends[prediction_id] = _provisional(live, end)
+        try:
+            await self._end_until_written(live, end, mode, error)
+        finally:
+            self._pending_ends.pop(prediction_id, None)
+
+    async def _end_until_written(self, live: _Live, end: _End, mode: str, error: Exception) -> None:
+        prediction_id = live.row.id
+        self.hub.publish(Change(prediction_id, "completed", self._pending_ends[prediction_id]))
         what = faults.describe(error)
         logs.failure(
             log,
@@ -292,7 +317,10 @@ class Recorder:
         delay, attempts = END_RETRY_FIRST, 1
         while True:
             try:
-                await asyncio.sleep(delay)
+                # The next try: after the backoff, or as soon as any write commits (the database is back).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.writer.next_commit()
                 attempts += 1
                 await self._write_end(live, end, mode, again=True)
             except asyncio.CancelledError:

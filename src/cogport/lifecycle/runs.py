@@ -52,6 +52,13 @@ MAX_DEADLINE = 30 * 86400.0
 POLL_INTERVAL = 0.25
 
 
+def _visible(row: Prediction, principal: Principal, kind: str | None) -> Prediction:
+    """``row`` if the caller may read it as a run of ``kind`` (anyone else gets 404, as from the database)."""
+    if row.account_id != principal.id or (kind is not None and row.kind != kind):
+        raise PredictionNotFound()
+    return row
+
+
 def parse_prefer(header: str | None, maximum: int) -> int | None:
     """Seconds to wait from ``Prefer: wait[=N]``; None when the header asks for no wait."""
     if not header:
@@ -300,6 +307,31 @@ class Runs:
             return Created(row, None)
         applied = f"wait={wait}" if request.prefer and "=" in request.prefer else "wait"
         return Created(await self.wait(row.id, wait, current=row), applied)
+
+    async def read(
+        self, session: AsyncSession, principal: Principal, prediction_id: str, kind: str | None = "prediction"
+    ) -> Prediction:
+        """One of the caller's runs as it stands: the stored row, unless this process holds a newer one. A
+        caller that was answered with a run can always read it back from the process that answered: an end
+        not written yet (the database was out) is read as it will be written; a run this process records
+        whose row is not written yet (a sync run started at once), or any it holds while the database is
+        out, as it holds it. Anyone else's run, or one of another ``kind``, is not found."""
+        recorder = self.dispatcher.recorder
+        pending = recorder.pending_end(prediction_id)
+        if pending is not None:
+            return _visible(pending, principal, kind)
+        try:
+            return await prediction_ops.get(session, principal, prediction_id, kind)
+        except PredictionNotFound:
+            held = recorder.held(prediction_id)
+            if held is None:
+                raise
+            return _visible(held, principal, kind)
+        except Exception as exc:
+            held = recorder.held(prediction_id) if faults.is_outage(exc) else None
+            if held is None:
+                raise
+            return _visible(held, principal, kind)
 
     async def reload(self, prediction_id: str, held: Prediction | None = None) -> Prediction:
         """The row as stored now; ``held`` (the row this process holds) while it is not written yet, or while

@@ -70,7 +70,8 @@ async def prediction_page(prediction_id: str, request: Request, session: Session
     if principal is None:
         return sign_in_redirect(request)
     try:
-        row = await prediction_ops.get(session, principal, prediction_id, kind=None)  # predictions and trainings
+        # Predictions and trainings; a run this process holds unwritten reads as it holds it.
+        row = await request.app.state.runs.read(session, principal, prediction_id, kind=None)
     except NotFound:
         return not_found(request, principal, "This prediction does not exist, or you cannot see it.")
     version = await session.get(Version, row.version_pk)

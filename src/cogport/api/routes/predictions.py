@@ -165,7 +165,8 @@ async def list_runs(
 async def get_prediction(
     prediction_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal, base_url: BaseUrl
 ) -> JSONResponse:
-    prediction = await prediction_ops.get(session, principal, prediction_id)
+    runs: Runs = request.app.state.runs
+    prediction = await runs.read(session, principal, prediction_id)
     return JSONResponse(present(request, prediction, base_url), headers=NO_STORE)
 
 
@@ -182,6 +183,6 @@ async def cancel_run(
     """Cancel one of the caller's predictions (or trainings); see :meth:`Runs.cancel`."""
     runs: Runs = request.app.state.runs
     async with request.app.state.database.session() as session:
-        run = await prediction_ops.get(session, principal, run_id, kind=kind)
+        run = await runs.read(session, principal, run_id, kind=kind)
     run = await runs.cancel(run)
     return JSONResponse(present(request, run, base_url), headers=NO_STORE)

@@ -25,8 +25,8 @@ from cogport.api.routes.predictions import (
     present,
 )
 from cogport.db.tables import Account, Model, Version
+from cogport.lifecycle.runs import Runs
 from cogport.ops import models as model_ops
-from cogport.ops import predictions as prediction_ops
 from cogport.ops import trainings as training_ops
 from cogport.ops import versions as version_ops
 from cogport.schemas.actions import TrainingCreate
@@ -79,7 +79,8 @@ async def list_trainings(
 async def get_training(
     training_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal, base_url: BaseUrl
 ) -> JSONResponse:
-    training = await prediction_ops.get(session, principal, training_id, kind=training_ops.KIND)
+    runs: Runs = request.app.state.runs
+    training = await runs.read(session, principal, training_id, kind=training_ops.KIND)
     return JSONResponse(present(request, training, base_url), headers=NO_STORE)
 
 
