@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import contextvars
 import functools
 import inspect
 import os
@@ -21,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,8 @@ import uvicorn
 
 from bench.predictions import AUTH, MODELS, TOKEN, push_model
 
-Marks = dict[str, list[float]]
+Marks = dict[str, dict[str, float]]
+"""A step's mark (``create>``, ``tx<``, ...) -> prediction id -> when it happened."""
 STEPS = [
     ("client sends", "client>"),
     ("route: Runs.create begins", "create>"),
@@ -41,30 +45,46 @@ STEPS = [
     ("Runs.create returns (waiter woken)", "create<"),
     ("client has the response", "client<"),
 ]
+ENDING: contextvars.ContextVar[str | None] = contextvars.ContextVar("ENDING", default=None)
+"""The prediction whose end ``Recorder.finished`` is recording (so its writes can be told from others')."""
 
 
-def wrap(marks: Marks, owner: Any, attribute: str, name: str) -> None:
+def wrap(marks: Marks, owner: Any, attribute: str, name: str, key: Callable[[tuple[Any, ...], Any], str]) -> None:
+    """Note when each call of ``owner.attribute`` begins and ends, under the prediction ``key(args, result)``
+    names (the first mark of a step for an id is kept, and the last end); a call with no id is not noted.
+    Marks go by prediction, so a write of another run (or a background one) never lands in a request's row."""
     function = getattr(owner, attribute)
+
+    def note(began: float, args: tuple[Any, ...], result: Any) -> None:
+        ended = time.perf_counter()
+        with contextlib.suppress(Exception):
+            prediction = key(args, result)
+            if prediction:
+                marks[name + ">"].setdefault(prediction, began)
+                marks[name + "<"][prediction] = ended
+
     if inspect.iscoroutinefunction(function):
 
         @functools.wraps(function)
         async def timed_async(*args: Any, **kwargs: Any) -> Any:
-            marks[name + ">"].append(time.perf_counter())
+            began, result = time.perf_counter(), None
             try:
-                return await function(*args, **kwargs)
+                result = await function(*args, **kwargs)
+                return result
             finally:
-                marks[name + "<"].append(time.perf_counter())
+                note(began, args, result)
 
         setattr(owner, attribute, timed_async)
     else:
 
         @functools.wraps(function)
         def timed_sync(*args: Any, **kwargs: Any) -> Any:
-            marks[name + ">"].append(time.perf_counter())
+            began, result = time.perf_counter(), None
             try:
-                return function(*args, **kwargs)
+                result = function(*args, **kwargs)
+                return result
             finally:
-                marks[name + "<"].append(time.perf_counter())
+                note(began, args, result)
 
         setattr(owner, attribute, timed_sync)
 
@@ -76,11 +96,52 @@ def instrument(marks: Marks) -> None:
     from cogport.lifecycle.runs import Runs
     from cogport.runtime.instance import Instance
 
-    wrap(marks, Runs, "create", "create")
-    wrap(marks, Dispatcher, "start_claimed", "start_claimed")
-    wrap(marks, Instance, "predict", "predict")
-    wrap(marks, Recorder, "finished", "finished")
-    wrap(marks, GroupWriter, "_transaction", "tx")
+    wrap(marks, Runs, "create", "create", lambda args, created: created.row.id)
+    wrap(marks, Dispatcher, "start_claimed", "start_claimed", lambda args, _: args[1].id)
+    wrap(marks, Instance, "predict", "predict", lambda args, _: args[1].prediction_id)
+
+    # The end's write: queued (GroupWriter.submit) from inside Recorder.finished, run in a batch by the
+    # writer's own task; the queued operation carries the prediction id from one to the other.
+    finished = Recorder.finished
+
+    @functools.wraps(finished)
+    async def ending(self: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
+        marks["finished>"].setdefault(job.prediction_id, time.perf_counter())
+        token = ENDING.set(job.prediction_id)
+        try:
+            return await finished(self, job, *args, **kwargs)
+        finally:
+            ENDING.reset(token)
+
+    Recorder.finished = ending  # type: ignore[method-assign]
+    ends: dict[int, str] = {}
+    submit = GroupWriter.submit
+
+    @functools.wraps(submit)
+    def tagged(self: Any, operation: Any) -> Any:
+        prediction = ENDING.get()
+        if prediction is not None:
+            ends[id(operation)] = prediction
+        return submit(self, operation)
+
+    GroupWriter.submit = tagged  # type: ignore[method-assign]
+
+    transaction = GroupWriter._transaction
+
+    @functools.wraps(transaction)
+    async def timed_transaction(self: Any, batch: list[Any]) -> Any:
+        began = time.perf_counter()
+        try:
+            return await transaction(self, batch)
+        finally:
+            ended = time.perf_counter()
+            for item in batch:
+                prediction = ends.pop(id(item.operation), None)
+                if prediction is not None:
+                    marks["tx>"].setdefault(prediction, began)
+                    marks["tx<"][prediction] = ended
+
+    GroupWriter._transaction = timed_transaction  # type: ignore[method-assign]
 
 
 async def serve_and_measure(args: argparse.Namespace, work: Path) -> list[str]:
@@ -98,7 +159,7 @@ async def serve_and_measure(args: argparse.Namespace, work: Path) -> list[str]:
     from cogport.app import create_app
     from cogport.settings import Settings
 
-    marks: Marks = collections.defaultdict(list)
+    marks: Marks = collections.defaultdict(dict)
     instrument(marks)
     app = create_app(Settings(port=0))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
@@ -116,12 +177,14 @@ async def serve_and_measure(args: argparse.Namespace, work: Path) -> list[str]:
         with httpx.Client(timeout=60, headers={**AUTH, "Prefer": "wait"}) as client:
             for _ in range(n):
                 began = time.perf_counter()
-                marks["client>"].append(began)
                 response = client.post(f"{url}/v1/predictions", json=body)
-                marks["client<"].append(time.perf_counter())
-                latencies.append((time.perf_counter() - began) * 1000)
-                if response.json().get("status") != "succeeded":
+                ended = time.perf_counter()
+                latencies.append((ended - began) * 1000)
+                answer = response.json()
+                if answer.get("status") != "succeeded":
                     raise RuntimeError(f"unexpected response: {response.text}")
+                marks["client>"][answer["id"]] = began
+                marks["client<"][answer["id"]] = ended
         return latencies
 
     await asyncio.to_thread(run, max(20, args.n // 10))
@@ -145,11 +208,12 @@ def report(marks: Marks, latencies: list[float], args: argparse.Namespace) -> li
         "|---|---:|",
     ]
     for label, key in STEPS:
-        times = marks.get(key, [])
-        if len(times) != n:
-            lines.append(f"| {label} | ({len(times)} of {n} seen) |")
+        times = marks.get(key, {})
+        seen = [times[prediction] - began for prediction, began in sent.items() if prediction in times]
+        if len(seen) != n:
+            lines.append(f"| {label} | ({len(seen)} of {n} seen) |")
             continue
-        offset = statistics.median(t - s for t, s in zip(times, sent, strict=True)) * 1000
+        offset = statistics.median(seen) * 1000
         lines.append(f"| {label} | {offset:.2f} |")
     return lines
 
