@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from cogport.db.engine import Database
 from cogport.files.signing import download_query, signing_key
 from cogport.files.urls import download_url
-from cogport.lifecycle.weights import WeightsCache
+from cogport.runtime.weights import WeightsCache
 from cogport.settings import Settings
 from cogport.storage.s3 import S3Storage
 from tests.conftest import ADMIN_TOKEN, LiveServer

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cogport import hardware
-from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.files.urls import internal_base_url
 from cogport.runtime.pool import InstanceInfo, Pool
 from cogport.settings import HardwareSku, Settings

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from cogport import hardware
-from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.backends.supervisor import NodeConfig, NodeState, NodeSupervisor
+from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import BackendUnavailable
 from cogport.runtime.instance import file_list_output, output_schema
 from cogport.settings import HardwareSku, Settings

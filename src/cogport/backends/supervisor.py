@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cogport import hardware
-from cogport.backends.base import Capacity, InstanceView, Job, VersionSpec
 from cogport.backends.local import LocalBackend
 from cogport.build.errors import BuildError
 from cogport.build.prepare import prepare
+from cogport.core.jobs import Capacity, InstanceView, Job, VersionSpec
 from cogport.errors import CogportError
-from cogport.lifecycle.weights import WeightsCache
+from cogport.runtime.weights import WeightsCache
 from cogport.settings import HardwareSku, RuntimeSettings, SandboxSettings, Settings, StorageSettings
 from cogport.storage.base import Storage
 from cogport.storage.factory import open_storage

@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cogport.backends.base import VersionSpec
 from cogport.build import cogyaml, packing
 from cogport.build.builder import DEFAULT_PYTHON, sdk_version
 from cogport.build.environment import COMPLETE_MARKER, Environments
 from cogport.build.errors import BuildError, BundleMissing, PrepareFailed
+from cogport.core.jobs import VersionSpec
 from cogport.errors import FileNotFound
 from cogport.settings import Settings
 from cogport.storage.base import Storage

@@ -31,13 +31,13 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from cogport.backends.base import VersionSpec
 from cogport.build import interpreters, packing
 from cogport.build.builder import build_boundary
 from cogport.build.bundles import Manifest, bundle_key, read_manifest
 from cogport.build.environment import COMPLETE_MARKER, Environments, EnvironmentSpec, file_lock
 from cogport.build.errors import BuildError, BundleMissing, PrepareFailed
 from cogport.build.log import BuildLog
+from cogport.core.jobs import VersionSpec
 from cogport.errors import FileNotFound
 from cogport.settings import Settings
 from cogport.storage.base import Storage

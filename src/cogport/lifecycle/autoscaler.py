@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 
-from cogport.backends.base import Backend, VersionSpec
+from cogport.backends.base import Backend
+from cogport.background import Service
+from cogport.core.jobs import VersionSpec
 from cogport.db.engine import Database
 from cogport.db.tables import Version
 from cogport.lifecycle.dispatcher import Dispatcher
 from cogport.ops import deployments as deployment_ops
-from cogport.services.base import Service
 
 log = logging.getLogger(__name__)
 

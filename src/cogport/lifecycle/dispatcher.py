@@ -27,8 +27,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from cogport.backends.base import Backend, Job, Mode, VersionSpec
+from cogport.backends.base import Backend
+from cogport.background import Service
 from cogport.build import bundles
+from cogport.core.jobs import Job, Mode, VersionSpec
+from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, Version
 from cogport.db.writer import GroupWriter
@@ -38,11 +41,10 @@ from cogport.lifecycle import inputs
 from cogport.lifecycle.files_in import InputFetcher, ModelInput, resolve_inputs
 from cogport.lifecycle.in_hand import InHand
 from cogport.lifecycle.recorder import Recorder
-from cogport.lifecycle.status import Status, Transitions
-from cogport.lifecycle.weights import WeightsCache
+from cogport.lifecycle.status import Transitions
 from cogport.ops import predictions as prediction_ops
 from cogport.ops.principals import Principal
-from cogport.services.base import Service
+from cogport.runtime.weights import WeightsCache
 from cogport.settings import Settings
 from cogport.storage.base import Storage
 
@@ -105,7 +107,7 @@ class Dispatcher(Service):
         self.storage = storage
         self.settings = settings
         self.weights = WeightsCache(storage, settings.data_dir / "cache" / "weights")
-        """Trained weights copied out of storage for the runtime (see :mod:`cogport.lifecycle.weights`)."""
+        """Trained weights copied out of storage for the runtime (see :mod:`cogport.runtime.weights`)."""
         self.node = node
         self.lease = lease
         self._specs: dict[tuple[int, str, str, str], VersionSpec] = {}

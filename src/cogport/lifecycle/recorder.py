@@ -42,14 +42,15 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport import logs
-from cogport.backends.base import Job, clean_error
+from cogport.core.jobs import Job, clean_error
+from cogport.core.status import Status
 from cogport.db import faults
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction, utcnow
 from cogport.db.writer import GroupWriter, Tx, run_in
 from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
-from cogport.lifecycle.status import PREDICTIONS, Status, Transitions
+from cogport.lifecycle.status import PREDICTIONS, Transitions
 from cogport.ops import files as file_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.settings import Settings

@@ -25,6 +25,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.backends.base import Backend
+from cogport.core.status import TERMINAL, Status
 from cogport.db import faults
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, Version, utcnow
@@ -35,7 +36,7 @@ from cogport.lifecycle.dispatcher import Dispatcher
 from cogport.lifecycle.files_in import resolve_inputs
 from cogport.lifecycle.hub import Change, Hub
 from cogport.lifecycle.recorder import RecordingFailed
-from cogport.lifecycle.status import PREDICTIONS, TERMINAL, Announcement, Status, Transitions, read
+from cogport.lifecycle.status import PREDICTIONS, Announcement, Transitions, read
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.ops import versions as version_ops

@@ -29,14 +29,14 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from cogport.backends.base import clean_error
+from cogport.core.jobs import clean_error
+from cogport.core.status import TERMINAL, Status
 from cogport.db.tables import Prediction, utcnow
 from cogport.db.writer import Tx
 from cogport.errors import InvalidTransition, PredictionNotFound
@@ -61,21 +61,6 @@ log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 5
 PREDICTIONS = cast(Table, Prediction.__table__)
 
-
-class Status(StrEnum):
-    STARTING = "starting"
-    PROCESSING = "processing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    ABORTED = "aborted"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.ABORTED})
 
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.STARTING: frozenset({Status.PROCESSING, Status.SUCCEEDED, Status.FAILED, Status.CANCELED, Status.ABORTED}),

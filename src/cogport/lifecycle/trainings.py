@@ -17,7 +17,7 @@ The trained version is the base version's code and environment plus the weights:
   to the training's output file where storage is local, a copy otherwise), so it outlives the training's
   own output file (data retention, version deletion of the base's predictions). The content is
   ``sha256(base id + "\\n" + weights sha256)``: the same result published to several models shares the
-  bytes. The dispatcher copies it to a local file once (:mod:`cogport.lifecycle.weights`) and hands that
+  bytes. The dispatcher copies it to a local file once (:mod:`cogport.runtime.weights`) and hands that
   to ``setup(weights)`` through ``COG_WEIGHTS``;
 * ``openapi_schema``: the base's prediction schema (``Training*`` components and ``/trainings`` paths
   dropped) and no ``train_ref``: a trained version predicts, it is not trained again;
@@ -46,6 +46,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.build import packing
+from cogport.core.status import Status
 from cogport.db.tables import Account, Model, Prediction, StoredFile, Version
 from cogport.errors import CogportError, Conflict
 from cogport.files import media
@@ -53,7 +54,7 @@ from cogport.files import urls as file_urls
 from cogport.files.streams import Digest
 from cogport.files.urls import own_output
 from cogport.identifiers import new_object_id
-from cogport.lifecycle.status import Status, lock
+from cogport.lifecycle.status import lock
 from cogport.ops import accounts
 from cogport.ops import files as file_ops
 from cogport.ops import versions as version_ops

@@ -23,10 +23,10 @@ from collections.abc import Callable, Collection, Iterable
 
 from sqlalchemy import Text, cast, func, select
 
+from cogport.core.status import TERMINAL
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction
 from cogport.lifecycle.hub import Change, Hub
-from cogport.lifecycle.status import TERMINAL
 
 __all__ = ["BATCH", "POLL", "Watcher"]
 

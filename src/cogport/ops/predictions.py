@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.keyset import Cursor, KeysetPage, paginate
@@ -18,6 +18,9 @@ from cogport.ops.principals import Principal
 PREDICTIONS = cast(Table, Prediction.__table__)
 _COLUMNS = tuple(column.key for column in PREDICTIONS.columns)
 _INSERT = insert(PREDICTIONS)
+_MODELS = cast(Table, Model.__table__)
+_COUNT_RUN = update(_MODELS).where(_MODELS.c.id == bindparam("model_id")).values(run_count=_MODELS.c.run_count + 1)
+"""Built once: a statement built per call costs its compile-cache key each time (~50 us in the end write)."""
 
 
 def new(
@@ -292,10 +295,7 @@ async def cancel_requests(session: AsyncSession, node: str) -> list[str]:
 def count_run(tx: Tx, prediction: Prediction) -> None:
     """Add a finished prediction to its model's ``run_count`` (in the transaction that ends it)."""
     if prediction.kind == "prediction":
-        models = cast(Table, Model.__table__)
-        tx.conn.execute(
-            update(models).where(models.c.id == prediction.model_id).values(run_count=models.c.run_count + 1)
-        )
+        tx.conn.execute(_COUNT_RUN, {"model_id": prediction.model_id})
 
 
 async def count_waiting(session: AsyncSession, deployment: str) -> int:

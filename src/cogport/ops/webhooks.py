@@ -12,14 +12,23 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
+from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, func, insert, not_, or_, select, update
 
 from cogport.db.tables import WebhookDelivery, utcnow
 from cogport.db.writer import Tx
-from cogport.webhooks.targets import target_of
 
 _TABLE = cast(Table, WebhookDelivery.__table__)
+
+
+def target_of(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower-cased as written (the unit of per-target concurrency)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.lower()
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def enqueue(tx: Tx, *, prediction_id: str, account_id: int, url: str, body: str, message_id: str) -> None:

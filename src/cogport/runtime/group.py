@@ -14,7 +14,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from cogport.backends.base import Job, JobEvents, VersionSpec
+from cogport.core.jobs import Job, JobEvents, VersionSpec
 from cogport.errors import SetupFailed
 from cogport.runtime.instance import Instance
 from cogport.runtime.prediction import Outcome

@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from cogport.backends.base import Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.core.jobs import Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import InstanceUnavailable, SetupFailed
 from cogport.runtime.coglet_api import (
     CANCEL_RETRY_MAX,

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from cogport.backends.base import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.hardware import Gpu
 from cogport.runtime import sandbox

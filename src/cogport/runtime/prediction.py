@@ -27,7 +27,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cogport.backends.base import Job, JobEvents, OutputFileSink, clean_error
+from cogport.core.jobs import Job, JobEvents, OutputFileSink, clean_error
 from cogport.runtime.sse import ServerSentEvent
 
 log = logging.getLogger(__name__)

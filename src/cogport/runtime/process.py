@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from cogport.backends.base import VersionSpec
+from cogport.core.jobs import VersionSpec
 from cogport.runtime import procfs
 from cogport.runtime.gateway import SANDBOX_UPLOADS, EgressPolicy, Gateway
 from cogport.runtime.limits import Cgroup, cgroup_name, confine

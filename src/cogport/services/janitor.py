@@ -19,10 +19,10 @@ from cogport.db.engine import Database
 from cogport.db.writer import GroupWriter
 from cogport.lifecycle import trainings
 from cogport.lifecycle.status import Status, Transitions
-from cogport.lifecycle.weights import WeightsCache
 from cogport.ops import files as file_ops
 from cogport.ops import versions
 from cogport.ops.trainings import weights_in_use
+from cogport.runtime.weights import WeightsCache
 from cogport.services.base import Service
 from cogport.storage.base import Storage
 

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from urllib.parse import urlsplit
 
+from cogport.ops.webhooks import target_of
 
-def target_of(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``, lower-cased as written (the unit of per-target concurrency)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.lower()
-    return f"{parts.scheme}://{parts.netloc}".lower()
+__all__ = ["Targets", "target_of"]
 
 
 class Targets:

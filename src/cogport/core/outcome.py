@@ -1,0 +1,28 @@
+"""How a run ended: the one shape a backend reports (:meth:`cogport.core.jobs.JobEvents.finished`)
+and the lifecycle records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cogport.core.status import FinalStatus
+
+__all__ = ["Outcome"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended. Frozen, and plain enough to pickle (the Ray backend sends it across processes)."""
+
+    status: FinalStatus
+    output: Any = None
+    error: str | None = None
+    logs: str | None = None
+    """The run's whole log; None when the backend has none beyond what it streamed."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_output(self) -> bool:
+        """Whether the run produced an output to record (a failed or canceled run keeps what it streamed)."""
+        return self.output is not None
