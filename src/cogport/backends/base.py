@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, Mode, OutputFileSink, VersionSpec, clean_error
+from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec, clean_error
+from cogport.core.kinds import Mode
 from cogport.settings import HardwareSku
 
 __all__ = [

@@ -30,7 +30,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from cogport.backends.base import Backend
 from cogport.background import Service
 from cogport.build import bundles
-from cogport.core.jobs import Job, Mode, VersionSpec
+from cogport.core.jobs import Job, VersionSpec
+from cogport.core.kinds import Mode
 from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, Version
