@@ -37,7 +37,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import asyncpg
 from sqlalchemy.engine import make_url
 
 from cogport.lifecycle.hub import Change, EventKind, Hub
@@ -185,6 +184,8 @@ class Notifier:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _connect(self) -> None:
+        import asyncpg  # here, not at the top: only PostgreSQL listens, and SQLite starts without it
+
         conn = await asyncpg.connect(
             _dsn(self.settings),
             timeout=CONNECT_TIMEOUT,
