@@ -94,12 +94,9 @@ def wait_http(url: str, headers: dict[str, str] | None = None, timeout: float = 
     raise RuntimeError(f"{url} did not come up")
 
 
-@contextlib.contextmanager
-def cogport_server(data_dir: Path, uv_cache: Path = UV_CACHE, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A real ``cogport serve`` (SQLite in ``data_dir`` unless ``env`` says otherwise) on a free port; its log
-    goes next to ``data_dir``."""
-    port = free_port()
-    server_env = {
+def cogport_env(data_dir: Path, uv_cache: Path = UV_CACHE, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a benchmark's ``cogport serve``: SQLite in ``data_dir`` unless ``env`` says otherwise."""
+    return {
         **os.environ,
         "COGPORT_DATA_DIR": str(data_dir),
         "COGPORT_ADMIN_TOKEN": TOKEN,
@@ -109,6 +106,14 @@ def cogport_server(data_dir: Path, uv_cache: Path = UV_CACHE, env: dict[str, str
         "COGPORT_BUILD__UV_CACHE_DIR": str(uv_cache),
         **(env or {}),
     }
+
+
+@contextlib.contextmanager
+def cogport_server(data_dir: Path, uv_cache: Path = UV_CACHE, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real ``cogport serve`` (SQLite in ``data_dir`` unless ``env`` says otherwise) on a free port; its log
+    goes next to ``data_dir``."""
+    port = free_port()
+    server_env = cogport_env(data_dir, uv_cache, env)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = open(data_dir.parent / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen([CLI, "serve", "--port", str(port)], env=server_env, stdout=log, stderr=log)
