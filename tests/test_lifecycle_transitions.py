@@ -113,7 +113,7 @@ async def test_after_commit_hooks_hear_each_change_once_with_the_row_after_it(
     row = await writer.run(start)
     assert heard == [("start", "processing", "starting")]
     assert await writer.run(lambda tx: transitions.progress(tx, row, {"logs": "one\n"}, ["logs"]))
-    await writer.run(lambda tx: transitions.transition(tx, row, Status.SUCCEEDED, output="ok", set_output=True))
+    await writer.run(lambda tx: transitions.transition(tx, row, Status.SUCCEEDED, output="ok"))
     # A late write after the end: not allowed, nothing written, nothing heard.
     _, changed = await writer.run(lambda tx: transitions.transition(tx, prediction_id, Status.FAILED))
     assert not changed
@@ -141,9 +141,7 @@ async def test_a_held_row_that_changed_meanwhile_is_read_again(
     assert held is not None and held.status == "starting"
     writer: GroupWriter = app.state.writer
     await writer.run(lambda tx: transitions.transition(tx, prediction_id, Status.CANCELED))
-    row, changed = await writer.run(
-        lambda tx: transitions.transition(tx, held, Status.SUCCEEDED, output="late", set_output=True)
-    )
+    row, changed = await writer.run(lambda tx: transitions.transition(tx, held, Status.SUCCEEDED, output="late"))
     assert not changed and row.status == "canceled" and row.output is None
 
 

@@ -4,10 +4,11 @@ final output names the same files as the streamed events (coglet's final list is
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
-from cogport.backends.base import Job, VersionSpec
-from cogport.runtime.prediction import Outcome, PredictionRun
+from cogport.core.jobs import Job, VersionSpec
+from cogport.core.outcome import Outcome
+from cogport.runtime.prediction import PredictionRun
 from cogport.runtime.sse import ServerSentEvent
 
 JOB = Job("p1", VersionSpec(1, "v1", "predict", "/src", "/venv", "predict.py:Runner"), {})
@@ -37,17 +38,8 @@ class Events:
     async def output(self, job: Job, output: Any) -> None:
         self.outputs.append(output)
 
-    async def finished(
-        self,
-        job: Job,
-        status: Literal["succeeded", "failed", "canceled"],
-        *,
-        output: Any,
-        error: str | None,
-        logs: str | None,
-        metrics: dict[str, Any],
-    ) -> None:
-        self.final = output
+    async def finished(self, job: Job, outcome: Outcome) -> None:
+        self.final = outcome.output
 
 
 async def run(sink: Sink, items: list[Any]) -> Events:

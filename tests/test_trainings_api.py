@@ -21,8 +21,9 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cogport.backends.base import Job, VersionSpec
 from cogport.build import packing
+from cogport.core.jobs import Job, VersionSpec
+from cogport.core.outcome import Outcome
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, StoredFile, Version, utcnow
 from cogport.files import urls as file_urls
@@ -309,14 +310,7 @@ class Trainings:
         job = Job(prediction_id=training_id, spec=spec, input={})
         recorder = self.app.state.recorder
         recorder.hold(row)
-        await recorder.finished(
-            job,
-            status,
-            output=output,
-            error=None,
-            logs="trained\n",
-            metrics={},
-        )
+        await recorder.finished(job, Outcome(status, output=output, logs="trained\n"))
         async with self.database.session() as session:
             row = await session.get(Prediction, training_id)
             assert row is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -27,7 +28,9 @@ from typing import Any
 import pytest
 from uv import find_uv_bin
 
-from cogport.backends.base import Job, Mode, VersionSpec
+from cogport.core.jobs import Job, VersionSpec
+from cogport.core.kinds import Mode
+from cogport.core.outcome import Outcome
 from cogport.runtime import procfs
 
 COG_VERSION = "0.23.1"
@@ -128,21 +131,12 @@ class Events:
     async def output(self, job: Job, output: Any) -> None:
         self._record("output", output)
 
-    async def finished(
-        self,
-        job: Job,
-        status: str,
-        *,
-        output: Any,
-        error: str | None,
-        logs: str | None,
-        metrics: dict[str, Any],
-    ) -> None:
+    async def finished(self, job: Job, outcome: Outcome) -> None:
         assert self.final is None, "finished() called twice"
         if self.on_finished is not None:
             self.on_finished()
-        self.final = {"status": status, "output": output, "error": error, "logs": logs, "metrics": metrics}
-        self._record("finished", status)
+        self.final = dataclasses.asdict(outcome)
+        self._record("finished", outcome.status)
 
     def _record(self, name: str, value: Any) -> None:
         self.calls.append((name, value))

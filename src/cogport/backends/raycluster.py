@@ -35,13 +35,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cogport import hardware
 from cogport.backends.supervisor import NodeConfig, NodeState, NodeSupervisor
 from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.core.outcome import Outcome
 from cogport.errors import BackendUnavailable
 from cogport.runtime.instance import file_list_output, output_schema
 from cogport.settings import HardwareSku, Settings
@@ -423,18 +424,17 @@ class RayBackend:
             elif kind == "output":
                 await events.output(job, await self._kept(job, event[1]))
             elif kind == "refused":
-                await events.finished(job, "failed", output=None, error=event[1], logs=None, metrics={})
+                await events.finished(job, Outcome("failed", error=event[1]))
                 return
             elif kind == "finished":
-                _, status, output, error, logs, metrics = event
-                output = await self._kept(job, output)
-                await events.finished(job, status, output=output, error=error, logs=logs, metrics=metrics)
+                outcome: Outcome = event[1]
+                await events.finished(job, replace(outcome, output=await self._kept(job, outcome.output)))
                 return
         raise BackendUnavailable("the node ended the job without a result")
 
     async def _end(self, flight: _Flight, error: str) -> None:
         self._flights.pop(flight.job.prediction_id, None)
-        await flight.events.finished(flight.job, "failed", output=None, error=error, logs=None, metrics={})
+        await flight.events.finished(flight.job, Outcome("failed", error=error))
 
     async def _kept(self, job: Job, output: Any) -> Any:
         """File outputs (``data:`` URLs from the node) kept as output files, in the model's order."""

@@ -20,13 +20,14 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cogport import hardware
 from cogport.backends.local import LocalBackend
 from cogport.build.errors import BuildError
 from cogport.build.prepare import prepare
 from cogport.core.jobs import Capacity, InstanceView, Job, VersionSpec
+from cogport.core.outcome import Outcome
 from cogport.errors import CogportError
 from cogport.runtime.weights import WeightsCache
 from cogport.settings import HardwareSku, RuntimeSettings, SandboxSettings, Settings, StorageSettings
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 Event = tuple[Any, ...]
 """``("started",)``, ``("logs", text)``, ``("output", output)``, ``("refused", message)`` or
-``("finished", status, output, error, logs, metrics)``: what a job's generator yields, in order."""
+``("finished", outcome)`` (an :class:`~cogport.core.outcome.Outcome`): what a job's generator yields, in order."""
 
 
 @dataclass(frozen=True)
@@ -68,17 +69,8 @@ class _Queued:
     async def output(self, job: Job, output: Any) -> None:
         self.queue.put_nowait(("output", output))
 
-    async def finished(
-        self,
-        job: Job,
-        status: Literal["succeeded", "failed", "canceled"],
-        *,
-        output: Any,
-        error: str | None,
-        logs: str | None,
-        metrics: dict[str, Any],
-    ) -> None:
-        self.queue.put_nowait(("finished", status, output, error, logs, metrics))
+    async def finished(self, job: Job, outcome: Outcome) -> None:
+        self.queue.put_nowait(("finished", outcome))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from cogport.core.kinds import Mode
-from cogport.core.status import FinalStatus
+from cogport.core.outcome import Outcome
 
 
 def clean_error(message: str | None) -> str | None:
@@ -93,16 +93,8 @@ class JobEvents(Protocol):
     async def output(self, job: Job, output: Any) -> None:
         """The output so far (for iterators, the whole list so far)."""
 
-    async def finished(
-        self,
-        job: Job,
-        status: FinalStatus,
-        *,
-        output: Any,
-        error: str | None,
-        logs: str | None,
-        metrics: dict[str, Any],
-    ) -> None: ...
+    async def finished(self, job: Job, outcome: Outcome) -> None:
+        """How ``job`` ended; called exactly once per job a backend took."""
 
 
 class OutputFileSink(Protocol):

@@ -24,5 +24,6 @@ class Outcome:
 
     @property
     def has_output(self) -> bool:
-        """Whether the run produced an output to record (a failed or canceled run keeps what it streamed)."""
-        return self.output is not None
+        """Whether the run's end records ``output``: always when it succeeded (``None`` included), and a
+        failed or canceled run's only when it has one (else what it streamed stays)."""
+        return self.status == "succeeded" or self.output is not None

@@ -33,16 +33,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import inspect, select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport import logs
 from cogport.core.jobs import Job, clean_error
+from cogport.core.outcome import Outcome
 from cogport.core.status import Status
 from cogport.db import faults
 from cogport.db.engine import Database
@@ -50,7 +51,7 @@ from cogport.db.tables import Prediction, utcnow
 from cogport.db.writer import GroupWriter, Tx, run_in
 from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
-from cogport.lifecycle.status import PREDICTIONS, Transitions
+from cogport.lifecycle.status import PREDICTIONS, UNCHANGED, Transitions
 from cogport.ops import files as file_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.settings import Settings
@@ -217,8 +218,7 @@ class Recorder:
             Status.PROCESSING,
             insert=insert,
             logs=values.get("logs"),
-            output=values.get("output"),
-            set_output="output" in values,
+            output=values.get("output", UNCHANGED),
             started_at=live.started_at,
         )
 
@@ -249,16 +249,7 @@ class Recorder:
         self.hub.publish(Change(job.prediction_id, "output", output))
         self._progress(live, "output", {"output": output})
 
-    async def finished(
-        self,
-        job: Job,
-        status: Literal["succeeded", "failed", "canceled"],
-        *,
-        output: Any,
-        error: str | None,
-        logs: str | None,
-        metrics: dict[str, Any],
-    ) -> None:
+    async def finished(self, job: Job, outcome: Outcome) -> None:
         live = self._live.pop(job.prediction_id, None)
         if live is not None:
             self._ending[job.prediction_id] = live.row
@@ -274,8 +265,8 @@ class Recorder:
             if live.task is not None:
                 await asyncio.shield(live.task)  # a write under way lands before the end's (and says written)
             # coglet's final object carries no logs on failure or cancel: keep what streamed in.
-            final_logs = logs if logs and len(logs) >= len(live.logs) else live.logs
-            end = _End(status, output, error, final_logs, metrics)
+            final_logs = outcome.logs if outcome.logs and len(outcome.logs) >= len(live.logs) else live.logs
+            end = replace(outcome, logs=final_logs)
             try:
                 await self._write_end(live, end, job.spec.mode)
             except Exception as exc:
@@ -289,13 +280,13 @@ class Recorder:
             self._ending.pop(job.prediction_id, None)
             self.on_finished()
 
-    async def _write_end(self, live: _Live, end: _End, mode: str, *, again: bool = False) -> None:
+    async def _write_end(self, live: _Live, end: Outcome, mode: str, *, again: bool = False) -> None:
         if end.status == "succeeded" and mode == "train" and (live.written or again):
             await self._end_training(live, end, again=again)
         else:
             await self.writer.run(partial(self._end, live=live, end=end, again=again))
 
-    async def _end_later(self, live: _Live, end: _End, mode: str, error: Exception) -> None:
+    async def _end_later(self, live: _Live, end: Outcome, mode: str, error: Exception) -> None:
         """Write the end until it is written (the database is out): the run's waiters have it meanwhile."""
         prediction_id = live.row.id
         self._pending_ends[prediction_id] = _provisional(live, end)
@@ -304,7 +295,7 @@ class Recorder:
         finally:
             self._pending_ends.pop(prediction_id, None)
 
-    async def _end_until_written(self, live: _Live, end: _End, mode: str, error: Exception) -> None:
+    async def _end_until_written(self, live: _Live, end: Outcome, mode: str, error: Exception) -> None:
         prediction_id = live.row.id
         self.hub.publish(Change(prediction_id, "completed", self._pending_ends[prediction_id]))
         what = faults.describe(error)
@@ -340,15 +331,14 @@ class Recorder:
                 log.info("the end of %s (%s) is written, at attempt %d", prediction_id, end.status, attempts)
                 return
 
-    def _end(self, tx: Tx, *, live: _Live, end: _End, again: bool = False) -> None:
+    def _end(self, tx: Tx, *, live: _Live, end: Outcome, again: bool = False) -> None:
         """The end in one transaction: status, output, logs, metrics (and, through the hooks, the terminal
         webhook), the output files given to the prediction, the model's run count.
 
         ``again``: an attempt after one that failed, which may have committed or not, and may have changed
         the held row in memory: the row is looked up (inserted if absent) and moved from its stored state."""
         changes: dict[str, Any] = {
-            "output": end.output,
-            "set_output": end.status == "succeeded" or end.output is not None,
+            "output": end.output if end.has_output else UNCHANGED,
             "logs": end.logs,
             "error": end.error,
             "metrics": end.metrics,
@@ -366,28 +356,16 @@ class Recorder:
             file_ops.link_outputs(tx, prediction.id, prediction.account_id, prediction.output)
             prediction_ops.count_run(tx, prediction)
 
-    async def _end_training(self, live: _Live, end: _End, *, again: bool = False) -> None:
+    async def _end_training(self, live: _Live, end: Outcome, *, again: bool = False) -> None:
         """A training that succeeded: its trained version is made in the transaction that ends it (this
         needs file work, so it runs in a session of its own rather than the group writer), or the
         training fails saying why."""
         async with self.database.session() as session:
-            status, output, error = await trainings.publish(
-                session, self.storage, self.settings, live.row.id, end.output
-            )
-            published = _End(status, output, error, end.logs, end.metrics)
+            published = await trainings.publish(session, self.storage, self.settings, live.row.id, end)
             await run_in(session, partial(self._end, live=live, end=published, again=again))
 
 
-@dataclass(frozen=True)
-class _End:
-    status: Literal["succeeded", "failed", "canceled"]
-    output: Any
-    error: str | None
-    logs: str
-    metrics: dict[str, Any]
-
-
-def _provisional(live: _Live, end: _End) -> Prediction:
+def _provisional(live: _Live, end: Outcome) -> Prediction:
     """A copy of the held row as its end will make it (for waiters while the end cannot be written yet)."""
     row = live.row
     copy = Prediction()
@@ -402,7 +380,7 @@ def _provisional(live: _Live, end: _End) -> Prediction:
     values: dict[str, Any] = {"status": end.status, "logs": end.logs, "completed_at": now, "metrics": metrics}
     values["started_at"] = started
     values["error"] = (clean_error(end.error) or "Prediction failed") if end.status == "failed" else None
-    if end.status == "succeeded" or end.output is not None:
+    if end.has_output:
         values["output"] = end.output
     for key, value in values.items():
         set_committed_value(copy, key, value)

@@ -46,6 +46,7 @@ from cogport.ops import predictions as prediction_ops
 __all__ = [
     "ALLOWED",
     "TERMINAL",
+    "UNCHANGED",
     "AfterCommitHook",
     "Announcement",
     "Status",
@@ -59,6 +60,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 5
+UNCHANGED: Any = object()
+"""The default ``output`` of a move: the column is left as it is (``None`` is an output: a run's that
+succeeded with none)."""
 PREDICTIONS = cast(Table, Prediction.__table__)
 
 
@@ -129,8 +133,7 @@ class Transitions:
         prediction: str | Prediction,
         to: Status,
         *,
-        output: Any = None,
-        set_output: bool = False,
+        output: Any = UNCHANGED,
         logs: str | None = None,
         error: str | None = None,
         metrics: dict[str, Any] | None = None,
@@ -164,7 +167,6 @@ class Transitions:
                 row,
                 to,
                 output=output,
-                set_output=set_output,
                 logs=logs,
                 error=error,
                 metrics=metrics,
@@ -191,8 +193,7 @@ class Transitions:
         row: Prediction,
         to: Status = Status.STARTING,
         *,
-        output: Any = None,
-        set_output: bool = False,
+        output: Any = UNCHANGED,
         logs: str | None = None,
         error: str | None = None,
         metrics: dict[str, Any] | None = None,
@@ -208,7 +209,6 @@ class Transitions:
                     row,
                     to,
                     output=output,
-                    set_output=set_output,
                     logs=logs,
                     error=error,
                     metrics=metrics,
@@ -282,7 +282,6 @@ def _changes(
     to: Status,
     *,
     output: Any,
-    set_output: bool,
     logs: str | None,
     error: str | None,
     metrics: dict[str, Any] | None,
@@ -298,7 +297,7 @@ def _changes(
         began = values["started_at"] = now
     if logs is not None:
         values["logs"] = logs
-    if set_output:
+    if output is not UNCHANGED:
         values["output"] = output
     if to.is_terminal:
         values["completed_at"] = now

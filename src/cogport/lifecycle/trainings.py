@@ -39,13 +39,15 @@ import base64
 import binascii
 import hashlib
 import logging
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.build import packing
+from cogport.core.outcome import Outcome
 from cogport.core.status import Status
 from cogport.db.tables import Account, Model, Prediction, StoredFile, Version
 from cogport.errors import CogportError, Conflict
@@ -67,28 +69,25 @@ log = logging.getLogger(__name__)
 WEIGHTS_PREFIX = "weights"
 TRAINING_COMPONENTS = frozenset({"TrainingInput", "TrainingOutput", "TrainingRequest", "TrainingResponse"})
 
-Outcome = tuple[Literal["succeeded", "failed"], Any, str | None]
-"""``(status, output, error)`` to record."""
-
 
 class PublishFailed(Exception):
     """The trained version cannot be made; the message is the training's error."""
 
 
 async def publish(
-    session: AsyncSession, storage: Storage, settings: Settings, training_id: str, output: Any
+    session: AsyncSession, storage: Storage, settings: Settings, training_id: str, end: Outcome
 ) -> Outcome:
-    """Make the trained version for a training that reported ``succeeded`` with ``output``.
+    """Make the trained version for a training that ended ``end`` (``succeeded``, with its output).
 
-    Returns what to record: ``("succeeded", {"version": ..., "weights": ...}, None)``, or
-    ``("failed", output, reason)`` when the version cannot be made. Locks the training row first, so a
+    Returns what to record: ``end`` with the output ``{"version": ..., "weights": ...}``, or failed with
+    the reason when the version cannot be made. Locks the training row first, so a
     training that has meanwhile ended (canceled, failed by another process) publishes nothing.
     """
     training = await lock(session, training_id)
     if Status(training.status).is_terminal:
-        return "succeeded", output, None  # transition() leaves it as it is
+        return end  # transition() leaves it as it is
     try:
-        return "succeeded", await _publish(session, storage, settings, training, output), None
+        return replace(end, output=await _publish(session, storage, settings, training, end.output))
     except PublishFailed as exc:
         reason = str(exc)
     except CogportError as exc:
@@ -97,7 +96,7 @@ async def publish(
         log.exception("storing the weights of training %s failed", training_id)
         reason = f"The trained weights could not be stored: {exc.strerror or exc}"
     log.warning("training %s failed after train() succeeded: %s", training_id, reason)
-    return "failed", output, reason
+    return replace(end, status="failed", error=reason)
 
 
 async def _publish(

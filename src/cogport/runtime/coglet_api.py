@@ -39,14 +39,15 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
+from cogport.core.outcome import Outcome
 from cogport.runtime.http1 import KeepAliveClient, TransportFailed
 from cogport.runtime.logs import LogTail
-from cogport.runtime.prediction import Outcome, PredictionRun, exit_reason, exits_127, with_exit_reason
+from cogport.runtime.prediction import PredictionRun, exit_reason, exits_127, with_exit_reason
 from cogport.runtime.sse import iter_events
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,8 @@ class CogletApi:
             queue.put_nowait(None)
             await relay
         if isinstance(result, Outcome) and result.status == "failed":
-            result.logs = run.streamed_logs or result.logs  # with what arrived while draining
-            result.error = with_exit_reason(result.error, result.logs or "")
+            drained = run.streamed_logs or result.logs  # with what arrived while draining
+            result = replace(result, logs=drained, error=with_exit_reason(result.error, drained or ""))
         if isinstance(result, Outcome) and result.logs:
             # What the model printed that the log pipe had not brought yet (coglet's answer came first): as a
             # logs event too, so that listeners see every line before the end.

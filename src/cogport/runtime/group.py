@@ -15,9 +15,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from cogport.core.jobs import Job, JobEvents, VersionSpec
+from cogport.core.outcome import Outcome
 from cogport.errors import SetupFailed
 from cogport.runtime.instance import Instance
-from cogport.runtime.prediction import Outcome
 from cogport.runtime.scaling import Limits, target
 from cogport.runtime.state import InstanceState
 from cogport.settings import RuntimeSettings

@@ -46,6 +46,7 @@ from typing import Any
 import httpx
 
 from cogport.core.jobs import Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.core.outcome import Outcome
 from cogport.errors import InstanceUnavailable, SetupFailed
 from cogport.runtime.coglet_api import (
     CANCEL_RETRY_MAX,
@@ -57,7 +58,7 @@ from cogport.runtime.coglet_api import (
 )
 from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.ports import free_port
-from cogport.runtime.prediction import Outcome, PredictionRun
+from cogport.runtime.prediction import PredictionRun, worker_crashed
 from cogport.runtime.process import Boundary, CogletProcess
 from cogport.runtime.sandbox import COGLET_PORT, Sandbox
 from cogport.runtime.state import InstanceState
@@ -403,7 +404,7 @@ class Instance:
             # the user canceled it and it stopped: by force (it did not stop on its own), or because the
             # instance stopped meanwhile (a shutdown): canceled is what happened to it, not a failure
             return Outcome("canceled", logs=run.streamed_logs, metrics=outcome.metrics)
-        if outcome.worker_crashed:
+        if worker_crashed(outcome):
             self._fail(self._crash_message("its worker process died"))
             return Outcome("failed", error=self.failure, logs=run.streamed_logs, metrics=outcome.metrics)
         if outcome.status == "canceled" and not run.cancel_requested:

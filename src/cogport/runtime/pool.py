@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
+from cogport.core.outcome import Outcome
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.hardware import Gpu
 from cogport.runtime import sandbox
@@ -39,7 +40,7 @@ from cogport.runtime.gpus import GpuAllocator
 from cogport.runtime.group import Ticket, VersionGroup
 from cogport.runtime.http1 import KeepAliveClient
 from cogport.runtime.instance import Instance, InstanceOptions
-from cogport.runtime.prediction import Outcome, report
+from cogport.runtime.prediction import report
 from cogport.runtime.process import Boundary
 from cogport.runtime.sandbox import Sandbox
 from cogport.runtime.scaling import Limits

@@ -7,7 +7,7 @@ coglet event → callback:
 * ``output {chunk, index}`` → ``output(job, [chunks so far])``, for iterator outputs only; a plain
   output arrives as one chunk just before ``completed``, which carries it anyway
 * ``metric`` → nothing (``completed`` carries all metrics)
-* ``completed {id, status, output, error, logs, metrics}`` → ``finished(...)``
+* ``completed {id, status, output, error, logs, metrics}`` → ``finished(job, outcome)``
 
 With a ``file_sink`` (versions whose output is a list of files, run without ``--upload-url``), each
 ``data:`` URL coglet sends as an output item is kept as an output file as it arrives, and both the
@@ -24,15 +24,15 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from cogport.core.jobs import Job, JobEvents, OutputFileSink, clean_error
+from cogport.core.outcome import Outcome
 from cogport.runtime.sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
 
-FinalStatus = Literal["succeeded", "failed", "canceled"]
 WORKER_CRASHED = "Worker crashed"
 _NOT_RUNNABLE = re.compile(r"exit (?:status|code) 127\b")
 """A program the model ran could not start: the shell's "command not found" or the loader's exit status."""
@@ -61,19 +61,9 @@ def with_exit_reason(error: str | None, logs: str) -> str | None:
     return f"{error}\n{reason}" if reason and error and reason not in error else error
 
 
-@dataclass
-class Outcome:
-    """How a prediction ended, in the terms of :meth:`JobEvents.finished`."""
-
-    status: FinalStatus
-    output: Any = None
-    error: str | None = None
-    logs: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def worker_crashed(self) -> bool:
-        return self.status == "failed" and self.error == WORKER_CRASHED
+def worker_crashed(outcome: Outcome) -> bool:
+    """Whether coglet reported that the model's worker process died (the instance says why)."""
+    return outcome.status == "failed" and outcome.error == WORKER_CRASHED
 
 
 class PredictionRun:
@@ -173,9 +163,10 @@ class PredictionRun:
         self.finished = True
         if self.file_sink is not None and isinstance(outcome.output, list):
             # coglet's final list is the list of its output events: those items are kept already.
-            outcome.output = [await self._keep(item, index) for index, item in enumerate(outcome.output)]
+            kept = [await self._keep(item, index) for index, item in enumerate(outcome.output)]
+            outcome = replace(outcome, output=kept)
         if outcome.logs is None:
-            outcome.logs = self.streamed_logs
+            outcome = replace(outcome, logs=self.streamed_logs)
         await report(self.job, self.events, outcome)
 
     async def _call(self, name: str, awaitable: Awaitable[None]) -> None:
@@ -201,18 +192,7 @@ class PredictionRun:
 
 async def report(job: Job, events: JobEvents, outcome: Outcome) -> None:
     """Call ``events.finished`` with ``outcome`` (an exception in it is logged, not raised)."""
-    await _call(
-        job,
-        "finished",
-        events.finished(
-            job,
-            outcome.status,
-            output=outcome.output,
-            error=outcome.error,
-            logs=outcome.logs,
-            metrics=outcome.metrics,
-        ),
-    )
+    await _call(job, "finished", events.finished(job, outcome))
 
 
 async def _call(job: Job, name: str, awaitable: Awaitable[None]) -> None:
