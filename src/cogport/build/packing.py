@@ -13,11 +13,12 @@ import os
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
-
-import pathspec
+from typing import TYPE_CHECKING, BinaryIO
 
 from cogport.build.errors import BuildError
+
+if TYPE_CHECKING:
+    import pathspec
 
 IGNORE_FILES = (".dockerignore", ".cogignore")
 ALWAYS_IGNORED = (".git/", ".hg/", ".svn/", ".cog/", "__pycache__/", "*.pyc", ".venv/", ".DS_Store")
@@ -27,6 +28,8 @@ VERSION_SCHEME = "cogport-model-version-2"
 
 
 def ignore_spec(root: Path) -> pathspec.GitIgnoreSpec:
+    import pathspec  # here, not at the top: only a push or a build reads ignore rules, and the server's start is faster
+
     lines = list(ALWAYS_IGNORED)
     for name in IGNORE_FILES:
         path = root / name
