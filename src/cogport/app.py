@@ -236,6 +236,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outermost: it sees every request's end, errors included (one request log line, the HTTP metrics)
     app.add_middleware(AccessLog, metrics=app.state.metrics, json_lines=settings.log_format == "json")
     routers = (
+        predictions,  # first: the router is matched route by route, and a prediction is the hot path
         account,
         hardware_routes,
         webhooks,
@@ -246,7 +247,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin,
         files,
         file_outputs,
-        predictions,
         trainings,
         deployments,
         streams,

@@ -38,7 +38,9 @@ async def reject_nul(request: Request) -> None:
     """NUL characters cannot be stored or compared in PostgreSQL text: no resource has one in its name."""
     if any("\x00" in value for value in request.path_params.values() if isinstance(value, str)):
         raise NotFound()
-    if any("\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()):
+    if request.scope.get("query_string") and any(
+        "\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()
+    ):
         raise BadRequest("Query parameters must not contain NUL characters")
 
 

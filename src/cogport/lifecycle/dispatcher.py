@@ -31,7 +31,7 @@ from cogport.backends.base import Backend
 from cogport.background import Service
 from cogport.build import bundles
 from cogport.core.jobs import Job, VersionSpec
-from cogport.core.kinds import Mode
+from cogport.core.kinds import Mode, RunKind
 from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, Version
@@ -61,7 +61,7 @@ def _queue_key(prediction: Prediction) -> QueueKey:
 
 
 def _mode(kind: str) -> Mode:
-    return "train" if kind == "training" else "predict"
+    return RunKind(kind).mode
 
 
 BATCH = 64
@@ -336,7 +336,7 @@ class Dispatcher(Service):
         """The input as the model gets it: this server's own file URLs resolved (at dispatch time, so
         signed URLs are fresh however long the prediction waited), other URLs fetched when ``fetch`` (else
         counted in ``to_fetch``). It was validated at create time."""
-        name = "TrainingInput" if prediction.kind == "training" else "Input"
+        name = "TrainingInput" if prediction.kind == RunKind.TRAINING else "Input"
         version = self._versions.get(prediction.version_pk)
         schema = (version.openapi_schema if version else None) or {}
         checked = inputs.stored(schema, prediction.input, component_name=name)

@@ -25,6 +25,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.backends.base import Backend
+from cogport.core.kinds import RunKind
 from cogport.core.status import TERMINAL, Status
 from cogport.db import faults
 from cogport.db.engine import Database
@@ -260,7 +261,7 @@ class Runs:
         streamable = not training and cog.can_stream(schema)
         if request.stream and not streamable:
             raise Unprocessable("Streaming not supported for the output type of the requested version.")
-        kind = "training" if training else "prediction"
+        kind = RunKind.TRAINING if training else RunKind.PREDICTION
         hardware = hardware or model.hardware or "cpu"
         fast = (
             not resolved.to_fetch
@@ -310,7 +311,7 @@ class Runs:
         return Created(await self.wait(row.id, wait, current=row), applied)
 
     async def read(
-        self, session: AsyncSession, principal: Principal, prediction_id: str, kind: str | None = "prediction"
+        self, session: AsyncSession, principal: Principal, prediction_id: str, kind: str | None = RunKind.PREDICTION
     ) -> Prediction:
         """One of the caller's runs as it stands: the stored row, unless this process holds a newer one. A
         caller that was answered with a run can always read it back from the process that answered: an end

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport.core.jobs import clean_error
-from cogport.core.status import TERMINAL, Status
+from cogport.core.status import ACTIVE, TERMINAL, Status
 from cogport.db.tables import Prediction, utcnow
 from cogport.db.writer import Tx
 from cogport.errors import InvalidTransition, PredictionNotFound
@@ -225,7 +225,7 @@ class Transitions:
         False (nothing written) once the prediction has ended."""
         result = tx.conn.execute(
             update(PREDICTIONS)
-            .where(PREDICTIONS.c.id == prediction.id, PREDICTIONS.c.status.in_(("starting", "processing")))
+            .where(PREDICTIONS.c.id == prediction.id, PREDICTIONS.c.status.in_(ACTIVE))
             .values(**values)
         )
         if not result.rowcount:

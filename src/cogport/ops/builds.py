@@ -8,6 +8,7 @@ at most :data:`MAX_INTERRUPTIONS` times, then fails with a message saying why.
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +18,23 @@ from cogport.errors import NotFound
 from cogport.identifiers import new_object_id
 from cogport.ops.principals import Principal
 
-STARTING, PROCESSING, SUCCEEDED, FAILED = "starting", "processing", "succeeded", "failed"
+
+class BuildStatus(StrEnum):
+    """A build's status (``Build.status``): the same words as a prediction's, a smaller set."""
+
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+STARTING, PROCESSING, SUCCEEDED, FAILED = (
+    BuildStatus.STARTING,
+    BuildStatus.PROCESSING,
+    BuildStatus.SUCCEEDED,
+    BuildStatus.FAILED,
+)
+"""Short names the builder and its tests use."""
 INTERRUPTED = "cogport: this build was interrupted (its server died); building again"
 RELEASED = "cogport: the server stopped during this build; it will build again"
 MAX_INTERRUPTIONS = 2
@@ -31,7 +48,7 @@ async def create(
     version_id: str,
     content_id: str | None = None,
     source_path: str | None,
-    status: str = STARTING,
+    status: BuildStatus = STARTING,
     logs: str = "",
     error: str | None = None,
 ) -> Build:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.core.status import ACTIVE
 from cogport.db.keyset import Cursor, KeysetPage, paginate
 from cogport.db.tables import Account, Deployment, Model, Prediction, Version, utcnow
 from cogport.errors import Conflict, InvalidVersion, NotFound, Unprocessable
@@ -20,8 +21,6 @@ from cogport.ops import accounts
 from cogport.ops import models as model_ops
 from cogport.ops import versions as version_ops
 from cogport.ops.principals import Principal
-
-IN_FLIGHT = ("starting", "processing")
 
 
 class DeploymentNotFound(NotFound):
@@ -195,7 +194,7 @@ async def delete(session: AsyncSession, deployment: Deployment, owner: Account, 
             f"try again in {left:.0f} seconds"
         )
     running = await session.scalar(
-        select(exists().where(Prediction.deployment == ref(owner, deployment), Prediction.status.in_(IN_FLIGHT)))
+        select(exists().where(Prediction.deployment == ref(owner, deployment), Prediction.status.in_(ACTIVE)))
     )
     if running:
         raise _Undeletable("Predictions made through this deployment are still running")

@@ -8,6 +8,8 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.core.kinds import RunKind
+from cogport.core.status import ACTIVE, Status
 from cogport.db.keyset import Cursor, KeysetPage, paginate
 from cogport.db.tables import Model, Prediction, Version, utcnow
 from cogport.db.writer import Tx
@@ -30,7 +32,7 @@ def new(
     model_ref: str,
     version: Version,
     input: dict[str, Any],
-    kind: str = "prediction",
+    kind: str = RunKind.PREDICTION,
     webhook: str | None = None,
     webhook_events_filter: list[str] | None = None,
     deadline: datetime | None = None,
@@ -44,7 +46,7 @@ def new(
     that node (to start it at once)."""
     return Prediction(
         id=new_object_id(),
-        kind=kind,
+        kind=str(kind),  # the plain string, as a row read back has it
         account_id=principal.id,
         model_id=model.id,
         version_pk=version.pk,
@@ -53,7 +55,7 @@ def new(
         input=input,
         output=None,
         logs="",
-        status="starting",
+        status=Status.STARTING.value,
         source="api",
         created_at=utcnow(),
         metrics={},
@@ -83,7 +85,7 @@ def insert_row(tx: Tx, prediction: Prediction) -> Prediction:
 
 
 async def get(
-    session: AsyncSession, principal: Principal, prediction_id: str, kind: str | None = "prediction"
+    session: AsyncSession, principal: Principal, prediction_id: str, kind: str | None = RunKind.PREDICTION
 ) -> Prediction:
     """A prediction (or, by ``kind``, a training; ``None``: either) the caller created (anyone else gets 404)."""
     # By the key alone, the owner and kind checked here: with ``account_id``/``kind`` in the WHERE clause
@@ -112,7 +114,7 @@ async def list_page(
     session: AsyncSession,
     principal: Principal,
     *,
-    kind: str = "prediction",
+    kind: str = RunKind.PREDICTION,
     cursor: Cursor | None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
@@ -152,7 +154,7 @@ async def queued_heads(session: AsyncSession, limit: int = 64) -> list[Predictio
             through.label("through"),
             func.min(Prediction.created_at).label("first"),
         )
-        .where(Prediction.status == "starting", Prediction.claimed_by.is_(None))
+        .where(Prediction.status == Status.STARTING, Prediction.claimed_by.is_(None))
         .group_by(Prediction.version_pk, Prediction.kind, through)
         .subquery()
     )
@@ -167,7 +169,7 @@ async def queued_heads(session: AsyncSession, limit: int = 64) -> list[Predictio
                 Prediction.created_at == oldest.c.first,
             ),
         )
-        .where(Prediction.status == "starting", Prediction.claimed_by.is_(None))
+        .where(Prediction.status == Status.STARTING, Prediction.claimed_by.is_(None))
         .order_by(Prediction.created_at, Prediction.id)
         .limit(limit)
     )
@@ -185,7 +187,7 @@ async def queued_for(
     queued = (
         Prediction.version_pk == version_pk,
         Prediction.kind == kind,
-        Prediction.status == "starting",
+        Prediction.status == Status.STARTING,
         Prediction.claimed_by.is_(None),
         through,
     )
@@ -222,7 +224,7 @@ def claim_many(tx: Tx, prediction_ids: list[str], node: str, lease: float) -> li
         .where(
             PREDICTIONS.c.id.in_(prediction_ids),
             PREDICTIONS.c.claimed_by.is_(None),
-            PREDICTIONS.c.status == "starting",
+            PREDICTIONS.c.status == Status.STARTING,
         )
         .values(
             claimed_by=node,
@@ -240,7 +242,7 @@ def unclaim(tx: Tx, prediction_id: str, claimed_by: str | None) -> None:
         update(PREDICTIONS)
         .where(
             PREDICTIONS.c.id == prediction_id,
-            PREDICTIONS.c.status == "starting",
+            PREDICTIONS.c.status == Status.STARTING,
             PREDICTIONS.c.claimed_by == claimed_by,
         )
         .values(claimed_by=None, lease_expires_at=None)
@@ -263,7 +265,7 @@ async def expired_claims(session: AsyncSession, node: str) -> list[Prediction]:
     now = utcnow()
     result = await session.execute(
         select(Prediction).where(
-            Prediction.status.in_(("starting", "processing")),
+            Prediction.status.in_(ACTIVE),
             Prediction.claimed_by.is_not(None),
             or_(Prediction.lease_expires_at < now, Prediction.claimed_by == node),
         )
@@ -273,9 +275,7 @@ async def expired_claims(session: AsyncSession, node: str) -> list[Prediction]:
 
 async def past_deadline(session: AsyncSession, limit: int = 100) -> list[Prediction]:
     result = await session.execute(
-        select(Prediction)
-        .where(Prediction.status.in_(("starting", "processing")), Prediction.deadline < utcnow())
-        .limit(limit)
+        select(Prediction).where(Prediction.status.in_(ACTIVE), Prediction.deadline < utcnow()).limit(limit)
     )
     return list(result.scalars())
 
@@ -286,7 +286,7 @@ async def cancel_requests(session: AsyncSession, node: str) -> list[str]:
         select(Prediction.id).where(
             Prediction.claimed_by == node,
             Prediction.cancel_requested.is_(True),
-            Prediction.status.in_(("starting", "processing")),
+            Prediction.status.in_(ACTIVE),
         )
     )
     return list(result.scalars())
@@ -294,7 +294,7 @@ async def cancel_requests(session: AsyncSession, node: str) -> list[str]:
 
 def count_run(tx: Tx, prediction: Prediction) -> None:
     """Add a finished prediction to its model's ``run_count`` (in the transaction that ends it)."""
-    if prediction.kind == "prediction":
+    if prediction.kind == RunKind.PREDICTION:
         tx.conn.execute(_COUNT_RUN, {"model_id": prediction.model_id})
 
 
@@ -303,6 +303,6 @@ async def count_waiting(session: AsyncSession, deployment: str) -> int:
     result = await session.execute(
         select(func.count())
         .select_from(Prediction)
-        .where(Prediction.deployment == deployment, Prediction.status == "starting")
+        .where(Prediction.deployment == deployment, Prediction.status == Status.STARTING)
     )
     return int(result.scalar_one())

@@ -10,12 +10,13 @@ from __future__ import annotations
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.core.kinds import RunKind
 from cogport.db.tables import Account, Model, Version
 from cogport.errors import DestinationNotFound, NotFound, Unprocessable
 from cogport.ops import models as model_ops
 from cogport.ops.principals import Principal
 
-KIND = "training"
+KIND = RunKind.TRAINING
 
 
 async def find_destination(session: AsyncSession, principal: Principal, ref: str) -> tuple[Model, Account]:
