@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "cluster": ("bench.cluster", "a Ray cluster here: 50 ms model on one node vs two, Ray vs local latency, join time"),
     "crowds": ("bench.crowds", "GET and sync create p99 with thousands of quiet SSE streams open, vs idle"),
     "webhooks": ("bench.webhooks", "terminal webhooks: deliveries/s and lag, burst, paced and beside a hung receiver"),
+    "start": ("bench.start", "cogport serve to its first answered request (fresh and again), import cogport.app"),
     "peers": ("bench.peers", "the no-op function: cogport vs coglet direct, BentoML, Ray Serve, bare FastAPI"),
     "stream": ("bench.stream", "streamed token latency through cogport's SSE vs coglet's own, same instance"),
 }

@@ -59,4 +59,5 @@ def serve(
         timeout_graceful_shutdown=10,
         log_config=None,  # logging is configured once, by cogport.logs
         access_log=False,  # cogport.access is the request log (one line per request, route templates)
+        ws="none",  # no WebSocket routes (streams are SSE): uvicorn need not import a WebSocket library at start
     )

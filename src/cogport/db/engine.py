@@ -14,9 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -24,6 +22,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from cogport.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD = "d8a4f2c6e1b3"
+"""The newest migration in ``migrations/versions`` (tests/test_start.py checks it is Alembic's head): a
+database already at it starts without importing or running Alembic."""
 AFTER_COMMIT = "cogport.after_commit"
 
 log = logging.getLogger(__name__)
@@ -93,19 +94,32 @@ class Database:
             yield session
 
     async def migrate(self) -> None:
-        """Create the schema (if asked) and apply every Alembic migration."""
+        """Create the schema (if asked) and apply every Alembic migration; a database already at :data:`HEAD`
+        (every start but the first after an upgrade) is only read, Alembic is not even imported."""
         if self.settings.is_sqlite:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         async with self.engine.begin() as conn:
             if self.settings.database_schema and not self.settings.is_sqlite:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.settings.database_schema}"'))
-            await conn.run_sync(_upgrade)
+            if await conn.run_sync(revisions) != [HEAD]:
+                await conn.run_sync(_upgrade)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
+def revisions(connection: Connection) -> list[str]:
+    """The revisions Alembic's version table holds (none on a fresh database)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return []
+    return list(connection.scalars(text("SELECT version_num FROM alembic_version")))
+
+
 def _upgrade(connection: Connection) -> None:
+    # Alembic is imported here, not at the top: a third of a second at start, needed only when migrating.
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 
 from cogport.ops.principals import Principal
+
+if TYPE_CHECKING:
+    from fastapi.templating import Jinja2Templates
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 STATIC_PATH = "/-/static"
 
-templates = Jinja2Templates(directory=HERE / "templates")
+
+@functools.cache
+def templates() -> Jinja2Templates:
+    """The one Jinja2 environment, made when the first page renders: importing Jinja2 is not paid at start."""
+    from fastapi.templating import Jinja2Templates  # deliberately lazy (start time, docs/operations.md)
+
+    return Jinja2Templates(directory=HERE / "templates")
 
 
 def _origin(url: str) -> str:
@@ -51,7 +60,7 @@ def page(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    return templates.TemplateResponse(
+    return templates().TemplateResponse(
         request,
         template,
         {"principal": principal, "title": title, "static": STATIC_PATH, **context},
