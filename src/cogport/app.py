@@ -226,6 +226,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
         dependencies=[Depends(reject_nul)],  # NUL in a path or query: 404/400, never a PostgreSQL 500
+        # opentelemetry-api comes without an SDK: FastAPI's per-request check for a provider is pure cost.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.principals = PrincipalCache()
