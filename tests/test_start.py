@@ -25,6 +25,7 @@ NOT_AT_START = (
     "aiobotocore",
     "ray",  # the Ray backend only
     "pathspec",  # a push's or a build's ignore rules
+    "yaml",  # cog.yaml: a push, a build, a bundle's manifest
     "websockets",  # no WebSocket routes
     "replicate",  # a client library: tests and benchmarks only
     "hypothesis",

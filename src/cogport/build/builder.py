@@ -13,17 +13,20 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import uv
 
-from cogport.build import cogyaml, host_packages, interpreters, packing
+from cogport.build import host_packages, interpreters, packing
 from cogport.build.environment import BuildBoundary, Environments, EnvironmentSpec
 from cogport.build.errors import BuildError
 from cogport.build.log import BuildLog
 from cogport.build.schema import inspect_model, write_runtime_schema
 from cogport.runtime.sandbox import Sandbox, safe_base_environment
 from cogport.settings import Settings
+
+if TYPE_CHECKING:
+    from cogport.build import cogyaml
 
 DEFAULT_PYTHON = "3.13"
 """Used, with a warning, when cog.yaml names no python_version (Cog's default before it became required)."""
@@ -61,6 +64,8 @@ def stage(archive: BinaryIO, dest: Path, settings: Settings) -> Staged:
     """Unpack an upload into ``dest``, apply the ignore rules, and compute the content id (blocking)."""
     packing.unpack(archive, dest, max_bytes=settings.build.max_source_mb << 20)
     files = packing.remove_ignored(dest)
+    from cogport.build import cogyaml  # here, not at the top: PyYAML is not imported at the server's start
+
     error: str | None = None
     config = None
     cog_yaml = dest / "cog.yaml"
@@ -94,6 +99,8 @@ class ModelBuilder:
 
     async def build(self, source: Path, log: BuildLog, *, tenant: int = 0) -> dict[str, Any]:
         """Build ``source`` in place; returns the new version's fields (without ``id``)."""
+        from cogport.build import cogyaml  # here, not at the top: PyYAML is not imported at the server's start
+
         build = self.settings.build
         log.step("Reading cog.yaml")
         config = cogyaml.parse((source / "cog.yaml").read_text(encoding="utf-8", errors="replace"))

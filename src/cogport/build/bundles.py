@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cogport.build import cogyaml, packing
+from cogport.build import packing
 from cogport.build.builder import DEFAULT_PYTHON, sdk_version
 from cogport.build.environment import COMPLETE_MARKER, Environments
 from cogport.build.errors import BuildError, BundleMissing, PrepareFailed
@@ -152,6 +152,8 @@ async def read_manifest(storage: Storage, bundle: str) -> Manifest:
 async def _manifest(
     version_id: str, source: Path, venv: Path, environments: Environments, settings: Settings
 ) -> Manifest:
+    from cogport.build import cogyaml  # here, not at the top: PyYAML is not imported at the server's start
+
     config = cogyaml.parse((source / "cog.yaml").read_text(encoding="utf-8", errors="replace"))
     return Manifest(
         version_id=version_id,
