@@ -490,11 +490,12 @@ def table(results: dict[str, list[Figures]], args: argparse.Namespace) -> list[s
 
 
 def profile(path: Path, requests: int, rate: int = 500) -> list[str]:
-    """py-spy's collapsed stacks summed by area: self time (the innermost frame's area) and inclusive time
-    (any frame of the area on the stack), microseconds per prediction."""
+    """py-spy's collapsed stacks summed by area (the innermost frame's: self time) and the functions with the
+    most self and cumulative time (a frame counted once per stack; the frames under every request, the
+    server's own loop and the threads' bootstrap, left out), in microseconds per prediction."""
     own: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
     functions: collections.Counter[str] = collections.Counter()
+    cumulative: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -505,8 +506,8 @@ def profile(path: Path, requests: int, rate: int = 500) -> list[str]:
         frames = stack.split(";")
         own[area(frames[-1])] += count
         functions[frames[-1]] += count
-        for name in {area(frame) for frame in frames}:
-            inclusive[name] += count
+        for frame in set(frames):
+            cumulative[frame] += count
 
     def us(samples: int) -> str:
         return f"{samples / rate / requests * 1e6:,.0f}"
@@ -515,33 +516,56 @@ def profile(path: Path, requests: int, rate: int = 500) -> list[str]:
         f"py-spy `--gil` at {rate} Hz over {requests} sequential predictions: {total} samples = "
         f"{us(total)} µs per prediction holding the GIL in cogport's server process",
         "",
-        "| area | self µs/prediction | inclusive µs/prediction |",
+        "| area (innermost Python frame) | self µs/prediction | share |",
         "|---|---:|---:|",
     ]
     for name, samples in own.most_common():
-        lines.append(f"| {name} | {us(samples)} | {us(inclusive[name])} |")
-    lines += ["", "top functions by self time:", ""]
-    for frame, samples in functions.most_common(15):
-        lines.append(f"- {us(samples)} µs: `{frame}`")
+        lines.append(f"| {name} | {us(samples)} | {samples / total * 100:.0f} % |")
+    lines += ["", "top functions, self µs/prediction:", ""]
+    lines += [f"- {us(samples)}: `{frame}`" for frame, samples in functions.most_common(20)]
+    lines += ["", "top functions, cumulative µs/prediction:", ""]
+    common = [(frame, samples) for frame, samples in cumulative.most_common() if not root(frame)]
+    lines += [f"- {us(samples)}: `{frame}`" for frame, samples in common[:30]]
     return lines
 
 
 AREAS = [  # the first whose needle is in the frame (``function (file:line)``) names it
-    ("uvicorn/h11/httptools (HTTP parsing, protocol)", ("uvicorn/", "h11/", "httptools")),
-    ("starlette/fastapi (routing, request/response)", ("starlette/", "fastapi/")),
+    ("uvicorn/httptools (HTTP parsing, protocol, socket writes)", ("uvicorn/", "h11/", "httptools")),
+    ("cogport: auth, rate limits", ("cogport/api/deps", "principal_cache", "rate_limits", "cogport/auth")),
+    ("cogport: middleware (access log, body limits, problems)", ("api/access", "body_limits", "api/problems")),
+    ("starlette/fastapi (middleware stack, routing, responses)", ("starlette/", "fastapi/")),
     ("pydantic (validation, serialisation)", ("pydantic",)),
     ("SQLAlchemy / sqlite3 / asyncpg (ORM, SQL)", ("sqlalchemy/", "sqlite3", "asyncpg/", "aiosqlite")),
-    ("httpx/httpcore (coglet HTTP client)", ("httpx/", "httpcore/", "anyio/", "h2/")),
+    ("httpx/httpcore", ("httpx/", "httpcore/", "anyio/", "h2/")),
     ("json", ("json/", "orjson", "ujson")),
     ("logging", ("logging/", "cogport/logs", "cogport/observability")),
-    ("asyncio event loop / threads (hops)", ("asyncio/", "threading.py", "concurrent/futures", "uvloop", "selectors")),
-    ("cogport: auth / middleware", ("cogport/auth", "cogport/api/middleware", "cogport/middleware", "ratelimit")),
-    ("cogport: API routes", ("cogport/api/",)),
-    ("cogport: lifecycle (runs, dispatcher, recorder)", ("cogport/lifecycle/",)),
-    ("cogport: runtime (instance, coglet client)", ("cogport/runtime/", "cogport/backends/")),
+    ("thread hop (executor, futures)", ("threading.py", "concurrent/futures", "asyncio/futures")),
+    ("asyncio event loop, tasks", ("asyncio/", "uvloop", "selectors")),
+    ("cogport: API routes, presenters", ("cogport/api/",)),
+    ("cogport: lifecycle (runs, dispatcher, recorder, status)", ("cogport/lifecycle/",)),
+    ("cogport: coglet client (runtime/http1, instance)", ("cogport/runtime/", "cogport/backends/")),
     ("cogport: db (writer, models)", ("cogport/db/",)),
     ("cogport: other", ("cogport/",)),
 ]
+
+
+ROOTS = (
+    "typer/",
+    "cogport/cli/",
+    "<module>",
+    "uvicorn/server.py",
+    "uvicorn/main.py",
+    "uvicorn/_compat.py",
+    "asyncio/runners.py",
+    "asyncio/base_events.py",
+    "asyncio/events.py",
+    "threading.py",
+    "concurrent/futures/thread.py:8",  # _worker
+)
+
+
+def root(frame: str) -> bool:
+    return any(needle in frame for needle in ROOTS)
 
 
 def area(frame: str) -> str:
@@ -598,7 +622,9 @@ def main(argv: list[str]) -> int:
                 run_dir = work / "runs" / f"{round_}-{len(results.get(system.name, []))}"
                 run_dir.mkdir(parents=True, exist_ok=True)
                 try:
-                    results.setdefault(system.name, []).append(measure(system, run_dir, args, spy))
+                    figures = measure(system, run_dir, args, spy)
+                    results.setdefault(system.name, []).append(figures)
+                    note(f"{system.name}: {figures} (load {load()})")
                 except RuntimeError as exc:
                     note(f"{system.name} failed this round: {exc}")
                     results.setdefault(system.name, [])
