@@ -15,7 +15,8 @@ Each round starts every system afresh, in turn (A B C D A B C D ...), and for ea
 launched to the first answered prediction), 100 warm-up requests, idle RSS of the server's process tree, then
 ``--requests`` sequential requests from one keep-alive client (p50, p99, req/s, and the CPU the server's
 process tree spent per request, from ``/proc/<pid>/stat``; for cogport also its server process alone), then
-``--clients`` concurrent clients for ``--seconds`` (2xx successes per second; coglet's 409s counted apart).
+``--clients`` concurrent clients for ``--seconds`` (wrk when installed, else httpx async clients; 2xx successes per
+second, the rest (coglet's 409s: its busy slot) counted apart).
 The table shows the median over rounds. ``--baseline REF`` adds cogport at ``REF`` (its ``src/`` from a git
 worktree) as another row; ``--py-spy FILE`` records cogport's server process (SQLite, first round) during
 the sequential run with py-spy (``--gil``, collapsed stacks) into ``FILE``, summed by area.
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import platform
 import shlex
@@ -357,6 +359,26 @@ async def concurrent(target: Target, clients: int, seconds: float) -> tuple[int,
     return counts["ok"], counts["busy"], counts["error"]
 
 
+def wrk(target: Target, clients: int, seconds: float) -> tuple[int, int, int]:
+    """As :func:`concurrent`, with ``wrk`` (one thread, ``clients`` keep-alive connections): a C client costs
+    the box far less CPU per request than httpx, so its figure is the server's rather than the pair's."""
+    lines = ["wrk.method = 'POST'", f"wrk.body = '{json.dumps(target.body)}'"]
+    lines += [f"wrk.headers['{k}'] = '{v}'" for k, v in {"Content-Type": "application/json", **target.headers}.items()]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + "\n")
+    try:
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "-s", script.name, target.url]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(script.name)
+    total = next(int(line.split()[0]) for line in out.splitlines() if "requests in" in line)
+    failed = next((int(line.split(":")[1]) for line in out.splitlines() if "Non-2xx" in line), 0)
+    errors = next((line for line in out.splitlines() if "Socket errors" in line), "")
+    if errors:
+        note(f"wrk: {errors.strip()}")
+    return total - failed, failed, 0
+
+
 @contextlib.contextmanager
 def py_spy(pid: int, out: Path | None) -> Iterator[None]:
     if out is None:
@@ -392,7 +414,10 @@ def measure(system: System, work: Path, args: argparse.Namespace, spy: Path | No
             tree = process_tree(target.process.pid)
             cpu_tree = (cpu_s(tree) - cpu_before) / args.requests * 1000
             cpu_server = (cpu_s([target.server_pid]) - server_before) / args.requests * 1000
-        ok, busy, errors = asyncio.run(concurrent(target, args.clients, args.seconds))
+        if args.client == "wrk":
+            ok, busy, errors = wrk(target, args.clients, args.seconds)
+        else:
+            ok, busy, errors = asyncio.run(concurrent(target, args.clients, args.seconds))
         if errors:
             note(f"{system.name}: {errors} errors from {args.clients} clients")
         return Figures(
@@ -478,7 +503,7 @@ def table(results: dict[str, list[Figures]], args: argparse.Namespace) -> list[s
         def m(attribute: str, rounds: list[Figures] = rounds) -> float:
             return median([getattr(r, attribute) for r in rounds])
 
-        busy = f" ({m('busy_n'):,.0f} 409s/s)" if m("busy_n") else ""
+        busy = f" (+{m('busy_n'):,.0f} {'non-2xx' if args.client == 'wrk' else '409s'}/s)" if m("busy_n") else ""
         cpu = f"{m('cpu_tree_ms'):.2f}"
         if rounds[0].cpu_server_ms is not None:
             cpu = f"{m('cpu_server_ms'):.2f} server, {cpu} all"
@@ -584,6 +609,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=500, help="sequential requests per system and round")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the concurrent clients run")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "httpx"),
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="the concurrent clients: wrk (when installed; the default then) or httpx async clients",
+    )
     parser.add_argument("--peers", default="coglet,cogport,bentoml,ray,fastapi")
     parser.add_argument("--database-url", default=DEFAULT_PG, help="cogport's PostgreSQL row ('' to skip)")
     parser.add_argument("--baseline", help="also cogport at this git ref (its src/ from a worktree)")
@@ -636,7 +667,7 @@ def main(argv: list[str]) -> int:
         f"{os.cpu_count()} cores, load average (1 / 5 / 15 min) {load_start} at start, {load_end} at end; "
         f"{platform.python_implementation()} {platform.python_version()}; {args.rounds} rounds, medians; "
         f"{WARM_UP} warm-up then {args.requests} sequential requests from one keep-alive httpx client, then "
-        f"{args.clients} httpx clients for {args.seconds:g} s\n"
+        f"{args.clients} {'wrk connections' if args.client == 'wrk' else 'httpx clients'} for {args.seconds:g} s\n"
     )
     print("\n".join(table(results, args)))
     for line in skipped:
