@@ -15,10 +15,11 @@ import shutil
 
 from cogport.backends.base import Backend
 from cogport.build import bundles
+from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.writer import GroupWriter
 from cogport.lifecycle import trainings
-from cogport.lifecycle.status import Status, Transitions
+from cogport.lifecycle.status import Transitions
 from cogport.ops import files as file_ops
 from cogport.ops import versions
 from cogport.ops.trainings import weights_in_use

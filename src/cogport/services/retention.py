@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cogport.core.status import TERMINAL
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction, utcnow
-from cogport.lifecycle.status import TERMINAL
 from cogport.ops import files as file_ops
 from cogport.services.base import Service
 from cogport.settings import Settings

@@ -24,10 +24,11 @@ from typing import Any
 
 import httpx
 
+from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Prediction
 from cogport.db.writer import Tx
-from cogport.lifecycle.status import Announcement, Status
+from cogport.lifecycle.status import Announcement
 from cogport.netpolicy import HostPolicy, Refusal, pinned
 from cogport.ops import webhooks as delivery_ops
 from cogport.settings import WebhookSettings
