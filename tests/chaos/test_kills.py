@@ -72,6 +72,11 @@ class Creator:
                 time.sleep(0.05)
                 continue
             except httpx.TransportError as exc:
+                if self.phase == "sigterm" and "Connection reset by peer" in repr(exc):
+                    # A connection still in the kernel's accept queue when the stopping server closed its
+                    # listener is reset by the kernel: the server never read it (nothing was accepted).
+                    time.sleep(0.05)
+                    continue
                 with self._lock:
                     self.dropped.append(f"{self.phase}: {exc!r}")
                 continue
