@@ -27,12 +27,14 @@ LAYERS: list[set[str]] = [
     {"ops"},
     {"lifecycle", "webhooks", "services", "bootstrap"},
     {"metrics"},
+    {"resources"},
     {"api", "web"},
     {"app"},
     {"cli"},
 ]
 """Bottom to top. ``core`` is the run's vocabulary (spec, job, events, outcome, status, kind);
-``background`` is the loop every service is; ``metrics`` reads the lifecycle and the backends for the API."""
+``background`` is the loop every service is; ``metrics`` reads the lifecycle and the backends for the API;
+``resources`` builds them all, in order, for the app."""
 
 LAYER_OF = {package: index for index, layer in enumerate(LAYERS) for package in layer}
 

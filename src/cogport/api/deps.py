@@ -1,8 +1,15 @@
-"""Named dependencies: the session, the caller, the settings, absolute URLs."""
+"""Named dependencies: the session, the caller, the settings, the server's resources, absolute URLs.
+
+The one module that knows what ``app.state`` holds (set by :mod:`cogport.app`): routes and pages take
+what they need as typed parameters (``ResourcesDep``, ``CallDep``, ``SessionDep``, ...). FastAPI solves each
+``Depends`` on every request, so there are few and they are flat: the prediction routes, the hot path,
+take one ``CallDep`` (caller, base URL and resources together) rather than three.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,6 +22,7 @@ from cogport.db.engine import Database
 from cogport.errors import BadRequest, Forbidden, NotFound, Unauthenticated
 from cogport.ops import accounts, web_sessions
 from cogport.ops.principals import Principal
+from cogport.resources import Resources
 from cogport.settings import Settings
 
 
@@ -23,9 +31,20 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
+def get_resources(request: Request) -> Resources:
+    """The server's resources (opened by the app's lifespan)."""
+    resources: Resources = request.app.state.resources
+    return resources
+
+
 def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
+    return get_resources(request).database
+
+
+def principal_cache(request: Request) -> PrincipalCache:
+    """This process's cache of callers (:mod:`cogport.api.principal_cache`)."""
+    cache: PrincipalCache = request.app.state.principals
+    return cache
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -56,9 +75,14 @@ async def _database(request: Request) -> Database:
     return get_database(request)
 
 
+async def _resources(request: Request) -> Resources:
+    return get_resources(request)
+
+
 # Dependencies are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool (slow).
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DatabaseDep = Annotated[Database, Depends(_database)]
+ResourcesDep = Annotated[Resources, Depends(_resources)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
@@ -81,7 +105,7 @@ async def _authenticate(request: Request, token: str) -> Principal:
 
 async def _cached(request: Request, key: str, load: Callable[[AsyncSession], Awaitable[Principal]]) -> Principal:
     """The principal cached under ``key``, else ``load``-ed in a short transaction of its own."""
-    cache: PrincipalCache = request.app.state.principals
+    cache = principal_cache(request)
     principal = cache.get(key)
     if principal is None:
         async with get_database(request).session() as session:
@@ -174,3 +198,20 @@ async def get_base_url(request: Request) -> str:
 
 
 BaseUrl = Annotated[str, Depends(get_base_url)]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One authenticated API call: the caller, the base URL it reached this server at, the resources."""
+
+    principal: Principal
+    base_url: str
+    resources: Resources
+
+
+async def get_call(request: Request) -> Call:
+    """``CurrentPrincipal``, ``BaseUrl`` and ``ResourcesDep`` in one dependency solve (the hot path)."""
+    return Call(await get_principal(request), await get_base_url(request), get_resources(request))
+
+
+CallDep = Annotated[Call, Depends(get_call)]

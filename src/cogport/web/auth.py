@@ -15,10 +15,10 @@ from cogport.api.deps import (
     SessionDep,
     SettingsDep,
     authenticate_session,
+    principal_cache,
     same_origin,
     session_cache_key,
 )
-from cogport.api.principal_cache import PrincipalCache
 from cogport.errors import Unauthenticated
 from cogport.ops import web_sessions
 from cogport.ops.principals import Principal
@@ -108,8 +108,7 @@ async def sign_out(request: Request, session: SessionDep) -> Response:
     secret = request.cookies.get(SESSION_COOKIE)
     if secret and same_origin(request):
         await web_sessions.close_session(session, secret)
-        cache: PrincipalCache = request.app.state.principals
-        cache.forget(session_cache_key(secret))
+        principal_cache(request).forget(session_cache_key(secret))
     response: Response = RedirectResponse("/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

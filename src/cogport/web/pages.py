@@ -15,8 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, SessionDep
-from cogport.backends.base import Backend
+from cogport.api.deps import BaseUrl, ResourcesDep, SessionDep
 from cogport.db.tables import Version
 from cogport.errors import NotFound
 from cogport.ops import deployments as deployment_ops
@@ -65,17 +64,19 @@ async def index(
 
 
 @router.get("/p/{prediction_id}")
-async def prediction_page(prediction_id: str, request: Request, session: SessionDep, base_url: BaseUrl) -> Response:
+async def prediction_page(
+    prediction_id: str, request: Request, session: SessionDep, resources: ResourcesDep, base_url: BaseUrl
+) -> Response:
     principal = await page_principal(request)
     if principal is None:
         return sign_in_redirect(request)
     try:
         # Predictions and trainings; a run this process holds unwritten reads as it holds it.
-        row = await request.app.state.runs.read(session, principal, prediction_id, kind=None)
+        row = await resources.runs.read(session, principal, prediction_id, kind=None)
     except NotFound:
         return not_found(request, principal, "This prediction does not exist, or you cannot see it.")
     version = await session.get(Version, row.version_pk)
-    run = presenters.run(row, base_url, request.app.state.settings)
+    run = presenters.run(row, base_url, resources.settings)
     kind = "training" if row.kind == training_ops.KIND else "prediction"
     return page(
         request,
@@ -103,7 +104,9 @@ async def deployments_page(
 
 
 @router.get("/deployments/{owner}/{name}")
-async def deployment_page(owner: str, name: str, request: Request, session: SessionDep) -> Response:
+async def deployment_page(
+    owner: str, name: str, request: Request, session: SessionDep, resources: ResourcesDep
+) -> Response:
     principal = await page_principal(request)
     if principal is None:
         return sign_in_redirect(request)
@@ -112,8 +115,7 @@ async def deployment_page(owner: str, name: str, request: Request, session: Sess
     except NotFound:
         return not_found(request, principal, "This deployment does not exist, or you cannot see it.")
     ref = deployment_ops.ref(owner_account, deployment)
-    backend: Backend = request.app.state.backend
-    instances = [presenters.instance(v) for v in backend.instances() if v.pool == f"deployment:{ref}"]
+    instances = [presenters.instance(v) for v in resources.backend.instances() if v.pool == f"deployment:{ref}"]
     queued = await prediction_ops.count_waiting(session, ref)
     return page(
         request,

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
+from cogport.api.deps import get_settings
 from cogport.ops.principals import Principal
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def _origin(url: str) -> str:
 def security_headers(request: Request) -> dict[str, str]:
     """Only this server's own scripts, styles and connections; media also from its public URL (file outputs
     and streams are addressed there) and from data:/blob: URLs."""
-    public_url: str | None = request.app.state.settings.public_url
+    public_url = get_settings(request).public_url
     extra = f" {_origin(public_url)}" if public_url else ""
     policy = (
         "default-src 'none'; script-src 'self'; style-src 'self'; "

@@ -8,8 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from cogport.api import presenters
-from cogport.api.deps import AdminPrincipal, BaseUrl, NoNul, SessionDep
-from cogport.backends.base import Backend
+from cogport.api.deps import AdminPrincipal, BaseUrl, NoNul, ResourcesDep, SessionDep, principal_cache
 from cogport.db.tables import Account, ApiToken
 from cogport.ops import accounts as account_ops
 from cogport.ops import collections as collection_ops
@@ -28,7 +27,7 @@ async def _forget_principals(request: Request) -> AsyncIterator[None]:
     """Account, member and token changes take effect at once in this process (see PrincipalCache)."""
     yield
     if request.method != "GET":
-        request.app.state.principals.clear()
+        principal_cache(request).clear()
 
 
 router = APIRouter(
@@ -156,9 +155,7 @@ async def delete_collection(slug: str, session: SessionDep, _admin: AdminPrincip
 
 
 @router.get("/instances")
-async def list_instances(request: Request, _admin: AdminPrincipal) -> dict[str, Any]:
+async def list_instances(_admin: AdminPrincipal, resources: ResourcesDep) -> dict[str, Any]:
     """Every instance this process runs (deployments' and on-demand ones), with the pool it belongs to."""
-    backend: Backend = request.app.state.backend
-    return {
-        "results": [{**presenters.instance(view), "pool": view.pool or "on-demand"} for view in backend.instances()]
-    }
+    views = resources.backend.instances()
+    return {"results": [{**presenters.instance(view), "pool": view.pool or "on-demand"} for view in views]}

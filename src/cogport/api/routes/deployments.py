@@ -9,25 +9,24 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, SessionDep
+from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, NoNul, ResourcesDep, SessionDep, SettingsDep
 from cogport.api.routes.predictions import CancelAfterHeader, PreferHeader, create_run
-from cogport.backends.base import Backend
 from cogport.db.tables import Account, Deployment, Model, Version
 from cogport.errors import InvalidVersion
 from cogport.ops import deployments as ops
 from cogport.ops import predictions as prediction_ops
+from cogport.resources import Resources
 from cogport.schemas.actions import DeploymentCreate, DeploymentUpdate, RunCreate
 from cogport.schemas.responses import Deployment as DeploymentOut
 from cogport.schemas.responses import Page
-from cogport.settings import Settings
 
 router = APIRouter(tags=["deployments"], dependencies=[NoNul])
 # A deployment is answered without its None members: ``created_by`` has optional, non-nullable
 # ``github_url``/``avatar_url``, left out when unset (the object has no other optional member).
 
 
-def _known_hardware(request: Request) -> set[str]:
-    return {s.sku for s in request.app.state.backend.hardware()}
+def _known_hardware(resources: Resources) -> set[str]:
+    return {s.sku for s in resources.backend.hardware()}
 
 
 async def _present(session: AsyncSession, deployment: Deployment) -> DeploymentOut:
@@ -36,7 +35,7 @@ async def _present(session: AsyncSession, deployment: Deployment) -> DeploymentO
 
 @router.post("/v1/deployments", response_model_exclude_none=True)
 async def create_deployment(
-    body: DeploymentCreate, request: Request, session: SessionDep, principal: CurrentPrincipal
+    body: DeploymentCreate, session: SessionDep, principal: CurrentPrincipal, resources: ResourcesDep
 ) -> DeploymentOut:
     owner, name = body.owner_and_name()
     deployment = await ops.create(
@@ -47,7 +46,7 @@ async def create_deployment(
         model_ref=body.model,
         version_id=body.version,
         config=ops.Config(body.hardware, body.min_instances, body.max_instances),
-        known_hardware=_known_hardware(request),
+        known_hardware=_known_hardware(resources),
     )
     return await _present(session, deployment)
 
@@ -75,20 +74,24 @@ async def get_deployment(owner: str, name: str, session: SessionDep, principal: 
 
 @router.patch("/v1/deployments/{owner}/{name}", response_model_exclude_none=True)
 async def update_deployment(
-    owner: str, name: str, body: DeploymentUpdate, request: Request, session: SessionDep, principal: CurrentPrincipal
+    owner: str,
+    name: str,
+    body: DeploymentUpdate,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    resources: ResourcesDep,
 ) -> DeploymentOut:
     deployment, _ = await ops.find(session, principal, owner, name)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    await ops.release(session, principal, deployment, changes, _known_hardware(request))
+    await ops.release(session, principal, deployment, changes, _known_hardware(resources))
     return await _present(session, deployment)
 
 
 @router.delete("/v1/deployments/{owner}/{name}", status_code=204)
 async def delete_deployment(
-    owner: str, name: str, request: Request, session: SessionDep, principal: CurrentPrincipal
+    owner: str, name: str, session: SessionDep, principal: CurrentPrincipal, settings: SettingsDep
 ) -> Response:
     deployment, owner_account = await ops.find(session, principal, owner, name)
-    settings: Settings = request.app.state.settings
     await ops.delete(session, deployment, owner_account, settings.deployments.offline_before_delete)
     return Response(status_code=204)
 
@@ -98,9 +101,7 @@ async def create_deployment_prediction(
     owner: str,
     name: str,
     body: RunCreate,
-    request: Request,
-    principal: CurrentPrincipal,
-    base_url: BaseUrl,
+    call: CallDep,
     prefer: PreferHeader = None,
     cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
@@ -108,7 +109,7 @@ async def create_deployment_prediction(
     used: list[int] = []
 
     async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
-        deployment, _ = await ops.find(session, principal, owner, name)
+        deployment, _ = await ops.find(session, call.principal, owner, name)
         model = await session.get(Model, deployment.model_id)
         version = await session.get(Version, deployment.version_pk)
         model_owner = await session.get(Account, model.owner_id) if model is not None else None
@@ -117,22 +118,19 @@ async def create_deployment_prediction(
         used.append(deployment.id)
         return model, model_owner, version
 
-    response = await create_run(
-        request, principal, base_url, body, resolve, prefer, cancel_after, deployment=f"{owner}/{name}"
-    )
-    async with request.app.state.database.session() as session:
+    response = await create_run(call, body, resolve, prefer, cancel_after, deployment=f"{owner}/{name}")
+    async with call.resources.database.session() as session:
         await ops.touch(session, used[0])
     return response
 
 
 @router.get("/v1/deployments/{owner}/{name}/instances")
 async def deployment_instances(
-    owner: str, name: str, request: Request, session: SessionDep, principal: CurrentPrincipal
+    owner: str, name: str, session: SessionDep, principal: CurrentPrincipal, resources: ResourcesDep
 ) -> dict[str, Any]:
     """A cogport extension: the deployment's instances now, and how many of its predictions wait to start."""
     deployment, owner_account = await ops.find(session, principal, owner, name)
     ref = ops.ref(owner_account, deployment)
-    backend: Backend = request.app.state.backend
-    views = [view for view in backend.instances() if view.pool == f"deployment:{ref}"]
+    views = [view for view in resources.backend.instances() if view.pool == f"deployment:{ref}"]
     queued = await prediction_ops.count_waiting(session, ref)
     return {"results": [presenters.instance(view) for view in views], "queued": queued}

@@ -14,11 +14,10 @@ import mimetypes
 from fastapi import APIRouter, Request, Response
 from starlette.requests import ClientDisconnect
 
-from cogport.api.deps import DatabaseDep, SessionDep, SettingsDep
+from cogport.api.deps import ResourcesDep, SessionDep
 from cogport.api.file_bodies import file_response
 from cogport.errors import FileNotFound, Forbidden
 from cogport.files.media import safe_name
-from cogport.files.tokens import UploadTokens
 from cogport.files.urls import OUTPUTS_PATH, UPLOADS_PATH
 from cogport.lifecycle.files_out import store_output
 from cogport.ops import files as ops
@@ -37,21 +36,18 @@ def is_loopback(request: Request) -> bool:
 
 
 @router.put(f"{UPLOADS_PATH}/{{token}}/{{filename:path}}", status_code=201, include_in_schema=False)
-async def receive_output(
-    token: str, filename: str, request: Request, database: DatabaseDep, settings: SettingsDep
-) -> Response:
+async def receive_output(token: str, filename: str, request: Request, resources: ResourcesDep) -> Response:
     if not is_loopback(request):
         raise Forbidden("The upload receiver only takes requests from this machine")
-    tokens: UploadTokens = request.app.state.upload_tokens
-    if not tokens.is_valid(token):
+    if not resources.upload_tokens.is_valid(token):
         raise Forbidden("The upload token is not valid")
     name = safe_name(filename)
     header_type = request.headers.get("content-type", "").strip()
     try:
         url = await store_output(
-            database,
-            request.app.state.storage,
-            settings,
+            resources.database,
+            resources.storage,
+            resources.settings,
             name=name,
             content_type=header_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
             chunks=request.stream(),
@@ -62,8 +58,10 @@ async def receive_output(
 
 
 @router.api_route(f"{OUTPUTS_PATH}/{{file_id}}/{{token}}/{{name}}", methods=["GET", "HEAD"], include_in_schema=False)
-async def get_output(file_id: str, token: str, name: str, request: Request, session: SessionDep) -> Response:
+async def get_output(
+    file_id: str, token: str, name: str, request: Request, session: SessionDep, resources: ResourcesDep
+) -> Response:
     row = await ops.output_by_capability(session, file_id, token)
     if row is None:
         raise FileNotFound()
-    return await file_response(request, request.app.state.storage, row, cache="private, max-age=3600")
+    return await file_response(request, resources.storage, row, cache="private, max-age=3600")

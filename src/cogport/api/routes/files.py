@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from cogport import storable
 from cogport.api import pagination
-from cogport.api.deps import BaseUrl, CurrentPrincipal, DatabaseDep, SessionDep, SettingsDep, get_principal
+from cogport.api.deps import BaseUrl, CurrentPrincipal, ResourcesDep, SessionDep, get_principal
 from cogport.api.file_bodies import file_response
 from cogport.api.presenters import timestamp
 from cogport.db.tables import StoredFile, utcnow
@@ -29,7 +29,6 @@ from cogport.identifiers import new_object_id
 from cogport.ops import files as ops
 from cogport.schemas.files import File
 from cogport.schemas.responses import Page
-from cogport.storage.base import Storage
 
 router = APIRouter(tags=["files"])
 
@@ -51,11 +50,6 @@ def present(row: StoredFile, base_url: str) -> File:
         expires_at=timestamp(row.expires_at) or created,
         urls={"get": file_url(base_url, row.id)},
     )
-
-
-def _storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
 
 
 def _check_length(request: Request, limit: int) -> None:
@@ -102,11 +96,11 @@ def _details(form: UploadForm) -> tuple[str, str, dict[str, Any]]:
 
 
 @router.post("/v1/files", status_code=201)
-async def create_file(request: Request, database: DatabaseDep, settings: SettingsDep, base_url: BaseUrl) -> File:
+async def create_file(request: Request, resources: ResourcesDep, base_url: BaseUrl) -> File:
     principal = await get_principal(request)  # its own short transaction: an upload may take minutes
+    database, settings, storage = resources.database, resources.settings, resources.storage
     _check_length(request, settings.files_max_bytes)
     form = UploadForm(request.headers.get("content-type"))
-    storage = _storage(request)
     file_id = new_object_id()
     key = ops.storage_key(ops.UPLOAD, file_id)
     digest = Digest()
@@ -156,8 +150,10 @@ async def get_file(file_id: str, session: SessionDep, principal: CurrentPrincipa
 
 
 @router.delete("/v1/files/{file_id}", status_code=204)
-async def delete_file(file_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal) -> Response:
-    await ops.delete_upload(session, _storage(request), principal, file_id)
+async def delete_file(
+    file_id: str, session: SessionDep, principal: CurrentPrincipal, resources: ResourcesDep
+) -> Response:
+    await ops.delete_upload(session, resources.storage, principal, file_id)
     return Response(status_code=204)
 
 
@@ -167,7 +163,7 @@ async def download_file(
     file_id: str,
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
+    resources: ResourcesDep,
     owner: str | None = Query(None),
     expiry: str | None = Query(None),
     signature: str | None = Query(None),
@@ -180,11 +176,11 @@ async def download_file(
         expires = int(expiry)
     except ValueError as exc:
         raise Forbidden("The download URL's expiry is not a unix timestamp") from exc
-    if not check_download(signing_key(settings), owner, file_id, expires, signature):
+    if not check_download(signing_key(resources.settings), owner, file_id, expires, signature):
         raise Forbidden("The download URL's signature is not valid")
     if expires < time.time():
         raise Forbidden("The download URL has expired")
     found = await ops.upload_with_owner(session, file_id)
     if found is None or found[1].username != owner:
         raise FileNotFound()
-    return await file_response(request, _storage(request), found[0], cache="private, max-age=3600")
+    return await file_response(request, resources.storage, found[0], cache="private, max-age=3600")

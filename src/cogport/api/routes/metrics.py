@@ -6,11 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cogport.api.deps import bearer_token, get_admin, get_principal, get_settings
+from cogport.api.deps import bearer_token, get_admin, get_principal, get_resources
 from cogport.errors import NotFound, Unauthenticated
 from cogport.identifiers import same_secret
 from cogport.metrics import state
-from cogport.metrics.registry import Metrics
 
 router = APIRouter(tags=["metrics"])
 
@@ -23,8 +22,8 @@ router = APIRouter(tags=["metrics"])
 )
 async def metrics(request: Request) -> Response:
     """This process's counters and histograms, and the queue (from the database) and its instances."""
-    settings = get_settings(request)
-    registry: Metrics | None = getattr(request.app.state, "metrics", None)
+    resources = get_resources(request)
+    settings, registry = resources.settings, resources.metrics
     if not settings.metrics.enabled or registry is None:
         raise NotFound()
     token = bearer_token(request)
@@ -33,6 +32,6 @@ async def metrics(request: Request) -> Response:
     scrape_token = settings.metrics.token
     if scrape_token is None or not same_secret(token, scrape_token):
         await get_admin(await get_principal(request))
-    snapshot = await state.snapshot(request.app.state.database, request.app.state.backend.instances())
+    snapshot = await state.snapshot(resources.database, resources.backend.instances())
     body = generate_latest(state.Scrape(registry.registry, snapshot))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

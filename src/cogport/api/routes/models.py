@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, SessionDep
+from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, ResourcesDep, SessionDep
 from cogport.db.tables import Account, Model
 from cogport.errors import BadRequest, NotFound
 from cogport.ops import models as ops
@@ -49,10 +49,10 @@ async def list_models(
 
 @router.post("/v1/models", status_code=201)
 async def create_model(
-    body: ModelCreate, request: Request, session: SessionDep, principal: CurrentPrincipal, base_url: BaseUrl
+    body: ModelCreate, session: SessionDep, principal: CurrentPrincipal, resources: ResourcesDep, base_url: BaseUrl
 ) -> ModelOut:
     fields = body.model_dump(exclude={"owner", "name", "visibility", "hardware"})
-    known = {s.sku for s in request.app.state.backend.hardware()}
+    known = {s.sku for s in resources.backend.hardware()}
     model, owner = await ops.create(
         session,
         principal,

@@ -7,14 +7,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
+from cogport.api.deps import Call, CallDep, SessionDep
 from cogport.db.tables import Account, Model, Prediction, Version
 from cogport.errors import ValidationFailed
-from cogport.lifecycle.runs import DestinationResolver, Resolver, RunRequest, Runs, latest_version
+from cogport.lifecycle.runs import DestinationResolver, Resolver, RunRequest, latest_version
 from cogport.netpolicy import HostPolicy
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
-from cogport.ops.principals import Principal
 from cogport.schemas.actions import PredictionCreate, RunCreate, TrainingCreate
 from cogport.schemas.responses import Page
 
@@ -25,8 +24,8 @@ CancelAfterHeader = Annotated[str | None, Header(alias="Cancel-After")]
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def present(request: Request, row: Prediction, base_url: str) -> dict[str, Any]:
-    return presenters.run(row, base_url, request.app.state.settings)
+def present(call: Call, row: Prediction) -> dict[str, Any]:
+    return presenters.run(row, call.base_url, call.resources.settings)
 
 
 async def check_webhooks(policy: HostPolicy, body: RunCreate | TrainingCreate) -> None:
@@ -43,9 +42,7 @@ async def check_webhooks(policy: HostPolicy, body: RunCreate | TrainingCreate) -
 
 
 async def create_run(
-    request: Request,
-    principal: Principal,
-    base_url: str,
+    call: Call,
     body: RunCreate | TrainingCreate,
     resolve: Resolver,
     prefer: str | None,
@@ -55,11 +52,10 @@ async def create_run(
     deployment: str | None = None,
 ) -> JSONResponse:
     """Every create endpoint: hand the body to :meth:`Runs.create`, then answer as Replicate does."""
-    runs: Runs = request.app.state.runs
-    await check_webhooks(request.app.state.webhook_policy, body)
-    created = await runs.create(
-        principal,
-        base_url,
+    await check_webhooks(call.resources.webhook_policy, body)
+    created = await call.resources.runs.create(
+        call.principal,
+        call.base_url,
         RunRequest(
             input=body.input,
             resolve=resolve,
@@ -75,8 +71,8 @@ async def create_run(
     )
     row = created.row
     collection = "trainings" if row.kind == "training" else "predictions"
-    headers = {"Location": f"{base_url}/v1/{collection}/{row.id}", **NO_STORE}
-    body_out = present(request, row, base_url)
+    headers = {"Location": f"{call.base_url}/v1/{collection}/{row.id}", **NO_STORE}
+    body_out = present(call, row)
     status_code = 201
     if created.waited is not None:
         headers["Preference-Applied"] = created.waited
@@ -89,18 +85,12 @@ async def create_run(
 
 @router.post("/v1/predictions", status_code=201)
 async def create_prediction(
-    body: PredictionCreate,
-    request: Request,
-    principal: CurrentPrincipal,
-    base_url: BaseUrl,
-    prefer: PreferHeader = None,
-    cancel_after: CancelAfterHeader = None,
+    body: PredictionCreate, call: CallDep, prefer: PreferHeader = None, cancel_after: CancelAfterHeader = None
 ) -> JSONResponse:
     async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
-        runs: Runs = request.app.state.runs
-        return await runs.refs.resolve(session, principal, body.version)
+        return await call.resources.runs.refs.resolve(session, call.principal, body.version)
 
-    return await create_run(request, principal, base_url, body, resolve, prefer, cancel_after)
+    return await create_run(call, body, resolve, prefer, cancel_after)
 
 
 @router.post("/v1/models/{owner}/{name}/predictions", status_code=201)
@@ -108,38 +98,34 @@ async def create_model_prediction(
     owner: str,
     name: str,
     body: RunCreate,
-    request: Request,
-    principal: CurrentPrincipal,
-    base_url: BaseUrl,
+    call: CallDep,
     prefer: PreferHeader = None,
     cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
     async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
-        model, owner_account = await model_ops.find(session, principal, owner, name)
+        model, owner_account = await model_ops.find(session, call.principal, owner, name)
         return model, owner_account, await latest_version(session, model)
 
-    return await create_run(request, principal, base_url, body, resolve, prefer, cancel_after)
+    return await create_run(call, body, resolve, prefer, cancel_after)
 
 
 @router.get("/v1/predictions")
 async def list_predictions(
     request: Request,
     session: SessionDep,
-    principal: CurrentPrincipal,
-    base_url: BaseUrl,
+    call: CallDep,
     cursor: str | None = Query(None),
     created_after: str | None = Query(None),
     created_before: str | None = Query(None),
     source: str | None = Query(None, pattern="^(web|api)$"),
 ) -> Page[dict[str, Any]]:
-    return await list_runs(request, session, principal, base_url, cursor, created_after, created_before, source=source)
+    return await list_runs(request, session, call, cursor, created_after, created_before, source=source)
 
 
 async def list_runs(
     request: Request,
     session: AsyncSession,
-    principal: Principal,
-    base_url: str,
+    call: Call,
     cursor: str | None,
     created_after: str | None,
     created_before: str | None,
@@ -150,39 +136,32 @@ async def list_runs(
     """A page of the caller's predictions (or trainings), newest first."""
     page = await prediction_ops.list_page(
         session,
-        principal,
+        call.principal,
         kind=kind,
         cursor=pagination.decode(cursor),
         created_after=pagination.time_filter(created_after, "created_after"),
         created_before=pagination.time_filter(created_before, "created_before"),
         source=source,
     )
-    next_url, previous_url = pagination.links(request, base_url, page)
-    return Page(next=next_url, previous=previous_url, results=[present(request, p, base_url) for p in page.rows])
+    next_url, previous_url = pagination.links(request, call.base_url, page)
+    return Page(next=next_url, previous=previous_url, results=[present(call, p) for p in page.rows])
 
 
 @router.get("/v1/predictions/{prediction_id}")
-async def get_prediction(
-    prediction_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal, base_url: BaseUrl
-) -> JSONResponse:
-    runs: Runs = request.app.state.runs
-    prediction = await runs.read(session, principal, prediction_id)
-    return JSONResponse(present(request, prediction, base_url), headers=NO_STORE)
+async def get_prediction(prediction_id: str, session: SessionDep, call: CallDep) -> JSONResponse:
+    prediction = await call.resources.runs.read(session, call.principal, prediction_id)
+    return JSONResponse(present(call, prediction), headers=NO_STORE)
 
 
 @router.post("/v1/predictions/{prediction_id}/cancel")
-async def cancel_prediction(
-    prediction_id: str, request: Request, principal: CurrentPrincipal, base_url: BaseUrl
-) -> JSONResponse:
-    return await cancel_run(request, principal, base_url, prediction_id)
+async def cancel_prediction(prediction_id: str, call: CallDep) -> JSONResponse:
+    return await cancel_run(call, prediction_id)
 
 
-async def cancel_run(
-    request: Request, principal: Principal, base_url: str, run_id: str, *, kind: str = "prediction"
-) -> JSONResponse:
+async def cancel_run(call: Call, run_id: str, *, kind: str = "prediction") -> JSONResponse:
     """Cancel one of the caller's predictions (or trainings); see :meth:`Runs.cancel`."""
-    runs: Runs = request.app.state.runs
-    async with request.app.state.database.session() as session:
-        run = await runs.read(session, principal, run_id, kind=kind)
+    runs = call.resources.runs
+    async with call.resources.database.session() as session:
+        run = await runs.read(session, call.principal, run_id, kind=kind)
     run = await runs.cancel(run)
-    return JSONResponse(present(request, run, base_url), headers=NO_STORE)
+    return JSONResponse(present(call, run), headers=NO_STORE)

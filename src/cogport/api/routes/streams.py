@@ -25,14 +25,14 @@ from typing import Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
-from cogport.api.deps import BaseUrl
+from cogport.api.deps import BaseUrl, ResourcesDep
 from cogport.db.tables import Prediction
 from cogport.errors import NotFound
 from cogport.files import urls as file_urls
-from cogport.lifecycle.hub import Change, Hub
+from cogport.lifecycle.hub import Change
 from cogport.lifecycle.status import TERMINAL
-from cogport.lifecycle.watch import Watcher
 from cogport.ops import predictions as prediction_ops
+from cogport.resources import Resources
 
 router = APIRouter(tags=["streams"])
 
@@ -73,15 +73,17 @@ class Cursor:
 
 
 class PredictionStream:
-    def __init__(self, request: Request, prediction: Prediction, cursor: Cursor, base_url: str) -> None:
+    def __init__(
+        self, request: Request, resources: Resources, prediction: Prediction, cursor: Cursor, base_url: str
+    ) -> None:
         self.request = request
         self.prediction_id = prediction.id
         self.cursor = cursor
         self.base_url = base_url
-        self.settings = request.app.state.settings
-        self.hub: Hub = request.app.state.hub
-        self.watcher: Watcher = request.app.state.watcher
-        self.database = request.app.state.database
+        self.settings = resources.settings
+        self.hub = resources.hub
+        self.watcher = resources.watcher
+        self.database = resources.database
 
     def _diff(self, output: Any, logs: str) -> list[str]:
         events = []
@@ -197,13 +199,17 @@ def _merge(changes: list[Change], logs: str) -> tuple[Prediction | None, Any, st
 
 @router.get("/v1/streams/{token}")
 async def stream(
-    token: str, request: Request, base_url: BaseUrl, last_event_id: str | None = Header(None, alias="Last-Event-ID")
+    token: str,
+    request: Request,
+    resources: ResourcesDep,
+    base_url: BaseUrl,
+    last_event_id: str | None = Header(None, alias="Last-Event-ID"),
 ) -> StreamingResponse:
-    async with request.app.state.database.reader() as session:
+    async with resources.database.reader() as session:
         prediction = await prediction_ops.by_stream_token(session, token)
     if prediction is None:
         raise NotFound("This stream does not exist (or its prediction was deleted)")
-    events = PredictionStream(request, prediction, Cursor.parse(last_event_id), base_url).events()
+    events = PredictionStream(request, resources, prediction, Cursor.parse(last_event_id), base_url).events()
     return StreamingResponse(
         events,
         media_type="text/event-stream",

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
+from cogport.api.deps import CallDep, SessionDep
 from cogport.api.routes.predictions import (
     NO_STORE,
     CancelAfterHeader,
@@ -25,7 +25,6 @@ from cogport.api.routes.predictions import (
     present,
 )
 from cogport.db.tables import Account, Model, Version
-from cogport.lifecycle.runs import Runs
 from cogport.ops import models as model_ops
 from cogport.ops import trainings as training_ops
 from cogport.ops import versions as version_ops
@@ -41,51 +40,41 @@ async def create_training(
     name: str,
     version_id: str,
     body: TrainingCreate,
-    request: Request,
-    principal: CurrentPrincipal,
-    base_url: BaseUrl,
+    call: CallDep,
     prefer: PreferHeader = None,
     cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
     async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
-        model, owner_account = await model_ops.find(session, principal, owner, name)
+        model, owner_account = await model_ops.find(session, call.principal, owner, name)
         version = await version_ops.get(session, model, version_id)
         training_ops.require_trainable(f"{owner_account.username}/{model.name}", version)
         return model, owner_account, version
 
     async def destination(session: AsyncSession) -> Model:
-        model, _ = await training_ops.find_destination(session, principal, body.destination)
+        model, _ = await training_ops.find_destination(session, call.principal, body.destination)
         return model
 
-    return await create_run(request, principal, base_url, body, resolve, prefer, cancel_after, destination=destination)
+    return await create_run(call, body, resolve, prefer, cancel_after, destination=destination)
 
 
 @router.get("/v1/trainings")
 async def list_trainings(
     request: Request,
     session: SessionDep,
-    principal: CurrentPrincipal,
-    base_url: BaseUrl,
+    call: CallDep,
     cursor: str | None = Query(None),
     created_after: str | None = Query(None),
     created_before: str | None = Query(None),
 ) -> Page[dict[str, Any]]:
-    return await list_runs(
-        request, session, principal, base_url, cursor, created_after, created_before, kind=training_ops.KIND
-    )
+    return await list_runs(request, session, call, cursor, created_after, created_before, kind=training_ops.KIND)
 
 
 @router.get("/v1/trainings/{training_id}")
-async def get_training(
-    training_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal, base_url: BaseUrl
-) -> JSONResponse:
-    runs: Runs = request.app.state.runs
-    training = await runs.read(session, principal, training_id, kind=training_ops.KIND)
-    return JSONResponse(present(request, training, base_url), headers=NO_STORE)
+async def get_training(training_id: str, session: SessionDep, call: CallDep) -> JSONResponse:
+    training = await call.resources.runs.read(session, call.principal, training_id, kind=training_ops.KIND)
+    return JSONResponse(present(call, training), headers=NO_STORE)
 
 
 @router.post("/v1/trainings/{training_id}/cancel")
-async def cancel_training(
-    training_id: str, request: Request, principal: CurrentPrincipal, base_url: BaseUrl
-) -> JSONResponse:
-    return await cancel_run(request, principal, base_url, training_id, kind=training_ops.KIND)
+async def cancel_training(training_id: str, call: CallDep) -> JSONResponse:
+    return await cancel_run(call, training_id, kind=training_ops.KIND)

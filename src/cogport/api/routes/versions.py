@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.background import BackgroundTask
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, SessionDep
+from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, ResourcesDep, SessionDep
 from cogport.ops import models as model_ops
 from cogport.ops import versions as ops
 from cogport.schemas.responses import Page, Version
@@ -38,11 +38,16 @@ async def get_version(
 
 @router.delete("/v1/models/{owner}/{name}/versions/{version_id}", status_code=202)
 async def delete_version(
-    owner: str, name: str, version_id: str, request: Request, session: SessionDep, principal: CurrentPrincipal
+    owner: str,
+    name: str,
+    version_id: str,
+    session: SessionDep,
+    principal: CurrentPrincipal,
+    resources: ResourcesDep,
 ) -> Response:
     model, _ = await model_ops.find(session, principal, owner, name)
     version = await ops.get(session, model, version_id)
     await ops.request_delete(session, principal, model, version)
     # Wake the Janitor once the response is sent, i.e. after the request's transaction committed:
     # woken earlier, it could look before the version is marked and then sleep a whole interval.
-    return Response(status_code=202, background=BackgroundTask(request.app.state.services.wake, "janitor"))
+    return Response(status_code=202, background=BackgroundTask(resources.services.wake, "janitor"))
