@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from httpx_sse import ServerSentEvent
+
 from cogport.core.jobs import Job, VersionSpec
 from cogport.core.outcome import Outcome
 from cogport.runtime.prediction import PredictionRun
-from cogport.runtime.sse import ServerSentEvent
 
 JOB = Job("p1", VersionSpec(1, "v1", "predict", "/src", "/venv", "predict.py:Runner"), {})
 

@@ -1,5 +1,9 @@
-"""A strict reader of cogport's prediction streams for tests: every event must carry an ``id:`` and a
-name the official clients accept (output, logs, error, done)."""
+"""A strict reader of cogport's prediction streams for tests, on httpx-sse: every event must carry an ``id``
+and a name the official clients accept (output, logs, error, done), and nothing else (no ``retry``).
+
+The id is checked as a client sees it: SSE keeps the last id for events that name none, and every event
+cogport writes names its own (``api/routes/streams.py``'s ``sse()`` writes all of them).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
+from httpx_sse import EventSource, ServerSentEvent
 
 EVENT_NAMES = {"output", "logs", "error", "done"}
 
@@ -18,49 +23,27 @@ class Event:
     data: str
 
 
-class Parser:
-    """Lines of a stream in, checked events out (``feed`` answers one when a blank line ends it)."""
-
-    def __init__(self) -> None:
-        self.event: str | None = None
-        self.event_id: str | None = None
-        self.data: list[str] = []
-
-    def feed(self, line: str) -> Event | None:
-        if line.startswith(":"):
-            return None
-        if line == "":
-            if self.event is None and not self.data:
-                return None
-            assert self.event in EVENT_NAMES, f"event name {self.event!r}"
-            assert self.event_id, f"{self.event} event without an id"
-            done = Event(self.event, self.event_id, "\n".join(self.data))
-            self.event, self.event_id, self.data = None, None, []
-            return done
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self.event = value
-        elif name == "id":
-            self.event_id = value
-        elif name == "data":
-            self.data.append(value)
-        else:
-            raise AssertionError(f"unexpected field {line!r}")
+def checked(sse: ServerSentEvent) -> Event | None:
+    """The event, checked; None for what SSE does not dispatch (httpx-sse's issue 35 makes an unnamed event
+    with no data of a ``: keepalive`` comment after an ``id:``)."""
+    if sse.event == "message" and not sse.data:
         return None
+    assert sse.event in EVENT_NAMES, f"event name {sse.event!r}"
+    assert sse.id, f"{sse.event} event without an id"
+    assert sse.retry is None, f"unexpected retry field in {sse!r}"
+    return Event(sse.event, sse.id, sse.data)
 
 
-def _check_headers(response: httpx.Response) -> None:
+def _check_response(response: httpx.Response) -> None:
     assert response.headers["content-type"].split(";")[0] == "text/event-stream"
 
 
 def iter_events(response: httpx.Response) -> Iterator[Event]:
     """The events of an open streaming response, checked as they come; stops after ``done``."""
     assert response.status_code == 200, response.read()
-    _check_headers(response)
-    parser = Parser()
-    for line in response.iter_lines():
-        event = parser.feed(line)
+    _check_response(response)
+    for sse in EventSource(response).iter_sse():
+        event = checked(sse)
         if event is not None:
             yield event
             if event.event == "done":
@@ -70,10 +53,9 @@ def iter_events(response: httpx.Response) -> Iterator[Event]:
 async def aiter_events(response: httpx.Response) -> AsyncIterator[Event]:
     """:func:`iter_events` of an ``httpx.AsyncClient`` response."""
     assert response.status_code == 200, await response.aread()
-    _check_headers(response)
-    parser = Parser()
-    async for line in response.aiter_lines():
-        event = parser.feed(line)
+    _check_response(response)
+    async for sse in EventSource(response).aiter_sse():
+        event = checked(sse)
         if event is not None:
             yield event
             if event.event == "done":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from cogport.cli.client import BaseUrlOption, Client, TokenOption, err, handle_errors, print_json
+from cogport.core.backoff import nth
 
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
@@ -127,7 +129,7 @@ def stream(client: Client, prediction: dict[str, Any], shown: Shown) -> bool:
             last_id, failures = new_id, 0
         if failures == RECONNECTS:
             return False
-        time.sleep(BACKOFF * 2**failures)
+        time.sleep(nth(BACKOFF, math.inf, failures + 1))
         failures += 1
 
 

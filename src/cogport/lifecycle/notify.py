@@ -39,6 +39,7 @@ from typing import Any, cast
 
 from sqlalchemy.engine import make_url
 
+from cogport.core.backoff import doubling
 from cogport.lifecycle.hub import Change, EventKind, Hub
 from cogport.lifecycle.status import Announcement
 from cogport.settings import Settings
@@ -54,6 +55,7 @@ HEALTH_CHECK = 10.0
 CONNECT_TIMEOUT = 5.0
 MAX_PENDING = 100_000
 """Lines kept per channel while the connection is down."""
+FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 KINDS: frozenset[str] = frozenset({"start", "output", "logs", "completed"})
 
@@ -164,12 +166,13 @@ class Notifier:
         return self._conn is not None and not self._conn.is_closed()
 
     async def _run(self) -> None:
-        backoff = 0.1
+        delays = doubling(FIRST_BACKOFF, MAX_BACKOFF)
         first = True
         while True:
+            error: Exception | None = None
             try:
                 await self._connect()
-                backoff = 0.1
+                delays = doubling(FIRST_BACKOFF, MAX_BACKOFF)  # connected: the next loss waits the least again
                 if not first:
                     log.info("notifier: connected again")
                     self.on_reconnect()  # cancels sent while this process was not listening
@@ -178,10 +181,12 @@ class Notifier:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("notifier: connection lost or refused (%s); retrying in %.1f s", exc, backoff)
+                error = exc
+            delay = next(delays)
+            if error is not None:
+                log.warning("notifier: connection lost or refused (%s); retrying in %.1f s", error, delay)
             await self._disconnect()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            await asyncio.sleep(delay)
 
     async def _connect(self) -> None:
         import asyncpg  # here, not at the top: only PostgreSQL listens, and SQLite starts without it

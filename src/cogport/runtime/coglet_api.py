@@ -43,12 +43,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 
+from cogport.core.backoff import doubling
 from cogport.core.outcome import Outcome
 from cogport.runtime.http1 import KeepAliveClient, TransportFailed
 from cogport.runtime.logs import LogTail
 from cogport.runtime.prediction import PredictionRun, exit_reason, exits_127, with_exit_reason
-from cogport.runtime.sse import iter_events
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ START_AFTER = 0.01
 """Seconds a plain POST is outstanding before the prediction counts as started (see ``post``)."""
 CANCEL_RETRY_FIRST = 0.1
 CANCEL_RETRY_MAX = 1.0
+CONFLICT_RETRY_FIRST = 0.001
+CONFLICT_RETRY_MAX = 0.05
 CANCEL_TRUSTED_AFTER = 2.0
 """Seconds after coglet first knew a prediction id from which its worker has surely begun it,
 so that a cancel coglet accepts then reaches the model even if the model never printed anything."""
@@ -134,7 +137,9 @@ class CogletApi:
                         return NotStreamable()
                     if response.status_code != 200:
                         return rejected(response.status_code, await response.aread())
-                    async for event in iter_events(response.aiter_lines()):
+                    async for event in EventSource(response).aiter_sse():
+                        if not event.data:  # no data, no event (the SSE spec; httpx-sse's issue 35 makes one
+                            continue  # of a comment after an ``id:``, which coglet does not send)
                         outcome = await run.handle(event)
                         if outcome is not None:
                             return outcome
@@ -155,8 +160,16 @@ class CogletApi:
         coglet hears of a cancel only once it may have the prediction (``cancel_due``, as for ``stream``)."""
         prediction_id = run.job.prediction_id
         queue: asyncio.Queue[str | None] = asyncio.Queue()
-        logs.listen(prediction_id, queue.put_nowait)
-        relay = asyncio.create_task(_relay(run, queue))
+        relay: asyncio.Task[None] | None = None
+
+        def printed(text: str) -> None:
+            # The relay's task is made at the model's first line: most predictions print none.
+            nonlocal relay
+            queue.put_nowait(text)
+            if relay is None:
+                relay = asyncio.create_task(_relay(run, queue))
+
+        logs.listen(prediction_id, printed)
         try:
             result = await self._post(run, cancel_due)
             if not (isinstance(result, Outcome) and result.status == "succeeded"):
@@ -165,8 +178,9 @@ class CogletApi:
                 await _await_exit_reason(run, result)
         finally:
             logs.unlisten(prediction_id)
-            queue.put_nowait(None)
-            await relay
+            if relay is not None:
+                queue.put_nowait(None)
+                await relay
         if isinstance(result, Outcome) and result.status == "failed":
             drained = run.streamed_logs or result.logs  # with what arrived while draining
             result = replace(result, logs=drained, error=with_exit_reason(result.error, drained or ""))
@@ -188,13 +202,18 @@ class CogletApi:
             while True:
                 if run.wants_cancel:  # canceled before coglet took it (e.g. between 409 retries)
                     return Outcome("canceled")
-                sending = asyncio.ensure_future(self._send(url, body))
-                done, _ = await asyncio.wait([sending], timeout=START_AFTER)
-                if not done:  # not a 409: coglet has it
-                    await run.mark_started()
-                    if run.wants_cancel and cancel_due is not None:
-                        cancel_due()
-                status, content = await sending
+                # Still outstanding after START_AFTER: not a 409, coglet has it. A timer rather than a task
+                # to wait on: most answers come first, and then this costs no task.
+                marking: list[asyncio.Task[None]] = []
+                timer = asyncio.get_running_loop().call_later(
+                    START_AFTER, lambda: marking.append(asyncio.ensure_future(_started(run, cancel_due)))
+                )
+                try:
+                    status, content = await self._send(url, body)
+                finally:
+                    timer.cancel()
+                    if marking:
+                        await marking[0]  # the start is reported before anything after it
                 if status != 409:
                     break
                 if await retry.wait():
@@ -224,9 +243,8 @@ class CogletApi:
         prediction_id = run.job.prediction_id
         url = f"{self.base_url}/{self.endpoint}/{prediction_id}/cancel"
         known_at = run.announced_at
-        delay = CANCEL_RETRY_FIRST
         failures = 0
-        while True:
+        for delay in doubling(CANCEL_RETRY_FIRST, CANCEL_RETRY_MAX):
             sent_at = time.monotonic()
             # Judged before sending: the model showed it was running *before* coglet got this cancel.
             trusted = run.model_active or (known_at is not None and sent_at - known_at >= CANCEL_TRUSTED_AFTER)
@@ -244,7 +262,6 @@ class CogletApi:
                     known_at = known_at or sent_at
             # 404: not registered yet (a plain POST on its way) or finished (its end is on its way).
             await asyncio.sleep(delay)
-            delay = min(delay * 2, CANCEL_RETRY_MAX)
 
     async def shutdown(self) -> None:
         await self._client.post(f"{self.base_url}/shutdown", timeout=2.0)
@@ -252,20 +269,20 @@ class CogletApi:
 
 class _ConflictRetry:
     """coglet frees a slot just *after* writing the previous response, so an immediate next request
-    may get 409: retry after 1 ms, doubling to 50 ms, and ask ``check`` whether to give up."""
+    may get 409: retry after ``CONFLICT_RETRY_FIRST`` (1 ms), doubling to ``CONFLICT_RETRY_MAX`` (50 ms), and
+    ask ``check`` whether to give up."""
 
     def __init__(self, check: ConflictCheck) -> None:
         self._check = check
         self._since: float | None = None
-        self._delay = 0.001
+        self._delays = doubling(CONFLICT_RETRY_FIRST, CONFLICT_RETRY_MAX)
 
     async def wait(self) -> bool:
         """Sleep before the next try; True when the caller should give up instead."""
         self._since = self._since or time.monotonic()
         if await self._check(self._since):
             return True
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, 0.05)
+        await asyncio.sleep(next(self._delays))
         return False
 
 
@@ -282,6 +299,12 @@ async def _await_exit_reason(run: PredictionRun, result: Outcome) -> None:
         if exit_reason(result.error, run.streamed_logs) is not None:
             return
         await asyncio.sleep(0.02)  # the relay appends to run.logs as coglet's log brings lines
+
+
+async def _started(run: PredictionRun, cancel_due: Callable[[], None] | None) -> None:
+    await run.mark_started()
+    if run.wants_cancel and cancel_due is not None:
+        cancel_due()
 
 
 async def _relay(run: PredictionRun, queue: asyncio.Queue[str | None]) -> None:

@@ -14,6 +14,7 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
+from cogport.core.backoff import nth
 from cogport.core.jobs import Job, JobEvents, VersionSpec
 from cogport.core.outcome import Outcome
 from cogport.errors import SetupFailed
@@ -119,8 +120,7 @@ class VersionGroup:
         """
         self.failures += 1
         self.last_error = error
-        delay = settings.start_backoff_initial * 2 ** (self.failures - 1)
-        self.retry_at = now + min(delay, settings.start_backoff_max)
+        self.retry_at = now + nth(settings.start_backoff_initial, settings.start_backoff_max, self.failures)
         if self.failures < settings.setup_attempts or self.serving():
             return False
         self.failures = 0

@@ -27,9 +27,10 @@ from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
+from httpx_sse import ServerSentEvent
+
 from cogport.core.jobs import Job, JobEvents, OutputFileSink, clean_error
 from cogport.core.outcome import Outcome
-from cogport.runtime.sse import ServerSentEvent
 
 log = logging.getLogger(__name__)
 

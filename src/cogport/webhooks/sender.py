@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from cogport.core.backoff import nth
 from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Prediction
@@ -59,7 +60,7 @@ def new_client(settings: WebhookSettings) -> httpx.AsyncClient:
 def retry_delay(settings: WebhookSettings, attempt: int, age: float) -> float | None:
     """Seconds before attempt ``attempt + 1`` of a terminal webhook first queued ``age`` seconds ago,
     or None when retrying is over (the next attempt would come after ``retry_for``)."""
-    delay = min(settings.retry_initial * 2 ** (attempt - 1), settings.retry_max_delay)
+    delay = nth(settings.retry_initial, settings.retry_max_delay, attempt)
     return delay if age + delay <= settings.retry_for else None
 
 
