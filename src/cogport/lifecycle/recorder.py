@@ -52,6 +52,7 @@ from cogport.db.writer import GroupWriter, Tx, run_in
 from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
 from cogport.lifecycle.status import PREDICTIONS, UNCHANGED, Transitions
+from cogport.lifecycle.whereabouts import Place, Whereabouts
 from cogport.ops import files as file_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.settings import Settings
@@ -99,7 +100,12 @@ class Recorder:
         storage: Storage,
         settings: Settings,
         on_finished: Callable[[], None],
+        *,
+        whereabouts: Whereabouts | None = None,
     ) -> None:
+        self.whereabouts = whereabouts if whereabouts is not None else Whereabouts()
+        """Where each run is (the recorder moves a run to HANDING_OVER when it holds it, to ENDING and OVER
+        as its end is written)."""
         self.database = database
         self.writer = writer
         self.transitions = transitions
@@ -134,27 +140,42 @@ class Recorder:
 
     def hold(self, row: Prediction, *, written: bool = True) -> None:
         """The row of a job about to be submitted (the recorder writes it from now on, never reading it);
-        ``written=False``: the row is not in the database yet, and the recorder writes it soon."""
+        ``written=False``: the row is not in the database yet, and the recorder writes it soon. The run is
+        HANDING_OVER from now on (raises :class:`~cogport.lifecycle.whereabouts.IllegalMove` for a run held
+        already: one is never handed over twice)."""
+        self.whereabouts.move(row.id, Place.HANDING_OVER)
         live = self._live[row.id] = _Live(row, written=written)
         if not written:
             live.start_timer = asyncio.get_running_loop().call_later(PROCESSING_WRITE_DELAY, self._start_due, live)
 
     def release(self, prediction_id: str) -> None:
-        """Forget a job that was not submitted after all."""
+        """Forget a job that was not submitted after all (its row was never written): it is OVER here."""
         live = self._live.pop(prediction_id, None)
-        if live is not None and live.start_timer is not None:
+        if live is None:
+            return
+        if live.start_timer is not None:
             live.start_timer.cancel()
+        self.whereabouts.move(prediction_id, Place.OVER)
 
     async def not_started(self, row: Prediction, error: str | None, *, status: Status = Status.FAILED) -> None:
         """End a job that never reached the backend or that it refused (``failed`` with ``error``, or
-        ``status``: canceled or aborted before it started), written or not."""
-        live = self._live.pop(row.id, None)
-        if live is not None and live.start_timer is not None:
-            live.start_timer.cancel()
-        if live is not None and live.task is not None:
-            await asyncio.shield(live.task)
-        insert = live is not None and not live.written
-        await self.writer.run(lambda tx: self._move(tx, row, status, insert=insert, error=error))
+        ``status``: canceled or aborted before it started), written or not. A run whose end is written
+        already, or being written (the backend finished it meanwhile), is left to that end."""
+        if self.whereabouts.where(row.id) in (Place.ENDING, Place.OVER):
+            return
+        self.whereabouts.move(row.id, Place.ENDING)
+        written = False
+        try:
+            live = self._live.pop(row.id, None)
+            if live is not None and live.start_timer is not None:
+                live.start_timer.cancel()
+            if live is not None and live.task is not None:
+                await asyncio.shield(live.task)
+            insert = live is not None and not live.written
+            await self.writer.run(lambda tx: self._move(tx, row, status, insert=insert, error=error))
+            written = True
+        finally:
+            self.whereabouts.move(row.id, Place.OVER if written else Place.ELSEWHERE)
 
     def _entry(self, job: Job) -> _Live | None:
         live = self._live.get(job.prediction_id)
@@ -253,6 +274,8 @@ class Recorder:
         live = self._live.pop(job.prediction_id, None)
         if live is not None:
             self._ending[job.prediction_id] = live.row
+            self.whereabouts.move(job.prediction_id, Place.ENDING)
+        written = False
         try:
             if live is None:
                 log.warning("the end of %s, which this process does not record", job.prediction_id)
@@ -273,11 +296,14 @@ class Recorder:
                 if not faults.is_outage(exc):
                     raise
                 await self._end_later(live, end, job.spec.mode, exc)
+            written = True
         except Exception as exc:
             log.exception("recording the end of %s failed", job.prediction_id)
             self.hub.publish(Change(job.prediction_id, "completed", RecordingFailed(str(exc))))
         finally:
-            self._ending.pop(job.prediction_id, None)
+            if self._ending.pop(job.prediction_id, None) is not None:
+                # Not written: its claim lapses, and housekeeping queues it again or fails it.
+                self.whereabouts.move(job.prediction_id, Place.OVER if written else Place.ELSEWHERE)
             self.on_finished()
 
     async def _write_end(self, live: _Live, end: Outcome, mode: str, *, again: bool = False) -> None:

@@ -38,6 +38,7 @@ from cogport.lifecycle.files_in import resolve_inputs
 from cogport.lifecycle.hub import Change, Hub
 from cogport.lifecycle.recorder import RecordingFailed
 from cogport.lifecycle.status import PREDICTIONS, Announcement, Transitions, read
+from cogport.lifecycle.whereabouts import Place
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
 from cogport.ops import versions as version_ops
@@ -385,10 +386,10 @@ class Runs:
         prediction reports ``canceled`` once it has; terminal -> returned as it is."""
         if prediction.status in TERMINAL:
             return prediction
-        if prediction.id in self.backend.running():
-            await self.backend.cancel(prediction.id)
-            return await self.wait(prediction.id, wait)
-        if self.dispatcher.stop_fetching(prediction.id, Status.CANCELED):  # its input URLs, here
+        # Where it is here (lifecycle/whereabouts.py): fetched or in the backend, it is stopped there; on
+        # its way to the backend the cancel waits for it there, and its row says so too (below).
+        place = await self.dispatcher.stop_run(prediction.id, Status.CANCELED)
+        if place in (Place.FETCHING, Place.IN_BACKEND):
             return await self.wait(prediction.id, wait)
 
         def cancel_queued(tx: Tx) -> tuple[Prediction, bool]:
