@@ -530,7 +530,7 @@ class Instance:
         if graceful and process.returncode is None:
             cancels: list[asyncio.Task[None]] = []
             for run in list(self._runs.values()):
-                run.abort_requested = True  # one not yet announced is canceled at its start
+                run.stop_for_instance()  # one not yet announced is canceled at its start
                 self._cancel_in_coglet(run)
                 if run.cancel_task is not None:
                     cancels.append(run.cancel_task)

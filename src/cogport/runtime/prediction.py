@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
+from enum import StrEnum
 from typing import Any
 
 from httpx_sse import ServerSentEvent
@@ -67,8 +68,30 @@ def worker_crashed(outcome: Outcome) -> bool:
     return outcome.status == "failed" and outcome.error == WORKER_CRASHED
 
 
+class Progress(StrEnum):
+    """How far one prediction on an instance has got: ``SENT ──► STARTED ──► FINISHED`` (or ``SENT ──►
+    FINISHED`` when it ends before it starts). Each step is reported once; none goes back."""
+
+    SENT = "sent"
+    """Sent to coglet, not known to have started."""
+    STARTED = "started"
+    """coglet has (or may have) it: a cancel is sent to it; ``started`` is reported."""
+    FINISHED = "finished"
+    """``finished`` is reported (exactly once)."""
+
+
+class CancelReason(StrEnum):
+    """Why a prediction is being canceled, if it is: by its user, or because its instance is stopping (then
+    it is reported as a failure, not as canceled). A user's cancel wins over the instance's stop."""
+
+    NONE = "none"
+    USER = "user"
+    INSTANCE_STOPPING = "instance_stopping"
+
+
 class PredictionRun:
-    """The state of one prediction while its events stream in."""
+    """The state of one prediction while its events stream in: its :class:`Progress`, and the
+    :class:`CancelReason` of a cancel asked."""
 
     def __init__(
         self, job: Job, events: JobEvents, *, iterator_output: bool, file_sink: OutputFileSink | None = None
@@ -79,24 +102,18 @@ class PredictionRun:
         self.file_sink = file_sink
         self._kept: dict[int, tuple[tuple[int, int], str]] = {}
         """Output items kept as files: index → ((length, hash) of the ``data:`` URL, the file's URL)."""
-        self.started = False
-        """coglet has (or may have) the prediction: from now on a cancel is sent to it."""
-        self.start_reported = False
+        self.progress = Progress.SENT
         self.announced_at: float | None = None
         """When coglet's ``start`` event arrived (monotonic): from then on coglet knows the id."""
         self.model_active = False
         """The model has shown it is running: it printed, yielded or recorded a metric."""
-        self.cancel_requested = False
-        """Canceled by the user."""
-        self.abort_requested = False
-        """Canceled by us: the instance is stopping (reported as a failure, not as canceled)."""
+        self.cancel_reason = CancelReason.NONE
         self.cancel_task: asyncio.Task[None] | None = None
         """Sends the cancel to coglet until it surely took effect (see :meth:`CogletApi.cancel`)."""
         self.cancel_sent_at: float | None = None
         """When the cancel to coglet started (monotonic)."""
         self.killed = False
         """The model did not stop within the grace period after the cancel: its instance was killed."""
-        self.finished = False
         self.logs: list[str] = []
         self.chunks: list[Any] = []
 
@@ -120,9 +137,39 @@ class PredictionRun:
         return None
 
     @property
+    def started(self) -> bool:
+        """coglet has (or may have) the prediction: from now on a cancel is sent to it."""
+        return self.progress is not Progress.SENT
+
+    @property
+    def finished(self) -> bool:
+        return self.progress is Progress.FINISHED
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Canceled by the user."""
+        return self.cancel_reason is CancelReason.USER
+
+    @cancel_requested.setter
+    def cancel_requested(self, asked: bool) -> None:
+        if asked:
+            self.cancel_reason = CancelReason.USER
+
+    @property
+    def instance_stopping(self) -> bool:
+        """Canceled by us, not by its user: the instance is stopping (reported as a failure, not as
+        canceled). Not the ``aborted`` status, which a ``Cancel-After`` deadline gives."""
+        return self.cancel_reason is CancelReason.INSTANCE_STOPPING
+
+    def stop_for_instance(self) -> None:
+        """The instance is stopping: the prediction is canceled (unless its user canceled it already)."""
+        if self.cancel_reason is CancelReason.NONE:
+            self.cancel_reason = CancelReason.INSTANCE_STOPPING
+
+    @property
     def wants_cancel(self) -> bool:
         """Canceled, by the user or because the instance is stopping."""
-        return self.cancel_requested or self.abort_requested
+        return self.cancel_reason is not CancelReason.NONE
 
     async def add_logs(self, text: str) -> None:
         if text:
@@ -132,9 +179,8 @@ class PredictionRun:
 
     async def mark_started(self) -> None:
         """The model started: coglet knows the prediction, and ``started`` is reported (once)."""
-        self.started = True
-        if not self.start_reported:
-            self.start_reported = True
+        if self.progress is Progress.SENT:
+            self.progress = Progress.STARTED
             await self._call("started", self.events.started(self.job))
 
     def outcome_from(self, data: dict[str, Any]) -> Outcome:
@@ -159,9 +205,9 @@ class PredictionRun:
         return "".join(self.logs)
 
     async def finish(self, outcome: Outcome) -> None:
-        if self.finished:
+        if self.progress is Progress.FINISHED:
             return
-        self.finished = True
+        self.progress = Progress.FINISHED
         if self.file_sink is not None and isinstance(outcome.output, list):
             # coglet's final list is the list of its output events: those items are kept already.
             kept = [await self._keep(item, index) for index, item in enumerate(outcome.output)]
