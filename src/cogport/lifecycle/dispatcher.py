@@ -32,7 +32,7 @@ from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction, Version
 from cogport.db.writer import GroupWriter
-from cogport.lifecycle.fetching import InputFetching, ending_on_failure
+from cogport.lifecycle.fetching import InputFetching
 from cogport.lifecycle.files_in import InputFetcher
 from cogport.lifecycle.in_hand import InHand
 from cogport.lifecycle.leases import RESTART_ERROR, Leases
@@ -267,7 +267,7 @@ class Dispatcher(Service):
         written: bool = True,
     ) -> None:
         self.recorder.hold(prediction, written=written)  # HANDING_OVER
-        async with ending_on_failure(self.recorder, prediction):
+        async with self.recorder.ending_on_failure(prediction):
             if model_input is None:
                 version = self._versions.get(prediction.version_pk)
                 resolved = await self.fetching.model_input(prediction, version)

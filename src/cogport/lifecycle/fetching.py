@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from cogport.core.jobs import Job, VersionSpec
 from cogport.core.kinds import RunKind
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Prediction, Version
-from cogport.errors import SetupFailed, ValidationFailed
+from cogport.errors import ValidationFailed
 from cogport.files import urls as file_urls
 from cogport.lifecycle import inputs
 from cogport.lifecycle.files_in import InputFetcher, ModelInput, resolve_inputs
@@ -33,20 +33,6 @@ log = logging.getLogger(__name__)
 
 HandOver = Callable[[Job], Awaitable[None]]
 """Submits a job to the backend (the run is HANDING_OVER)."""
-
-
-@contextlib.asynccontextmanager
-async def ending_on_failure(recorder: Recorder, prediction: Prediction) -> AsyncIterator[None]:
-    """A run that cannot be handed to the backend ends ``failed``, with the reason."""
-    try:
-        yield
-    except ValidationFailed as exc:
-        await recorder.not_started(prediction, f"Invalid input: {exc.detail.strip()}")
-    except SetupFailed as exc:
-        await recorder.not_started(prediction, exc.detail)
-    except Exception as exc:
-        log.exception("submitting %s failed", prediction.id)
-        await recorder.not_started(prediction, f"The model could not be started: {exc}")
 
 
 class InputFetching:
@@ -141,7 +127,7 @@ class InputFetching:
     async def _fetch_then_hand_over(
         self, prediction: Prediction, spec: VersionSpec, version: Version | None, hand_over: HandOver
     ) -> None:
-        async with ending_on_failure(self.recorder, prediction):
+        async with self.recorder.ending_on_failure(prediction):
             resolved = await self.model_input(prediction, version, fetch=True)
             await self.weights.ensure(spec.weights_key)
             job = Job(prediction_id=prediction.id, spec=spec, input=resolved.value)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -49,6 +49,7 @@ from cogport.db import faults
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction, utcnow
 from cogport.db.writer import GroupWriter, Tx, run_in
+from cogport.errors import SetupFailed, ValidationFailed
 from cogport.lifecycle import trainings
 from cogport.lifecycle.hub import Change, EventKind, Hub
 from cogport.lifecycle.status import PREDICTIONS, UNCHANGED, Transitions
@@ -176,6 +177,19 @@ class Recorder:
             written = True
         finally:
             self.whereabouts.move(row.id, Place.OVER if written else Place.ELSEWHERE)
+
+    @contextlib.asynccontextmanager
+    async def ending_on_failure(self, prediction: Prediction) -> AsyncIterator[None]:
+        """A run that cannot be handed to the backend ends ``failed``, with the reason."""
+        try:
+            yield
+        except ValidationFailed as exc:
+            await self.not_started(prediction, f"Invalid input: {exc.detail.strip()}")
+        except SetupFailed as exc:
+            await self.not_started(prediction, exc.detail)
+        except Exception as exc:
+            log.exception("submitting %s failed", prediction.id)
+            await self.not_started(prediction, f"The model could not be started: {exc}")
 
     def _entry(self, job: Job) -> _Live | None:
         live = self._live.get(job.prediction_id)
