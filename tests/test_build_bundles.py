@@ -19,11 +19,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from cogport.backends.base import VersionSpec
 from cogport.build import bundles
 from cogport.build.errors import BundleMissing
 from cogport.build.log import BuildLog
 from cogport.build.prepare import Prepared, node_environments, prepare
+from cogport.core.jobs import VersionSpec
 from cogport.db.engine import Database
 from cogport.db.tables import Version
 from cogport.runtime.instance import Instance, InstanceOptions

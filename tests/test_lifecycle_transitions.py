@@ -12,11 +12,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction, WebhookDelivery
 from cogport.db.writer import GroupWriter, Tx
 from cogport.errors import PredictionNotFound
-from cogport.lifecycle.status import Announcement, Status, Transitions
+from cogport.lifecycle.status import Announcement, Transitions
 from cogport.settings import WebhookSettings
 from cogport.webhooks.sender import retry_delay
 from tests.support.accounts import Users

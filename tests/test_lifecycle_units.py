@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from cogport.core.jobs import clean_error
+from cogport.core.status import TERMINAL, Status
 from cogport.errors import BadRequest, ValidationFailed
 from cogport.lifecycle import inputs
 from cogport.lifecycle.runs import parse_cancel_after, parse_prefer
-from cogport.lifecycle.status import ALLOWED, TERMINAL, Status, clean_error
+from cogport.lifecycle.status import ALLOWED
 from cogport.webhooks import signing
 
 SCHEMA = {

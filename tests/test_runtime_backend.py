@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from cogport.backends.base import Backend, VersionSpec
+from cogport.backends.base import Backend
 from cogport.backends.local import LocalBackend
+from cogport.core.jobs import VersionSpec
 from cogport.errors import BackendUnavailable, Conflict, SetupFailed
 from cogport.runtime.state import InstanceState
 from cogport.settings import RuntimeSettings, Settings

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cogport.backends.base import VersionSpec
+from cogport.core.jobs import VersionSpec
 from cogport.errors import InstanceUnavailable, SetupFailed
 from cogport.runtime.instance import Instance, InstanceOptions
 from cogport.runtime.sandbox import COGLET_PORT, Sandbox

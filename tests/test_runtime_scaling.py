@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from cogport.backends.base import VersionSpec
 from cogport.backends.local import LocalBackend
+from cogport.core.jobs import VersionSpec
 from cogport.runtime.scaling import Limits, target
 from cogport.settings import RuntimeSettings, Settings
 from tests.support.runtime import Events, eventually, job, kill_group, spec

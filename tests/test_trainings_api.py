@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.build import packing
 from cogport.core.jobs import Job, VersionSpec
 from cogport.core.outcome import Outcome
+from cogport.core.status import Status
 from cogport.db.engine import Database
 from cogport.db.tables import Account, Model, Prediction, StoredFile, Version, utcnow
 from cogport.files import urls as file_urls
@@ -31,7 +32,6 @@ from cogport.files.streams import Digest
 from cogport.identifiers import new_object_id
 from cogport.lifecycle import trainings
 from cogport.lifecycle.dispatcher import RESTART_ERROR, Dispatcher
-from cogport.lifecycle.status import Status
 from cogport.ops import accounts
 from cogport.ops import files as file_ops
 from cogport.ops import predictions as prediction_ops

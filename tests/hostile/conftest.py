@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from cogport.backends.base import VersionSpec
 from cogport.backends.local import LocalBackend
+from cogport.core.jobs import VersionSpec
 from cogport.settings import RuntimeSettings, SandboxSettings, Settings
 from tests.support.runtime import Events, cog_venv, group_alive, job
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cogport.backends.base import InstanceView
+from cogport.core.jobs import InstanceView
 from cogport.db.tables import Account, Collection, Model, Prediction, Version
 from cogport.files import urls as file_urls
 from cogport.ops import models as model_ops

@@ -10,21 +10,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec, clean_error
-from cogport.core.kinds import Mode
+from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, VersionSpec
 from cogport.settings import HardwareSku
 
-__all__ = [
-    "Backend",
-    "Capacity",
-    "InstanceView",
-    "Job",
-    "JobEvents",
-    "Mode",
-    "OutputFileSink",
-    "VersionSpec",
-    "clean_error",
-]
+__all__ = ["Backend"]
 
 
 class Backend(Protocol):

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport.core.jobs import clean_error
-from cogport.core.status import ACTIVE, TERMINAL, Status
+from cogport.core.status import ACTIVE, Status
 from cogport.db.tables import Prediction, utcnow
 from cogport.db.writer import Tx
 from cogport.errors import InvalidTransition, PredictionNotFound
@@ -45,14 +45,11 @@ from cogport.ops import predictions as prediction_ops
 
 __all__ = [
     "ALLOWED",
-    "TERMINAL",
     "UNCHANGED",
     "AfterCommitHook",
     "Announcement",
-    "Status",
     "Transitions",
     "WithinHook",
-    "clean_error",
     "lock",
     "read",
 ]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from cogport.lifecycle.status import Announcement, Status
+from cogport.core.status import Status
+from cogport.lifecycle.status import Announcement
 
 __all__ = ["DURATION_BUCKETS", "Metrics", "run_source"]
 

@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from cogport.backends.base import InstanceView
+from cogport.core.jobs import InstanceView
 from cogport.db.engine import Database
 from cogport.db.tables import Prediction
 

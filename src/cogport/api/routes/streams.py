@@ -26,11 +26,11 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from cogport.api.deps import BaseUrl, ResourcesDep
+from cogport.core.status import TERMINAL
 from cogport.db.tables import Prediction
 from cogport.errors import NotFound
 from cogport.files import urls as file_urls
 from cogport.lifecycle.hub import Change
-from cogport.lifecycle.status import TERMINAL
 from cogport.ops import predictions as prediction_ops
 from cogport.resources import Resources
 
