@@ -1,9 +1,10 @@
 """A minimal HTTP/1.1 client for the one exchange on the hot path: a JSON POST to a coglet on loopback.
 
-httpx costs about 0.4 ms per request here (measured against this client on the same coglet), more than
-the whole rest of cogport's part of a no-op prediction's round trip; this client keeps one connection per
-concurrent request alive per coglet, writes the request in one ``write`` and reads a ``Content-Length``
-or chunked response. It speaks to coglet only (``http://127.0.0.1:<port>``): no TLS, no redirects, no
+It costs the client about a tenth of what httpcore (the transport under httpx) does, and a twentieth of
+httpx (``python -m bench coglet_client``; figures in docs/benchmarks.md, "The plain POST to coglet"). It
+keeps one connection per concurrent request alive per coglet, writes the request in one ``write`` and reads
+a ``Content-Length``, chunked or close-delimited response. ``tests/test_http1.py`` runs it against a real
+local server. It speaks to coglet only (``http://127.0.0.1:<port>``): no TLS, no redirects, no
 proxies, no cookies. Transport failures raise :class:`TransportFailed`.
 """
 
@@ -99,7 +100,10 @@ class KeepAliveClient:
         return None
 
     async def _connect(self, host: str, port: int, uds: str | None = None) -> _Connection:
-        opening = asyncio.open_unix_connection(uds) if uds else asyncio.open_connection(host, port)
+        limit = MAX_HEADER_BYTES
+        opening = (
+            asyncio.open_unix_connection(uds, limit=limit) if uds else asyncio.open_connection(host, port, limit=limit)
+        )
         try:
             reader, writer = await asyncio.wait_for(opening, self.connect_timeout)
         except (OSError, TimeoutError) as exc:
@@ -110,9 +114,10 @@ class KeepAliveClient:
         connection.writer.write(request)
         await connection.writer.drain()
         reader = connection.reader
-        head = await reader.readuntil(b"\r\n\r\n")
-        if len(head) > MAX_HEADER_BYTES:
-            raise TransportFailed("response headers too large")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:  # the reader's limit is MAX_HEADER_BYTES
+            raise TransportFailed("response headers too large") from None
         lines = head.decode("latin-1").split("\r\n")
         try:
             _version, status, *_ = lines[0].split(" ", 2)
@@ -127,7 +132,10 @@ class KeepAliveClient:
         if headers.get("transfer-encoding", "").lower() == "chunked":
             content = await _read_chunked(reader)
         elif "content-length" in headers:
-            content = await reader.readexactly(int(headers["content-length"]))
+            length = headers["content-length"]
+            if not length.isdigit():
+                raise TransportFailed(f"bad Content-Length {length!r}")
+            content = await reader.readexactly(int(length))
         else:  # no framing: the body ends with the connection
             content = await reader.read()
             return Response(status_code, content), False
@@ -139,7 +147,10 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     chunks: list[bytes] = []
     while True:
         size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+        try:
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+        except ValueError:
+            raise TransportFailed(f"bad chunk size {size_line!r}") from None
         if size == 0:
             while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, then the blank line
                 pass
