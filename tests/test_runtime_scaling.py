@@ -13,6 +13,7 @@ import pytest
 
 from cogport.backends.local import LocalBackend
 from cogport.core.jobs import VersionSpec
+from cogport.core.pools import deployment_pool
 from cogport.runtime.scaling import Limits, target
 from cogport.settings import RuntimeSettings, Settings
 from tests.support.runtime import Events, eventually, job, kill_group, spec
@@ -45,7 +46,7 @@ async def make_backend(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
 def deployed(model: str, name: str = "alice/d") -> VersionSpec:
     base = spec(model)
-    return VersionSpec(**{**base.__dict__, "pool": f"deployment:{name}"})
+    return VersionSpec(**{**base.__dict__, "pool": deployment_pool(name)})
 
 
 def states(backend: LocalBackend, pool: str) -> list[str]:

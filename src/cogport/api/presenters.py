@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.core.jobs import InstanceView
+from cogport.core.kinds import RunKind
 from cogport.db.tables import Account, Collection, Model, Prediction, Version
 from cogport.files import urls as file_urls
 from cogport.ops import models as model_ops
@@ -114,7 +115,7 @@ def prediction(
 ) -> dict[str, Any]:
     """A prediction (or training) as Replicate returns it. Null timestamps are left out (the spec
     types them as strings), ``urls`` holds strings only (the Python client requires it)."""
-    collection = "trainings" if row.kind == "training" else "predictions"
+    collection = "trainings" if row.kind == RunKind.TRAINING else "predictions"
     urls = {
         "get": f"{base_url}/v1/{collection}/{row.id}",
         "cancel": f"{base_url}/v1/{collection}/{row.id}/cancel",
@@ -161,7 +162,7 @@ def run(row: Prediction, base_url: str, settings: Settings) -> dict[str, Any]:
     without an object output has none (the spec types a training's output as an object)."""
     body = prediction(row, base_url, aborted_as=settings.aborted_status, stream_path=STREAM_PATH)
     body["output"] = file_urls.rebase_outputs(body["output"], settings, base_url)
-    if row.kind == "training" and not isinstance(body["output"], dict):
+    if row.kind == RunKind.TRAINING and not isinstance(body["output"], dict):
         del body["output"]
     return body
 

@@ -47,7 +47,8 @@ class VersionSpec:
     hardware: str = "cpu"
     """The SKU its instances run on: ``cpu`` (no GPU visible) or ``gpu-<type>[-Nx]`` (N GPUs of their own)."""
     pool: str = ""
-    """Whose instances these are: ``""`` for a model's on-demand ones, ``deployment:<owner>/<name>``."""
+    """Whose instances these are: ``""`` for a model's on-demand ones, ``deployment:<owner>/<name>`` for a
+    deployment's (built and read by :mod:`cogport.core.pools`)."""
     tenant: int = 0
     """The model's id: where cogport is root, each model's code runs as a host uid of its own (one per
     model, finer than one per account)."""

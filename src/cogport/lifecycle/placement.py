@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.build import bundles
 from cogport.core.jobs import VersionSpec
 from cogport.core.kinds import Mode
+from cogport.core.pools import ON_DEMAND, deployment_pool
 from cogport.db.tables import Model, Version
 from cogport.runtime.weights import WeightsCache
 from cogport.settings import Settings
@@ -58,7 +59,7 @@ class Placement:
                 weights=weights,
                 weights_key=version.weights_key,
                 hardware=hardware,
-                pool=f"deployment:{deployment}" if deployment else "",
+                pool=deployment_pool(deployment) if deployment else ON_DEMAND,
                 tenant=version.model_id,
                 bundle_key=bundles.bundle_key(version.id),
             )

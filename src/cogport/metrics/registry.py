@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from cogport.core.kinds import RunKind
 from cogport.core.status import Status
 from cogport.lifecycle.status import Announcement
 
@@ -27,7 +28,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 def run_source(kind: str, deployment: str | None) -> str:
     """How a run was made: ``training``, ``deployment`` (a deployment's prediction) or ``api``."""
-    if kind == "training":
+    if kind == RunKind.TRAINING:
         return "training"
     return "deployment" if deployment else "api"
 

@@ -1,6 +1,6 @@
 """Trainings as rows: the destination check, and the queries the trained-version lifecycle needs.
 
-A training is a row of the ``predictions`` table with ``kind="training"`` (see
+A training is a row of the ``predictions`` table with ``kind`` :attr:`~cogport.core.kinds.RunKind.TRAINING` (see
 :mod:`cogport.ops.predictions` for create/get/list); ``destination_model_id`` names the model the
 trained version goes to and ``output_version_pk`` the version it made.
 """
@@ -10,13 +10,10 @@ from __future__ import annotations
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cogport.core.kinds import RunKind
 from cogport.db.tables import Account, Model, Version
 from cogport.errors import DestinationNotFound, NotFound, Unprocessable
 from cogport.ops import models as model_ops
 from cogport.ops.principals import Principal
-
-KIND = RunKind.TRAINING
 
 
 async def find_destination(session: AsyncSession, principal: Principal, ref: str) -> tuple[Model, Account]:

@@ -16,12 +16,13 @@ from fastapi.responses import Response
 
 from cogport.api import pagination, presenters
 from cogport.api.deps import BaseUrl, ResourcesDep, SessionDep
+from cogport.core.kinds import RunKind
+from cogport.core.pools import deployment_of
 from cogport.db.tables import Version
 from cogport.errors import NotFound
 from cogport.ops import deployments as deployment_ops
 from cogport.ops import models as model_ops
 from cogport.ops import predictions as prediction_ops
-from cogport.ops import trainings as training_ops
 from cogport.ops import versions as version_ops
 from cogport.ops.principals import Principal
 from cogport.web.auth import page_principal, sign_in_redirect
@@ -77,7 +78,7 @@ async def prediction_page(
         return not_found(request, principal, "This prediction does not exist, or you cannot see it.")
     version = await session.get(Version, row.version_pk)
     run = presenters.run(row, base_url, resources.settings)
-    kind = "training" if row.kind == training_ops.KIND else "prediction"
+    kind = RunKind.TRAINING if row.kind == RunKind.TRAINING else RunKind.PREDICTION
     return page(
         request,
         "prediction.html",
@@ -86,7 +87,9 @@ async def prediction_page(
         run=run,
         kind=kind,
         run_json=_json(run),
-        output_schema_json=_json(output_schema(version.openapi_schema if version and kind == "prediction" else None)),
+        output_schema_json=_json(
+            output_schema(version.openapi_schema if version and kind == RunKind.PREDICTION else None)
+        ),
     )
 
 
@@ -115,7 +118,7 @@ async def deployment_page(
     except NotFound:
         return not_found(request, principal, "This deployment does not exist, or you cannot see it.")
     ref = deployment_ops.ref(owner_account, deployment)
-    instances = [presenters.instance(v) for v in resources.backend.instances() if v.pool == f"deployment:{ref}"]
+    instances = [presenters.instance(v) for v in resources.backend.instances() if deployment_of(v.pool) == ref]
     queued = await prediction_ops.count_waiting(session, ref)
     return page(
         request,

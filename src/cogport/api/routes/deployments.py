@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cogport.api import pagination, presenters
 from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, NoNul, ResourcesDep, SessionDep, SettingsDep
 from cogport.api.routes.predictions import CancelAfterHeader, PreferHeader, create_run
+from cogport.core.pools import deployment_of
 from cogport.db.tables import Account, Deployment, Model, Version
 from cogport.errors import InvalidVersion
 from cogport.ops import deployments as ops
@@ -131,6 +132,6 @@ async def deployment_instances(
     """A cogport extension: the deployment's instances now, and how many of its predictions wait to start."""
     deployment, owner_account = await ops.find(session, principal, owner, name)
     ref = ops.ref(owner_account, deployment)
-    views = [view for view in resources.backend.instances() if view.pool == f"deployment:{ref}"]
+    views = [view for view in resources.backend.instances() if deployment_of(view.pool) == ref]
     queued = await prediction_ops.count_waiting(session, ref)
     return {"results": [presenters.instance(view) for view in views], "queued": queued}

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.api import pagination, presenters
 from cogport.api.deps import Call, CallDep, SessionDep
+from cogport.core.kinds import RunKind
 from cogport.db.tables import Account, Model, Prediction, Version
 from cogport.errors import ValidationFailed
 from cogport.lifecycle.runs import DestinationResolver, Resolver, RunRequest, latest_version
@@ -70,7 +71,7 @@ async def create_run(
         ),
     )
     row = created.row
-    collection = "trainings" if row.kind == "training" else "predictions"
+    collection = "trainings" if row.kind == RunKind.TRAINING else "predictions"
     headers = {"Location": f"{call.base_url}/v1/{collection}/{row.id}", **NO_STORE}
     body_out = present(call, row)
     status_code = 201
@@ -131,7 +132,7 @@ async def list_runs(
     created_before: str | None,
     *,
     source: str | None = None,
-    kind: str = "prediction",
+    kind: RunKind = RunKind.PREDICTION,
 ) -> Page[dict[str, Any]]:
     """A page of the caller's predictions (or trainings), newest first."""
     page = await prediction_ops.list_page(
@@ -158,7 +159,7 @@ async def cancel_prediction(prediction_id: str, call: CallDep) -> JSONResponse:
     return await cancel_run(call, prediction_id)
 
 
-async def cancel_run(call: Call, run_id: str, *, kind: str = "prediction") -> JSONResponse:
+async def cancel_run(call: Call, run_id: str, *, kind: RunKind = RunKind.PREDICTION) -> JSONResponse:
     """Cancel one of the caller's predictions (or trainings); see :meth:`Runs.cancel`."""
     runs = call.resources.runs
     async with call.resources.database.session() as session:

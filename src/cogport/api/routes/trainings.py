@@ -24,6 +24,7 @@ from cogport.api.routes.predictions import (
     list_runs,
     present,
 )
+from cogport.core.kinds import RunKind
 from cogport.db.tables import Account, Model, Version
 from cogport.ops import models as model_ops
 from cogport.ops import trainings as training_ops
@@ -66,15 +67,15 @@ async def list_trainings(
     created_after: str | None = Query(None),
     created_before: str | None = Query(None),
 ) -> Page[dict[str, Any]]:
-    return await list_runs(request, session, call, cursor, created_after, created_before, kind=training_ops.KIND)
+    return await list_runs(request, session, call, cursor, created_after, created_before, kind=RunKind.TRAINING)
 
 
 @router.get("/v1/trainings/{training_id}")
 async def get_training(training_id: str, session: SessionDep, call: CallDep) -> JSONResponse:
-    training = await call.resources.runs.read(session, call.principal, training_id, kind=training_ops.KIND)
+    training = await call.resources.runs.read(session, call.principal, training_id, kind=RunKind.TRAINING)
     return JSONResponse(present(call, training), headers=NO_STORE)
 
 
 @router.post("/v1/trainings/{training_id}/cancel")
 async def cancel_training(training_id: str, call: CallDep) -> JSONResponse:
-    return await cancel_run(call, training_id, kind=training_ops.KIND)
+    return await cancel_run(call, training_id, kind=RunKind.TRAINING)
