@@ -35,6 +35,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 from functools import partial
 from typing import Any
 
@@ -72,23 +73,45 @@ class RecordingFailed(Exception):
     """The end of a run could not be written (what a sync caller waiting for it is told)."""
 
 
+class Row(StrEnum):
+    """How far a held run's row is written before its end: ``UNWRITTEN ──► STARTING ──► PROCESSING``, or
+    ``UNWRITTEN ──► PROCESSING`` when the model started before the row's first write. A sync run started at
+    once begins UNWRITTEN, any other STARTING; a first write that failed goes back to UNWRITTEN (the end
+    writes the row, looking first: the insert may have landed)."""
+
+    UNWRITTEN = "unwritten"
+    """Not in the database yet (see the module docstring)."""
+    STARTING = "starting"
+    """Written as it was made: ``processing`` is due once the model starts."""
+    PROCESSING = "processing"
+    """Written ``processing`` (or its end is being written, which says it instead)."""
+
+
 @dataclass
 class _Live:
     """What the recorder keeps for one job it records."""
 
     row: Prediction
-    written: bool = True
-    """False for a row not in the database yet (see the module docstring)."""
+    state: Row = Row.STARTING
     logs: str = ""
     started_at: datetime | None = None
     start_timer: asyncio.TimerHandle | None = None
     """The next due write (the row itself, or ``processing``)."""
-    start_written: bool = False
     pending: dict[str, Any] = field(default_factory=dict)
     """Logs/output not written yet."""
     kinds: dict[EventKind, None] = field(default_factory=dict)
     """The kinds of event to announce once they are written, in order."""
     task: asyncio.Task[None] | None = None
+
+    @property
+    def written(self) -> bool:
+        """Whether the row is in the database."""
+        return self.state is not Row.UNWRITTEN
+
+    @property
+    def row_due(self) -> bool:
+        """Whether the row's own write is due: its first one, or ``processing`` once the model started."""
+        return self.state is Row.UNWRITTEN or (self.state is Row.STARTING and self.started_at is not None)
 
 
 class Recorder:
@@ -145,7 +168,7 @@ class Recorder:
         HANDING_OVER from now on (raises :class:`~cogport.lifecycle.whereabouts.IllegalMove` for a run held
         already: one is never handed over twice)."""
         self.whereabouts.move(row.id, Place.HANDING_OVER)
-        live = self._live[row.id] = _Live(row, written=written)
+        live = self._live[row.id] = _Live(row, Row.STARTING if written else Row.UNWRITTEN)
         if not written:
             live.start_timer = asyncio.get_running_loop().call_later(PROCESSING_WRITE_DELAY, self._start_due, live)
 
@@ -217,20 +240,19 @@ class Recorder:
         """Write ``processing`` (once) and whatever logs/output are pending, until nothing is."""
         insert = False
         try:
-            while not live.written or (live.started_at is not None and not live.start_written) or live.pending:
+            while live.row_due or live.pending:
                 values, kinds = live.pending, live.kinds
                 live.pending, live.kinds = {}, {}
-                if not live.written or (live.started_at is not None and not live.start_written):
-                    insert = not live.written
-                    live.written = True
-                    live.start_written = live.started_at is not None
+                if live.row_due:
+                    insert = live.state is Row.UNWRITTEN
+                    live.state = Row.STARTING if live.started_at is None else Row.PROCESSING
                     await self.writer.run(partial(self._start_write, live=live, values=values, insert=insert))
                     insert = False
                 elif values:
                     await self.writer.run(partial(self._write, live=live, values=values, kinds=list(kinds)))
         except Exception as exc:
             if insert:
-                live.written = False  # the end writes the row (it looks first: the insert may have landed)
+                live.state = Row.UNWRITTEN  # the end writes the row (it looks first: the insert may have landed)
             what = faults.describe(exc)
             known = faults.is_outage(exc)
             # Progress is not kept for an outage: the end carries the logs and output. One line a minute.
@@ -297,7 +319,8 @@ class Recorder:
             if live.start_timer is not None:
                 live.start_timer.cancel()  # the end is written instead
                 live.start_timer = None
-            live.start_written = True
+            if live.state is Row.STARTING:
+                live.state = Row.PROCESSING  # the end says processing and more: no write of it is due
             live.pending.clear()  # folded into the end's write
             if live.task is not None:
                 await asyncio.shield(live.task)  # a write under way lands before the end's (and says written)
