@@ -174,6 +174,8 @@ class CogletApi:
             result = await self._post(run, cancel_due)
             if not (isinstance(result, Outcome) and result.status == "succeeded"):
                 await asyncio.sleep(LOG_DRAIN)  # the response has no log: let coglet's log catch up
+            else:
+                await asyncio.sleep(0)  # lines read with the answer reach the relay before it stops listening
             if isinstance(result, Outcome) and result.status == "failed":
                 await _await_exit_reason(run, result)
         finally:
