@@ -112,6 +112,18 @@ class WhereaboutsMachine(RuleBasedStateMachine):
     def dispatcher_claims(self, run_id: str) -> None:
         self.expect(run_id, P.CLAIMING, lambda: self.places.claiming([run_id]))
 
+    @rule(run_ids=st.lists(st.sampled_from(RUNS), min_size=1, max_size=3, unique=True))
+    def dispatcher_claims_a_batch(self, run_ids: list[str]) -> None:
+        """All or none: a batch with one run held already raises and claims none."""
+        if all(self.model[run_id] is P.ELSEWHERE for run_id in run_ids):
+            self.places.claiming(run_ids)
+            self.model.update(dict.fromkeys(run_ids, P.CLAIMING))
+            return
+        held = self.places.held()
+        with pytest.raises(IllegalMove):
+            self.places.claiming(run_ids)
+        assert self.places.held() == held
+
     @rule(run_id=st.sampled_from(RUNS))
     def recorder_holds(self, run_id: str) -> None:
         self.expect(run_id, P.HANDING_OVER, lambda: self.places.move(run_id, P.HANDING_OVER))

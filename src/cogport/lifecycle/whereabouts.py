@@ -151,8 +151,12 @@ class Whereabouts:
 
     def claiming(self, run_ids: Iterable[str]) -> None:
         """The dispatcher is about to claim ``run_ids`` (held from before the claim commits, so that no
-        housekeeping takes the new claim for a lost one)."""
-        for run_id in run_ids:
+        housekeeping takes the new claim for a lost one). All or none: one held already raises."""
+        ids = list(run_ids)
+        for run_id in ids:
+            if Place.CLAIMING not in MOVES[self.where(run_id)]:
+                raise IllegalMove(run_id, self.where(run_id), Place.CLAIMING)
+        for run_id in ids:
             self.move(run_id, Place.CLAIMING)
 
     def ask_stop(self, run_id: str, end: Status) -> Place:
