@@ -43,6 +43,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cogport import logs
+from cogport.core.backoff import doubling
 from cogport.core.jobs import Job, clean_error
 from cogport.core.outcome import Outcome
 from cogport.core.status import Status
@@ -369,8 +370,8 @@ class Recorder:
             "the database is back (its waiters have it)",
             level=logging.WARNING,
         )
-        delay, attempts = END_RETRY_FIRST, 1
-        while True:
+        attempts = 1
+        for delay in doubling(END_RETRY_FIRST, END_RETRY_MAX):
             try:
                 # The next try: after the backoff, or as soon as any write commits (the database is back).
                 with contextlib.suppress(TimeoutError):
@@ -389,7 +390,6 @@ class Recorder:
             except Exception as exc:
                 if not faults.is_outage(exc):
                     raise
-                delay = min(delay * 2, END_RETRY_MAX)
             else:
                 log.info("the end of %s (%s) is written, at attempt %d", prediction_id, end.status, attempts)
                 return
