@@ -10,7 +10,6 @@ process (the driver)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -26,7 +25,6 @@ from typing import Any
 import httpx
 import pytest
 import ray  # the cluster extra is part of the test environment: missing, this fails (never skips)
-from ray._private.authentication_test_utils import reset_auth_token_state
 from ray.cluster_utils import Cluster
 
 from cogport.backends.raycluster import RayBackend, ray_auth_problem
@@ -37,6 +35,7 @@ from tests.conftest import ADMIN_TOKEN, LiveServer
 from tests.support import predictions
 from tests.support.models import push_fixture
 from tests.support.pushing import shared_build_dirs, shared_venvs  # noqa: F401 - fixtures
+from tests.support.ray import stop_supervisors, token_auth
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, Seaweed, seaweed  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.xdist_group("ray-cluster")]
@@ -72,26 +71,14 @@ class RayCluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    """The cluster, with token authentication: the head and the nodes (started from here) and this process
-    get ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH``."""
-    token = tmp_path_factory.mktemp("ray-auth") / "token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
-    env = pytest.MonkeyPatch()
-    env.delenv("RAY_AUTH_TOKEN", raising=False)
-    env.setenv("RAY_AUTH_MODE", "token")
-    env.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-    reset_auth_token_state()  # Ray read its config (the mode) at import: read it again
-    made = None
-    try:
+    """The cluster, with token authentication (:func:`tests.support.ray.token_auth`)."""
+    with token_auth(tmp_path_factory.mktemp("ray-auth")) as token:
         made = RayCluster(token)
-        yield made
-    finally:
-        ray.shutdown()
-        if made is not None:
+        try:
+            yield made
+        finally:
+            ray.shutdown()
             made.cluster.shutdown()  # type: ignore[no-untyped-call]
-        env.undo()
-        reset_auth_token_state()
 
 
 @pytest.fixture
@@ -105,12 +92,7 @@ def settings(settings: Settings, cluster: RayCluster, seaweed: Seaweed) -> Itera
     settings.runtime.idle_timeout = 2.0
     settings.runtime.max_instances_per_version = 1
     yield settings
-    for actor in ray.util.list_named_actors(all_namespaces=True):
-        if actor["namespace"] == namespace:
-            handle = ray.get_actor(actor["name"], namespace=namespace)
-            with contextlib.suppress(ray.exceptions.RayError):  # its node may be gone
-                ray.get(handle.shutdown.remote(), timeout=30)
-            ray.kill(handle)
+    stop_supervisors(namespace)
 
 
 def until(check: Callable[[], Any], within: float = 90.0) -> Any:

@@ -43,7 +43,7 @@ from cogport import hardware
 from cogport.backends.supervisor import NodeConfig, NodeState, NodeSupervisor
 from cogport.core.jobs import Capacity, InstanceView, Job, JobEvents, OutputFileSink, VersionSpec
 from cogport.core.outcome import Outcome
-from cogport.errors import BackendUnavailable
+from cogport.errors import BackendUnavailable, Conflict
 from cogport.runtime.instance import file_list_output, output_schema
 from cogport.settings import HardwareSku, Settings
 
@@ -127,6 +127,8 @@ class _Flight:
     events: JobEvents
     node: str
     started: bool = False
+    cancel_requested: bool = False
+    """Canceled before its node had it: the cancel is sent again once it starts there."""
     task: asyncio.Task[None] | None = None
 
 
@@ -149,6 +151,7 @@ class RayBackend:
         self._ensured: dict[str, tuple[VersionSpec, int, int]] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_now = asyncio.Event()
+        self._stopping = False
         self._actor: Any = None
         self.node_config = NodeConfig(
             runtime=settings.runtime.model_dump(mode="json"),
@@ -176,6 +179,7 @@ class RayBackend:
                 configure_logging=False,
             )
         self._actor = ray.remote(NodeSupervisor)
+        self._stopping = False
         await self._refresh()
         self._refresher = asyncio.create_task(self._refresh_loop(), name="cogport-ray-refresh")
 
@@ -201,6 +205,7 @@ class RayBackend:
     async def stop(self) -> None:
         """Stop following jobs: those running end ``failed`` (this process stopped); the nodes' instances
         stay up for the other API processes and idle out."""
+        self._stopping = True  # Python 3.11's wait_for can swallow the cancel below: the loop checks this too
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -223,7 +228,7 @@ class RayBackend:
     # --- the picture of the cluster ------------------------------------------------------------
 
     async def _refresh_loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._refresh_now.wait(), self.settings.ray.refresh_interval)
             self._refresh_now.clear()
@@ -322,6 +327,8 @@ class RayBackend:
         return [view for node in self._nodes.values() if node.state is not None for view in node.state.instances]
 
     async def submit(self, job: Job, events: JobEvents) -> None:
+        if job.prediction_id in self._flights:
+            raise Conflict(f"Prediction {job.prediction_id} is already running")
         node = self._place(job.spec, exclude=set())
         if node is None:
             raise BackendUnavailable(f"No node of the cluster can run {job.spec.hardware!r} now")
@@ -349,10 +356,16 @@ class RayBackend:
         if flight is None or node is None:
             return False
         try:
-            return bool(await node.handle.cancel.remote(prediction_id))
+            canceled = bool(await node.handle.cancel.remote(prediction_id))
         except Exception as exc:
             log.info("canceling %s on %s failed: %s", prediction_id, flight.node, exc)
             return False
+        if not canceled and not flight.started:
+            # handed over, not on the node yet: the node ends it canceled when it arrives (it may have by
+            # now), or it is canceled again once it starts there
+            flight.cancel_requested = True
+            return True
+        return canceled
 
     def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
         self._ensured[spec.key] = (spec, minimum, maximum)
@@ -418,6 +431,9 @@ class RayBackend:
             kind = event[0]
             if kind == "started":
                 flight.started = True
+                if flight.cancel_requested:
+                    with contextlib.suppress(Exception):  # a lost node shows on the generator
+                        await node.handle.cancel.remote(job.prediction_id)
                 await events.started(job)
             elif kind == "logs":
                 await events.logs(job, event[1])

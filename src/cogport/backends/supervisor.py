@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from cogport.storage.factory import open_storage
 from cogport.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
+CANCELED_TTL = 600.0
 
 Event = tuple[Any, ...]
 """``("started",)``, ``("logs", text)``, ``("output", output)``, ``("refused", message)`` or
@@ -113,6 +115,12 @@ class NodeSupervisor:
         self.gpus = hardware.inventory(self.settings)
         self.backend = LocalBackend(self.settings, node=self.name)
         self._started: asyncio.Task[None] | None = None
+        self._arriving: set[str] = set()
+        """Jobs handed here whose version is being prepared (not in the local backend yet)."""
+        self._canceled: dict[str, float] = {}
+        """Jobs canceled before they were in the local backend (their version being prepared, or their
+        ``run`` not arrived yet: Ray does not order one caller's calls to an async actor), and when: they
+        end ``canceled`` without running. Forgotten after :data:`CANCELED_TTL` seconds."""
 
     async def _ready(self) -> LocalBackend:
         if self._started is None:
@@ -153,17 +161,24 @@ class NodeSupervisor:
 
     async def run(self, job: Job) -> AsyncIterator[Event]:
         """Run ``job`` here; yields its events (see :data:`Event`) until it has finished."""
-        backend = await self._ready()
+        self._arriving.add(job.prediction_id)
         events = _Queued()
         try:
+            backend = await self._ready()
             job = replace(job, spec=await self._local(job.spec))
-            await backend.submit(job, events)
+            if job.prediction_id in self._canceled:
+                yield ("finished", Outcome("canceled"))
+                return
+            await backend.submit(job, events)  # no await before it takes the job: a cancel sees it there
         except BuildError as exc:
             yield ("refused", f"The model could not be prepared on node {self.name}: {exc.message}")
             return
         except CogportError as exc:
             yield ("refused", exc.detail)
             return
+        finally:
+            self._arriving.discard(job.prediction_id)
+            self._canceled.pop(job.prediction_id, None)
         while True:
             event = await events.queue.get()
             yield event
@@ -171,7 +186,15 @@ class NodeSupervisor:
                 return
 
     async def cancel(self, prediction_id: str) -> bool:
-        return await (await self._ready()).cancel(prediction_id)
+        """Cancel a job here; one not in the local backend yet is remembered, and ends ``canceled`` when it
+        arrives. True when the job was here (running, or its version being prepared)."""
+        backend = await self._ready()
+        if prediction_id in backend.running():
+            return await backend.cancel(prediction_id)
+        now = time.monotonic()
+        self._canceled = {key: at for key, at in self._canceled.items() if now - at < CANCELED_TTL}
+        self._canceled[prediction_id] = now
+        return prediction_id in self._arriving
 
     async def ensure(self, spec: VersionSpec, minimum: int, maximum: int) -> None:
         backend = await self._ready()
