@@ -2,20 +2,22 @@
 
 A builder claims the oldest ``starting`` build with a lease (``lease_expires_at``) and renews it while it
 works, saving the log each time. A build whose lease ran out (its process died) goes back to the queue,
-at most :data:`MAX_INTERRUPTIONS` times, then fails with a message saying why.
+at most :data:`MAX_INTERRUPTIONS` times, then fails with a message saying why. The queue is a
+:class:`~cogport.ops.leased_queue.LeasedQueue`, as the runs' is.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.db.tables import Build, Model, Version, utcnow
 from cogport.errors import NotFound
 from cogport.identifiers import new_object_id
+from cogport.ops.leased_queue import LeasedQueue
 from cogport.ops.principals import Principal
 
 
@@ -38,6 +40,11 @@ STARTING, PROCESSING, SUCCEEDED, FAILED = (
 INTERRUPTED = "cogport: this build was interrupted (its server died); building again"
 RELEASED = "cogport: the server stopped during this build; it will build again"
 MAX_INTERRUPTIONS = 2
+_BUILDS = cast(Table, Build.__table__)
+BUILDS = LeasedQueue(_BUILDS, _BUILDS.c.status == STARTING)
+"""The durable queue of builds (:mod:`cogport.ops.leased_queue`): queued while ``starting``."""
+_HELD = _BUILDS.c.status == PROCESSING
+"""A claimed build: ``processing`` (its builder renews its lease)."""
 
 
 async def create(
@@ -88,34 +95,20 @@ async def get_visible(session: AsyncSession, principal: Principal, build_id: str
 
 async def claim_next(session: AsyncSession, lease_seconds: float) -> Build | None:
     """Take the oldest queued build (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, a guarded update anywhere)."""
-    query = select(Build).where(Build.status == STARTING).order_by(Build.created_at, Build.id).limit(1)
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    build = (await session.execute(query)).scalar_one_or_none()
-    if build is None:
+    postgres = session.get_bind().dialect.name == "postgresql"
+    build_id = (await session.execute(BUILDS.oldest(1, skip_locked=postgres))).scalar_one_or_none()
+    if build_id is None:
         return None
     now = utcnow()
-    claimed = await session.execute(
-        update(Build)
-        .where(Build.id == build.id, Build.status == STARTING)
-        .values(status=PROCESSING, started_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+    claim = BUILDS.claim([build_id], lease_seconds, now=now, status=PROCESSING, started_at=now)
+    if not (await session.execute(claim)).scalars().all():
         return None
-    await session.refresh(build)
-    return build
+    return await session.get(Build, build_id, populate_existing=True)
 
 
 async def renew(session: AsyncSession, build_id: str, logs: str, lease_seconds: float) -> bool:
     """Save the log and extend the lease; False when the build is no longer ours to run."""
-    result = await session.execute(
-        update(Build)
-        .where(Build.id == build_id, Build.status == PROCESSING)
-        .values(logs=logs, lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
-    )
+    result = await session.execute(BUILDS.renew([build_id], lease_seconds, _HELD, logs=logs))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
@@ -139,21 +132,12 @@ async def finish(
 
 async def release(session: AsyncSession, build_id: str, logs: str) -> None:
     """Put a build this process stops working on back in the queue (graceful shutdown)."""
-    await session.execute(
-        update(Build)
-        .where(Build.id == build_id, Build.status == PROCESSING)
-        .values(status=STARTING, logs=logs + RELEASED + "\n", lease_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    await session.execute(BUILDS.release([build_id], _HELD, status=STARTING, logs=logs + RELEASED + "\n"))
 
 
 async def requeue_expired(session: AsyncSession) -> list[str]:
     """Builds whose runner vanished: queue them again, or fail them after too many interruptions."""
-    expired = (
-        await session.execute(
-            select(Build).where(Build.status == PROCESSING, Build.lease_expires_at < utcnow()).with_for_update()
-        )
-    ).scalars()
+    expired = (await session.execute(select(Build).where(BUILDS.expired(_HELD)).with_for_update())).scalars()
     touched = []
     for build in expired:
         touched.append(build.id)
