@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "webhooks": ("bench.webhooks", "terminal webhooks: deliveries/s and lag, burst, paced and beside a hung receiver"),
     "start": ("bench.start", "cogport serve to its first answered request (fresh and again), import cogport.app"),
     "peers": ("bench.peers", "the no-op function: cogport vs coglet direct, BentoML, Ray Serve, bare FastAPI"),
+    "cpu": ("bench.cpu", "server CPU per sync prediction, the working tree vs git refs, interleaved rounds"),
     "stream": ("bench.stream", "streamed token latency through cogport's SSE vs coglet's own, same instance"),
 }
 

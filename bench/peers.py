@@ -55,6 +55,8 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 CLOCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 WARM_UP = 100
+SPY_RATE = int(os.environ.get("COGPORT_BENCH_SPY_RATE") or 500)
+"""py-spy's samples per second."""
 
 PEER_PACKAGES = {
     "bentoml": ["bentoml==1.4.*"],
@@ -385,7 +387,8 @@ def py_spy(pid: int, out: Path | None) -> Iterator[None]:
         yield
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    command = [spy, "record", "-p", str(pid), "--gil", "--nonblocking", "-r", "500", "-f", "raw", "-o", str(out)]
+    command = [spy, "record", "-p", str(pid), "--gil", "--nonblocking", "-r", str(SPY_RATE), "-f", "raw"]
+    command += ["-o", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached
     try:
@@ -514,7 +517,7 @@ def table(results: dict[str, list[Figures]], args: argparse.Namespace) -> list[s
     return lines
 
 
-def profile(path: Path, requests: int, rate: int = 500) -> list[str]:
+def profile(path: Path, requests: int, rate: int = SPY_RATE) -> list[str]:
     """py-spy's collapsed stacks summed by area (the innermost frame's: self time) and the functions with the
     most self and cumulative time (a frame counted once per stack; the frames under every request, the
     server's own loop and the threads' bootstrap, left out), in microseconds per prediction."""

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
@@ -46,6 +46,21 @@ def run_after_commit(session: AsyncSession) -> None:
 
 def discard_after_commit(session: AsyncSession) -> None:
     session.info.pop(AFTER_COMMIT, None)
+
+
+class LazySession:
+    """Stands for the session ``factory`` makes, which it makes at the first use of any of its attributes."""
+
+    __slots__ = ("factory", "made")
+
+    def __init__(self, factory: Callable[[], AsyncSession]) -> None:
+        self.factory = factory
+        self.made: AsyncSession | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.made is None:
+            self.made = self.factory()
+        return getattr(self.made, name)
 
 
 class Database:
@@ -88,10 +103,15 @@ class Database:
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads only: no transaction is begun until a statement runs (a read answered from
-        caches costs nothing), and nothing is committed."""
-        async with self.sessions() as session:
-            yield session
+        """A session for reads only: made at its first use and no transaction begun until a statement runs
+        (a read answered from caches costs nothing: a session made and closed costs ~50 us), nothing
+        committed."""
+        lazy = LazySession(self.sessions)
+        try:
+            yield cast(AsyncSession, lazy)
+        finally:
+            if lazy.made is not None:
+                await lazy.made.close()
 
     async def migrate(self) -> None:
         """Create the schema (if asked) and apply every Alembic migration; a database already at :data:`HEAD`

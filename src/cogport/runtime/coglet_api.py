@@ -207,9 +207,7 @@ class CogletApi:
                 # Still outstanding after START_AFTER: not a 409, coglet has it. A timer rather than a task
                 # to wait on: most answers come first, and then this costs no task.
                 marking: list[asyncio.Task[None]] = []
-                timer = asyncio.get_running_loop().call_later(
-                    START_AFTER, lambda: marking.append(asyncio.ensure_future(_started(run, cancel_due)))
-                )
+                timer = asyncio.get_running_loop().call_later(START_AFTER, _start_later, marking, run, cancel_due)
                 try:
                     status, content = await self._send(url, body)
                 finally:
@@ -301,6 +299,10 @@ async def _await_exit_reason(run: PredictionRun, result: Outcome) -> None:
         if exit_reason(result.error, run.streamed_logs) is not None:
             return
         await asyncio.sleep(0.02)  # the relay appends to run.logs as coglet's log brings lines
+
+
+def _start_later(marking: list[asyncio.Task[None]], run: PredictionRun, cancel_due: Callable[[], None] | None) -> None:
+    marking.append(asyncio.ensure_future(_started(run, cancel_due)))
 
 
 async def _started(run: PredictionRun, cancel_due: Callable[[], None] | None) -> None:
