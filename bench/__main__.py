@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "peers": ("bench.peers", "the no-op function: cogport vs coglet direct, BentoML, Ray Serve, bare FastAPI"),
     "cpu": ("bench.cpu", "server CPU per sync prediction, the working tree vs git refs, interleaved rounds"),
     "stream": ("bench.stream", "streamed token latency through cogport's SSE vs coglet's own, same instance"),
+    "sse_reader": ("bench.sse_reader", "reading coglet's SSE: httpx-sse vs the hand-written reader, CPU per event"),
+    "coglet_client": ("bench.coglet_client", "the plain POST to coglet: runtime/http1 vs httpcore, httpx; client CPU"),
 }
 
 
