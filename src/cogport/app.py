@@ -8,13 +8,12 @@ from contextlib import asynccontextmanager
 from dataclasses import fields
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from cogport.api import presenters, problems
 from cogport.api.access import AccessLog
 from cogport.api.body_limits import MIB, BodyLimit
-from cogport.api.deps import reject_nul
 from cogport.api.principal_cache import PrincipalCache
 from cogport.api.rate_limits import RateLimiter
 from cogport.api.routes import (
@@ -85,7 +84,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
-        dependencies=[Depends(reject_nul)],  # NUL in a path or query: 404/400, never a PostgreSQL 500
         # opentelemetry-api comes without an SDK: FastAPI's per-request check for a provider is pure cost.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
@@ -94,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics() if settings.metrics.enabled else None
     app.state.rate_limiter = None  # set by the lifespan (it needs the writer)
     problems.install(app)
+    # the body cap, and NUL in a path or query: 404/400, never a PostgreSQL 500
     app.add_middleware(BodyLimit, limit_bytes=int(settings.max_request_body_mb * MIB))
     # outermost: it sees every request's end, errors included (one request log line, the HTTP metrics)
     app.add_middleware(AccessLog, metrics=app.state.metrics, json_lines=settings.log_format == "json")

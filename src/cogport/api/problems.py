@@ -46,7 +46,7 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
     return JSONResponse(body, status_code=status, headers=headers, media_type="application/problem+json")
 
 
-def _error_response(exc: CogportError) -> JSONResponse:
+def error_response(exc: CogportError) -> JSONResponse:
     if exc.status >= 500:
         logs.failure(log, f"{type(exc).__name__}: {exc.detail}", f"{exc.status} {type(exc).__name__}: {exc.detail}")
     return problem(exc.status, exc.instance_title, exc.detail, exc.headers(), **exc.extra())
@@ -54,7 +54,7 @@ def _error_response(exc: CogportError) -> JSONResponse:
 
 async def _cogport_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CogportError)
-    return _error_response(exc)
+    return error_response(exc)
 
 
 async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
