@@ -14,6 +14,8 @@ Labels never carry ids or tokens: models are ``owner/name``, routes are template
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from cogport.core.kinds import RunKind
@@ -77,6 +79,9 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self._phases = {phase: self.prediction_duration.labels(phase=phase) for phase in ("queue", "predict", "total")}
+        self._ended: dict[tuple[str, str, str, str], Any] = {}
+        """The run counter's children by labels: ``labels()`` costs more than the rest of a run's count."""
         self.rate_limited = Counter(
             "cogport_rate_limited",
             "Requests refused with 429 by the per-account rate limits.",
@@ -89,22 +94,23 @@ class Metrics:
         if announcement.kind != "completed":
             return
         row = announcement.prediction
-        status = Status(row.status)
-        self.predictions.labels(
-            model=row.model_ref,
-            deployment=row.deployment or "",
-            status=status.value,
-            source=run_source(row.kind, row.deployment),
-        ).inc()
-        if row.started_at is not None:
-            self.prediction_duration.labels(phase="queue").observe(
-                max(0.0, (row.started_at - row.created_at).total_seconds())
+        labels = (row.model_ref, row.deployment or "", Status(row.status).value, run_source(row.kind, row.deployment))
+        counter = self._ended.get(labels)
+        if counter is None:
+            if len(self._ended) >= 10_000:
+                self._ended.clear()
+            model, deployment, status, source = labels
+            counter = self._ended[labels] = self.predictions.labels(
+                model=model, deployment=deployment, status=status, source=source
             )
+        counter.inc()
+        if row.started_at is not None:
+            self._phases["queue"].observe(max(0.0, (row.started_at - row.created_at).total_seconds()))
         metrics = row.metrics or {}
         for phase, key in (("predict", "predict_time"), ("total", "total_time")):
             value = metrics.get(key)
             if isinstance(value, int | float):
-                self.prediction_duration.labels(phase=phase).observe(max(0.0, float(value)))
+                self._phases[phase].observe(max(0.0, float(value)))
 
     def instance_ready(self, seconds: float) -> None:
         """The runtime's ``on_ready`` hook: an instance became ready ``seconds`` after it was spawned."""

@@ -88,7 +88,8 @@ class LogTail:
                 listener(line.message + "\n")
         elif line.target == "coglet::user" and self.setup_done and len(self._listeners) == 1:
             next(iter(self._listeners.values()))(line.message + "\n")  # fd-level output: see the docstring
-        log.debug("[%s] %s", self.name, line.render())
+        if log.isEnabledFor(logging.DEBUG):  # render() builds the text: two lines a prediction, most unlogged
+            log.debug("[%s] %s", self.name, line.render())
         return line
 
     def listen(self, prediction_id: str, listener: Callable[[str], None]) -> None:

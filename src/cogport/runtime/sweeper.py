@@ -10,6 +10,7 @@ predictions end and removed in batches in a worker thread, off the event loop an
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
 
@@ -40,4 +41,8 @@ class PredictionDirSweeper:
 
     def _remove(self, batch: list[Path]) -> None:
         for path in batch:
-            shutil.rmtree(path, ignore_errors=True)
+            try:  # what coglet leaves for most predictions: two empty folders (a fifth of rmtree's work)
+                for empty in (path / "inputs", path / "outputs", path):
+                    os.rmdir(empty)
+            except OSError:
+                shutil.rmtree(path, ignore_errors=True)
