@@ -121,6 +121,11 @@ class Dispatcher(Service):
     def deployment_hardware(self, find: DeploymentHardware | None) -> None:
         self.placement.deployment_hardware = find
 
+    @property
+    def fetcher(self) -> InputFetcher | None:
+        """Fetches input URLs before a run starts (see :mod:`cogport.lifecycle.fetching`)."""
+        return self.fetching.fetcher
+
     async def run_once(self) -> bool:
         now = time.monotonic()
         if now >= self._next_housekeeping:
