@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -61,6 +61,13 @@ UNCHANGED: Any = object()
 """The default ``output`` of a move: the column is left as it is (``None`` is an output: a run's that
 succeeded with none)."""
 PREDICTIONS = cast(Table, Prediction.__table__)
+_ID, _EXPECTED = "cas_id", "cas_status"
+_SET_IF_STATUS = update(PREDICTIONS).where(
+    PREDICTIONS.c.id == bindparam(_ID), PREDICTIONS.c.status == bindparam(_EXPECTED)
+)
+"""The compare-and-set UPDATE, built once: its SET clause is the columns of the parameters it is run with
+(SQLAlchemy compiles each set of columns once). Built per call, its compile-cache key cost ~70 us a write."""
+_SET_IF_ACTIVE = update(PREDICTIONS).where(PREDICTIONS.c.id == bindparam(_ID), PREDICTIONS.c.status.in_(ACTIVE))
 
 
 ALLOWED: dict[Status, frozenset[Status]] = {
@@ -171,11 +178,7 @@ class Transitions:
             )
             # Compare-and-set on the status read (or held): a concurrent writer (a late ``processing``
             # racing the terminal write, a cancel in another process) is never overwritten.
-            result = tx.conn.execute(
-                update(PREDICTIONS)
-                .where(PREDICTIONS.c.id == prediction_id, PREDICTIONS.c.status == current.value)
-                .values(**values)
-            )
+            result = tx.conn.execute(_SET_IF_STATUS, {_ID: prediction_id, _EXPECTED: current.value, **values})
             if result.rowcount:
                 _apply(row, values)
                 if changed:
@@ -220,11 +223,7 @@ class Transitions:
     def progress(self, tx: Tx, prediction: Prediction, values: dict[str, Any], kinds: Iterable[EventKind]) -> bool:
         """Write the logs/output of a running prediction (the row the caller holds) and announce ``kinds``.
         False (nothing written) once the prediction has ended."""
-        result = tx.conn.execute(
-            update(PREDICTIONS)
-            .where(PREDICTIONS.c.id == prediction.id, PREDICTIONS.c.status.in_(ACTIVE))
-            .values(**values)
-        )
+        result = tx.conn.execute(_SET_IF_ACTIVE, {_ID: prediction.id, **values})
         if not result.rowcount:
             return False
         _apply(prediction, values)
