@@ -19,7 +19,7 @@ from cogport.api.access import ACCOUNT_SCOPE_KEY
 from cogport.api.principal_cache import PrincipalCache
 from cogport.api.rate_limits import RateLimiter
 from cogport.db.engine import Database
-from cogport.errors import BadRequest, Forbidden, NotFound, Unauthenticated
+from cogport.errors import Forbidden, Unauthenticated
 from cogport.ops import accounts, web_sessions
 from cogport.ops.principals import Principal
 from cogport.resources import Resources
@@ -53,26 +53,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def reject_nul(request: Request) -> None:
-    """NUL characters cannot be stored or compared in PostgreSQL text: no resource has one in its name."""
-    if any("\x00" in value for value in request.path_params.values() if isinstance(value, str)):
-        raise NotFound()
-    if request.scope.get("query_string") and any(
-        "\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()
-    ):
-        raise BadRequest("Query parameters must not contain NUL characters")
-
-
-NoNul = Depends(reject_nul)
-"""A router dependency: ``APIRouter(dependencies=[NoNul])``."""
-
-
 async def _settings(request: Request) -> Settings:
     return get_settings(request)
-
-
-async def _database(request: Request) -> Database:
-    return get_database(request)
 
 
 async def _resources(request: Request) -> Resources:
@@ -81,7 +63,6 @@ async def _resources(request: Request) -> Resources:
 
 # Dependencies are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool (slow).
 SettingsDep = Annotated[Settings, Depends(_settings)]
-DatabaseDep = Annotated[Database, Depends(_database)]
 ResourcesDep = Annotated[Resources, Depends(_resources)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from cogport.api import presenters
-from cogport.api.deps import AdminPrincipal, BaseUrl, NoNul, ResourcesDep, SessionDep, principal_cache
+from cogport.api.deps import AdminPrincipal, BaseUrl, ResourcesDep, SessionDep, principal_cache
 from cogport.db.tables import Account, ApiToken
 from cogport.ops import accounts as account_ops
 from cogport.ops import collections as collection_ops
@@ -30,9 +30,7 @@ async def _forget_principals(request: Request) -> AsyncIterator[None]:
         principal_cache(request).clear()
 
 
-router = APIRouter(
-    prefix="/admin/v1", tags=["admin"], dependencies=[NoNul, Depends(_forget_principals, scope="function")]
-)
+router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(_forget_principals, scope="function")])
 
 
 async def _present(session: SessionDep, account: Account) -> AdminAccount:

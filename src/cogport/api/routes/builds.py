@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 
 from cogport.api import presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, ResourcesDep, SessionDep
+from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, SessionDep
 from cogport.build.builder import stage
 from cogport.build.errors import BuildError
 from cogport.db.tables import Build, Model
@@ -59,14 +59,12 @@ async def push_version(
     owner: str,
     name: str,
     session: SessionDep,
-    principal: CurrentPrincipal,
-    resources: ResourcesDep,
-    base_url: BaseUrl,
+    call: CallDep,
     source: UploadFile = File(..., description="A .tar.gz of the model directory (cog.yaml at its top)."),
 ) -> JSONResponse:
     """Push a model directory; it is built into a version in the background."""
+    principal, settings, base_url = call.principal, call.resources.settings, call.base_url
     model, owner_account = await model_ops.find_managed(session, principal, owner, name)
-    settings = resources.settings
     limit = settings.build.max_source_mb << 20
     if source.size is not None and source.size > limit:
         raise PayloadTooLarge(f"The upload is larger than {settings.build.max_source_mb} MiB")
@@ -101,7 +99,7 @@ async def push_version(
         await asyncio.to_thread(shutil.rmtree, area, True)
         return JSONResponse(body, status_code=201)
     # Wake the builder after the response, i.e. once the build row is committed.
-    return JSONResponse(body, status_code=201, background=BackgroundTask(resources.services.wake, "builder"))
+    return JSONResponse(body, status_code=201, background=BackgroundTask(call.resources.services.wake, "builder"))
 
 
 @router.get("/v1/builds/{build_id}")

@@ -3,11 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, SessionDep
+from cogport.api.deps import BaseUrl, CurrentPrincipal, SessionDep
 from cogport.ops import collections as ops
 from cogport.schemas.responses import Collection, CollectionItem, Page
 
-router = APIRouter(tags=["collections"], dependencies=[NoNul])
+router = APIRouter(tags=["collections"])
 
 
 @router.get("/v1/collections")

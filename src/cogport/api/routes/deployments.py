@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, NoNul, ResourcesDep, SessionDep, SettingsDep
+from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, SessionDep, SettingsDep
 from cogport.api.routes.predictions import CancelAfterHeader, PreferHeader, create_run
 from cogport.core.pools import deployment_of
 from cogport.db.tables import Account, Deployment, Model, Version
@@ -21,7 +21,7 @@ from cogport.schemas.actions import DeploymentCreate, DeploymentUpdate, RunCreat
 from cogport.schemas.responses import Deployment as DeploymentOut
 from cogport.schemas.responses import Page
 
-router = APIRouter(tags=["deployments"], dependencies=[NoNul])
+router = APIRouter(tags=["deployments"])
 # A deployment is answered without its None members: ``created_by`` has optional, non-nullable
 # ``github_url``/``avatar_url``, left out when unset (the object has no other optional member).
 
@@ -35,19 +35,17 @@ async def _present(session: AsyncSession, deployment: Deployment) -> DeploymentO
 
 
 @router.post("/v1/deployments", response_model_exclude_none=True)
-async def create_deployment(
-    body: DeploymentCreate, session: SessionDep, principal: CurrentPrincipal, resources: ResourcesDep
-) -> DeploymentOut:
+async def create_deployment(body: DeploymentCreate, session: SessionDep, call: CallDep) -> DeploymentOut:
     owner, name = body.owner_and_name()
     deployment = await ops.create(
         session,
-        principal,
+        call.principal,
         owner=owner,
         name=name,
         model_ref=body.model,
         version_id=body.version,
         config=ops.Config(body.hardware, body.min_instances, body.max_instances),
-        known_hardware=_known_hardware(resources),
+        known_hardware=_known_hardware(call.resources),
     )
     return await _present(session, deployment)
 
@@ -79,12 +77,11 @@ async def update_deployment(
     name: str,
     body: DeploymentUpdate,
     session: SessionDep,
-    principal: CurrentPrincipal,
-    resources: ResourcesDep,
+    call: CallDep,
 ) -> DeploymentOut:
-    deployment, _ = await ops.find(session, principal, owner, name)
+    deployment, _ = await ops.find(session, call.principal, owner, name)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    await ops.release(session, principal, deployment, changes, _known_hardware(resources))
+    await ops.release(session, call.principal, deployment, changes, _known_hardware(call.resources))
     return await _present(session, deployment)
 
 
@@ -126,12 +123,10 @@ async def create_deployment_prediction(
 
 
 @router.get("/v1/deployments/{owner}/{name}/instances")
-async def deployment_instances(
-    owner: str, name: str, session: SessionDep, principal: CurrentPrincipal, resources: ResourcesDep
-) -> dict[str, Any]:
+async def deployment_instances(owner: str, name: str, session: SessionDep, call: CallDep) -> dict[str, Any]:
     """A cogport extension: the deployment's instances now, and how many of its predictions wait to start."""
-    deployment, owner_account = await ops.find(session, principal, owner, name)
+    deployment, owner_account = await ops.find(session, call.principal, owner, name)
     ref = ops.ref(owner_account, deployment)
-    views = [view for view in resources.backend.instances() if deployment_of(view.pool) == ref]
+    views = [view for view in call.resources.backend.instances() if deployment_of(view.pool) == ref]
     queued = await prediction_ops.count_waiting(session, ref)
     return {"results": [presenters.instance(view) for view in views], "queued": queued}

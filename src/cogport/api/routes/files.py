@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from cogport import storable
 from cogport.api import pagination
-from cogport.api.deps import BaseUrl, CurrentPrincipal, ResourcesDep, SessionDep, get_principal
+from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, ResourcesDep, SessionDep, get_principal
 from cogport.api.file_bodies import file_response
 from cogport.api.presenters import timestamp
 from cogport.db.tables import StoredFile, utcnow
@@ -150,10 +150,8 @@ async def get_file(file_id: str, session: SessionDep, principal: CurrentPrincipa
 
 
 @router.delete("/v1/files/{file_id}", status_code=204)
-async def delete_file(
-    file_id: str, session: SessionDep, principal: CurrentPrincipal, resources: ResourcesDep
-) -> Response:
-    await ops.delete_upload(session, resources.storage, principal, file_id)
+async def delete_file(file_id: str, session: SessionDep, call: CallDep) -> Response:
+    await ops.delete_upload(session, call.resources.storage, call.principal, file_id)
     return Response(status_code=204)
 
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, ResourcesDep, SessionDep
+from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, SessionDep
 from cogport.db.tables import Account, Model
 from cogport.errors import BadRequest, NotFound
 from cogport.ops import models as ops
@@ -15,7 +15,7 @@ from cogport.schemas.actions import ModelCreate, ModelUpdate
 from cogport.schemas.responses import Model as ModelOut
 from cogport.schemas.responses import Page
 
-router = APIRouter(tags=["models"], dependencies=[NoNul])
+router = APIRouter(tags=["models"])
 
 MAX_QUERY_BYTES = 4096
 
@@ -48,11 +48,10 @@ async def list_models(
 
 
 @router.post("/v1/models", status_code=201)
-async def create_model(
-    body: ModelCreate, session: SessionDep, principal: CurrentPrincipal, resources: ResourcesDep, base_url: BaseUrl
-) -> ModelOut:
+async def create_model(body: ModelCreate, session: SessionDep, call: CallDep) -> ModelOut:
+    principal, base_url = call.principal, call.base_url
     fields = body.model_dump(exclude={"owner", "name", "visibility", "hardware"})
-    known = {s.sku for s in resources.backend.hardware()}
+    known = {s.sku for s in call.resources.backend.hardware()}
     model, owner = await ops.create(
         session,
         principal,

@@ -3,13 +3,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from cogport.api import presenters
-from cogport.api.deps import BaseUrl, NoNul, OptionalPrincipal, SessionDep
+from cogport.api.deps import BaseUrl, OptionalPrincipal, SessionDep
 from cogport.errors import BadRequest
 from cogport.ops import collections as collection_ops
 from cogport.ops import models as model_ops
 from cogport.schemas.responses import SearchCollection, SearchModel, SearchResult
 
-router = APIRouter(tags=["search"], dependencies=[NoNul])
+router = APIRouter(tags=["search"])
 
 
 @router.get("/v1/search")

@@ -4,12 +4,12 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.background import BackgroundTask
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CurrentPrincipal, NoNul, ResourcesDep, SessionDep
+from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, SessionDep
 from cogport.ops import models as model_ops
 from cogport.ops import versions as ops
 from cogport.schemas.responses import Page, Version
 
-router = APIRouter(tags=["versions"], dependencies=[NoNul])
+router = APIRouter(tags=["versions"])
 
 
 @router.get("/v1/models/{owner}/{name}/versions")
@@ -42,12 +42,11 @@ async def delete_version(
     name: str,
     version_id: str,
     session: SessionDep,
-    principal: CurrentPrincipal,
-    resources: ResourcesDep,
+    call: CallDep,
 ) -> Response:
-    model, _ = await model_ops.find(session, principal, owner, name)
+    model, _ = await model_ops.find(session, call.principal, owner, name)
     version = await ops.get(session, model, version_id)
-    await ops.request_delete(session, principal, model, version)
+    await ops.request_delete(session, call.principal, model, version)
     # Wake the Janitor once the response is sent, i.e. after the request's transaction committed:
     # woken earlier, it could look before the version is marked and then sleep a whole interval.
-    return Response(status_code=202, background=BackgroundTask(resources.services.wake, "janitor"))
+    return Response(status_code=202, background=BackgroundTask(call.resources.services.wake, "janitor"))
