@@ -34,26 +34,17 @@ def times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLOCK, int(fields[12]) / CLOCK
 
 
-def callgrind(pid: int, *command: str) -> None:
-    subprocess.run(["callgrind_control", *command, str(pid)], check=True, capture_output=True)
-
-
 class Side:
-    def __init__(self, name: str, work: Path, env: dict[str, str], *, counted: bool = False) -> None:
+    def __init__(self, name: str, work: Path, env: dict[str, str]) -> None:
         self.name = name
-        self.dumps = work / name.replace("/", "_")
-        data = self.dumps / "data"
+        data = work / name.replace("/", "_") / "data"
         data.parent.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.log = open(data.parent / "server.log", "wb")  # noqa: SIM115
         command = [sys.executable, CLI, "serve", "--port", str(port)]
-        self.counted = counted
-        if counted:
-            out = f"--callgrind-out-file={self.dumps}/callgrind.%p"
-            command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", out, *command]
         self.process = subprocess.Popen(command, env=cogport_env(data, env=env), stdout=self.log, stderr=self.log)
         self.base = f"http://127.0.0.1:{port}"
-        wait_http(f"{self.base}/v1/account", AUTH, timeout=900 if counted else 60)
+        wait_http(f"{self.base}/v1/account", AUTH)
         self.version = push_model(self.base, MODELS["noop"], data.parent)
         self.client = httpx.Client(timeout=60, headers={**AUTH, "Prefer": "wait"})
         self.cpu_ms: list[float] = []
@@ -73,30 +64,12 @@ class Side:
         return latencies
 
     def block(self, n: int) -> float:
-        if self.counted:
-            return self.instructions(n)
         user, system = times(self.process.pid)
         self.latencies += self.run(n)
         user_after, system_after = times(self.process.pid)
         used = (user_after - user + system_after - system) / n * 1000
         self.cpu_ms.append(used)
         self.system_ms.append((system_after - system) / n * 1000)
-        return used
-
-    def instructions(self, n: int) -> float:
-        """Millions of instructions (callgrind's Ir, user space, every thread) the server ran per request."""
-        pid = self.process.pid
-        callgrind(pid, "--zero")
-        callgrind(pid, "--instr=on")
-        self.latencies += self.run(n)
-        callgrind(pid, "--instr=off")
-        before = set(self.dumps.glob("callgrind.*"))
-        callgrind(pid, "--dump")
-        (dump,) = set(self.dumps.glob("callgrind.*")) - before
-        totals = [line for line in dump.read_text().splitlines() if line.startswith(("totals:", "summary:"))]
-        used = int(totals[0].split()[1]) / n / 1e6
-        self.cpu_ms.append(used)
-        self.system_ms.append(0.0)
         return used
 
     def close(self) -> None:
@@ -121,11 +94,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=500, help="sequential sync predictions per side and round")
     parser.add_argument("--warm-up", type=int, default=200)
     parser.add_argument("--no-current", action="store_true", help="only the baselines (e.g. two refs)")
-    parser.add_argument(
-        "--callgrind",
-        action="store_true",
-        help="count instructions instead (the servers run under valgrind's callgrind: slow, but steady under load)",
-    )
     parser.add_argument("--py-spy", type=Path, help="then one more block of the first side under py-spy, into FILE")
     args = parser.parse_args(argv)
     print(f"load average at start: {load()}", flush=True)
@@ -139,7 +107,7 @@ def main(argv: list[str]) -> int:
         try:
             for name, env in wanted:
                 note(f"{name}: starting, pushing the noop model")
-                side = Side(name, work, env, counted=args.callgrind)
+                side = Side(name, work, env)
                 sides.append(side)
                 side.run(args.warm_up)
             for round_ in range(args.rounds):
@@ -157,8 +125,7 @@ def main(argv: list[str]) -> int:
             for side in sides:
                 side.close()
     print(f"\nload average at end: {load()}; {args.rounds} rounds of {args.requests} sync predictions per side\n")
-    what = "server M instructions/prediction" if args.callgrind else "server CPU ms/prediction"
-    print(f"| side | {what} (median) | of which kernel | min | max | p50 ms | p99 ms | paired diff |")
+    print("| side | server CPU ms/prediction (median) | of which kernel | min | max | p50 ms | p99 ms | paired diff |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     first = sides[0]
     for side in sides:
