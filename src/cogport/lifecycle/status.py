@@ -96,9 +96,12 @@ WithinHook = Callable[[Tx, Announcement], None]
 AfterCommitHook = Callable[[Announcement], None]
 
 
+_READ = select(Prediction).where(Prediction.id == bindparam(_ID)).execution_options(populate_existing=True)
+"""Built once, as the UPDATEs above."""
+
+
 def read(tx: Tx, prediction_id: str) -> Prediction:
-    query = select(Prediction).where(Prediction.id == prediction_id).execution_options(populate_existing=True)
-    prediction = tx.session.execute(query).scalar_one_or_none()
+    prediction = tx.session.execute(_READ, {_ID: prediction_id}).scalar_one_or_none()
     if prediction is None:
         raise PredictionNotFound()
     return prediction
