@@ -200,10 +200,10 @@ def test_random_headers_and_queries(
     response = httpx.request(method, f"{server.url}/metrics", headers=headers, params=query, timeout=30)
     check(response)
     token = bearer(headers.get("Authorization"))
-    if method == "POST":
+    if any("\x00" in key + value for key, value in query):
+        assert response.status_code == 400  # refused before routing (api/body_limits.py), whatever the method
+    elif method == "POST":
         assert response.status_code == 405
-    elif any("\x00" in key + value for key, value in query):
-        assert response.status_code == 400
     elif token in (ADMIN_TOKEN, SCRAPE_TOKEN):
         assert response.status_code == 200
     else:

@@ -60,6 +60,7 @@ class Claimed:
     body: str
     attempts: int
     created_at: datetime
+    prediction_id: str
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def claim(
             _TABLE.c.body,
             _TABLE.c.attempts,
             _TABLE.c.created_at,
+            _TABLE.c.prediction_id,
         )
     ).all()
     kept: list[Claimed] = []
@@ -123,7 +125,16 @@ def claim(
         if count < room.get(target, per_target):
             taken_per_target[target] = count + 1
             kept.append(
-                Claimed(row.id, row.message_id, row.account_id, row.url, row.body, row.attempts, row.created_at)
+                Claimed(
+                    row.id,
+                    row.message_id,
+                    row.account_id,
+                    row.url,
+                    row.body,
+                    row.attempts,
+                    row.created_at,
+                    row.prediction_id,
+                )
             )
         else:
             handed_back.append(row.id)

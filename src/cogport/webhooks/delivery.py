@@ -123,6 +123,8 @@ class DeliveryService(Service):
             self.wake()  # claim again once a target's worth of slots is free, not after every attempt
 
     async def _attempt(self, delivery: delivery_ops.Claimed) -> None:
+        # A run's intermediate webhooks still on their way go first: the terminal one is the last a receiver hears.
+        await self.announcer.settled(delivery.prediction_id)
         try:
             secret = await self.announcer.secret_for(delivery.account_id)
         except Exception as exc:  # the database is away: the row is due again when its hold ends

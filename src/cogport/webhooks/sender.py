@@ -117,6 +117,7 @@ class WebhookAnnouncer:
         self._last_sent: dict[tuple[str, str], float] = {}
         self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending: dict[str, set[asyncio.Task[None]]] = {}  # a run's intermediate webhooks on their way
         self.on_outcome: Callable[[str], None] | None = None
         """Told the outcome of every attempt (best-effort and terminal): ``delivered``, ``retrying``
         (a terminal webhook to be tried again) or ``failed`` (not tried again): the metrics' hook."""
@@ -202,7 +203,7 @@ class WebhookAnnouncer:
             rendered.pop("completed_at", None)
         body = json.dumps(rendered)
         url, account_id = prediction.webhook or "", prediction.account_id
-        self._spawn(self._deliver_once(url, account_id, body))
+        self._spawn(self._deliver_once(url, account_id, body), prediction.id)
 
     def _throttled(self, prediction: Prediction, kind: str) -> None:
         key = (prediction.id, kind)
@@ -219,7 +220,7 @@ class WebhookAnnouncer:
     def _fire_trailing(self, key: tuple[str, str]) -> None:
         self._trailing.pop(key, None)
         self._last_sent[key] = time.monotonic()
-        self._spawn(self._deliver_latest(key[0]))
+        self._spawn(self._deliver_latest(key[0]), key[0])
 
     async def _deliver_latest(self, prediction_id: str) -> None:
         async with self.database.session() as session:
@@ -242,10 +243,26 @@ class WebhookAnnouncer:
             if handle is not None:
                 handle.cancel()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, prediction_id: str) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        sending = self._sending.setdefault(prediction_id, set())
+        sending.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            sending.discard(task)
+            if not sending and self._sending.get(prediction_id) is sending:
+                del self._sending[prediction_id]
+
+        task.add_done_callback(done)
+
+    async def settled(self, prediction_id: str) -> None:
+        """Wait (within the webhook timeout) for the run's intermediate webhooks already on their way, so that
+        its terminal webhook is sent after them: a receiver hears the end last."""
+        sending = self._sending.get(prediction_id)
+        if sending:
+            await asyncio.wait(set(sending), timeout=self.settings.timeout)
 
     async def close(self) -> None:
         for handle in self._trailing.values():
