@@ -261,7 +261,15 @@ def test_cancel_a_prediction(live_server: LiveServer, tmp_path: Path) -> None:
         assert process.stdout is not None
         assert process.stdout.read(len(b"token0 ")) == b"token0 "
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired as exc:  # say what it had printed, and where the run was
+            process.kill()
+            runs = httpx.get(
+                f"{live_server.url}/v1/predictions", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            ).json()["results"]
+            states = [(run["id"], run["status"]) for run in runs]
+            raise AssertionError(f"no end 90 s after Ctrl-C: stderr={exc.stderr!r}, runs={states}") from None
     assert process.returncode == 130, stderr
     assert b"canceled prediction" in stderr
     _wait_until_canceled(live_server, stderr.decode().split("canceled prediction ")[1].split()[0])

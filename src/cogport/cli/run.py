@@ -109,6 +109,8 @@ RECONNECTS = 5
 """Attempts to resume a stream, in a row without an event between them, before falling back to polling."""
 BACKOFF = 0.25
 """Seconds before the first attempt; each further one waits twice as long (0.25 + 0.5 + ... = 7.75 s)."""
+CANCEL_TIMEOUT = 30.0
+"""Seconds a cancel asked with Ctrl-C may take (the server answers it within about 5 s)."""
 STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)
 """The server sends a keepalive comment at least every 15 s: a minute of silence is a dead connection."""
 
@@ -277,7 +279,8 @@ def run(
             prediction = wait(client, prediction, quiet=json_out)
     except KeyboardInterrupt:
         # Ctrl-C cancels the prediction rather than leaving it running on the server
-        client.request("POST", f"/v1/predictions/{prediction['id']}/cancel")
+        # Within CANCEL_TIMEOUT: a user who pressed Ctrl-C waits seconds, not the client's two minutes.
+        client.request("POST", f"/v1/predictions/{prediction['id']}/cancel", timeout=CANCEL_TIMEOUT)
         err.print(f"canceled prediction {prediction['id']}", highlight=False)
         raise typer.Exit(130) from None
     if json_out:
