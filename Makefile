@@ -8,10 +8,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: serve test test-sqlite test-postgres lint typecheck bench clean
 
+# --compile-bytecode: a server's start reads bytecode rather than compiling every module it imports, even where
+# PYTHONDONTWRITEBYTECODE is set (Python then never writes it: the start took twice as long, docs/benchmarks.md).
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 

@@ -12,6 +12,14 @@ token, a route; polled every 5 ms). Two kinds of start:
 Also the time to ``import cogport.app`` alone, in a fresh process. Each kind is
 run ``--n`` times per side, the sides interleaved, and the median printed. ``--baseline REF`` runs the same
 against ``REF``'s ``src/`` from a temporary git worktree, side by side (as ``bench webhooks`` does).
+
+Bytecode: an installed server reads its modules' compiled bytecode (pip, and uv with ``--compile-bytecode``,
+write it at install; Python itself on the first import, unless ``PYTHONDONTWRITEBYTECODE`` is set). A box
+that sets ``PYTHONDONTWRITEBYTECODE=1`` over a virtualenv installed without bytecode (this one) compiles every
+module it imports, third-party ones included, on every start: more than half of the start. So by default
+each side is started once first, untimed, with Python allowed to write bytecode into a cache of the run's
+own (``PYTHONPYCACHEPREFIX`` in the scratch folder: the checkout and the virtualenv are left as they are);
+``--no-bytecode-cache`` keeps the environment as it is (every start compiles).
 """
 
 from __future__ import annotations
@@ -56,13 +64,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def start_once(src: Path, data_dir: Path, timeout: float) -> tuple[float, float]:
+def environment(src: Path, pycache: Path | None) -> dict[str, str]:
+    """The environment a side runs in: its ``src`` first on the path; with ``pycache``, bytecode written and
+    read there (``PYTHONPYCACHEPREFIX``) whatever ``PYTHONDONTWRITEBYTECODE`` said."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def start_once(src: Path, data_dir: Path, timeout: float, pycache: Path | None) -> tuple[float, float]:
     """Seconds from launching ``cogport serve`` to its first answered request, and the CPU seconds the server
     used until then (less noisy than the wall time on a busy machine); the server is stopped after."""
     port = free_port()
     env = {
-        **os.environ,
-        "PYTHONPATH": str(src),
+        **environment(src, pycache),
         "COGPORT_DATA_DIR": str(data_dir),
         "COGPORT_ADMIN_TOKEN": TOKEN,
         "COGPORT_LOG_LEVEL": "warning",
@@ -90,12 +107,12 @@ def start_once(src: Path, data_dir: Path, timeout: float) -> tuple[float, float]
             process.wait()
 
 
-def import_seconds(src: Path) -> float:
+def import_seconds(src: Path, pycache: Path | None) -> float:
     """``import cogport.app`` alone, in a fresh process."""
     code = "import time; t = time.perf_counter(); import cogport.app; print(time.perf_counter() - t)"
     out = subprocess.run(
         [sys.executable, "-c", code],
-        env={**os.environ, "PYTHONPATH": str(src)},
+        env=environment(src, pycache),
         capture_output=True,
         text=True,
         check=True,
@@ -108,6 +125,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--n", type=int, default=5, help="starts of each kind per side (median)")
     parser.add_argument("--baseline", help="a git ref to compare against (its src/, from a worktree)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds a start may take")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="no untimed first start writing bytecode: the environment as it is (PYTHONDONTWRITEBYTECODE=1 over a "
+        "virtualenv without bytecode compiles every module at every start)",
+    )
     args = parser.parse_args(argv)
     sides: list[tuple[str, Path]] = [("now", ROOT / "src")]
     kinds = ("import", "fresh", "fresh cpu", "again", "again cpu")
@@ -115,18 +138,24 @@ def main(argv: list[str]) -> int:
         if args.baseline:
             sides.insert(0, (args.baseline, stack.enter_context(worktree(args.baseline))))
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-start-")))
+        pycache = None if args.no_bytecode_cache else scratch / "pycache"
+        if pycache is not None:
+            for name, src in sides:  # untimed: writes the bytecode of all that a fresh start imports
+                start_once(src, scratch / f"{name.replace('/', '_')}-first", args.timeout, pycache)
         load_start = load()
         times: dict[tuple[str, str], list[float]] = {(name, kind): [] for name, _ in sides for kind in kinds}
         for round_ in range(args.n):
             for name, src in sides:
                 data_dir = scratch / f"{name.replace('/', '_')}-{round_}"
-                times[name, "import"].append(import_seconds(src))
+                times[name, "import"].append(import_seconds(src, pycache))
                 for kind in ("fresh", "again"):
-                    wall, cpu = start_once(src, data_dir, args.timeout)
+                    wall, cpu = start_once(src, data_dir, args.timeout, pycache)
                     times[name, kind].append(wall)
                     times[name, f"{kind} cpu"].append(cpu)
                 shutil.rmtree(data_dir, ignore_errors=True)
         print(f"{os.cpu_count()} cores, load average {load_start} at start, {load()} at end; n={args.n}, medians")
+        compiled = "compiles every module at each start" if pycache is None else "bytecode cached (a first start)"
+        print(f"bytecode: {compiled}")
         print("(start: wall seconds to the first answer of GET /v1/account; cpu: the server's CPU seconds till then)\n")
         print("| side | import cogport.app | start, fresh data dir | cpu | start again | cpu |")
         print("|---|---:|---:|---:|---:|---:|")
