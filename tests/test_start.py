@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from alembic.config import Config
@@ -31,6 +32,24 @@ NOT_AT_START = (
     "hypothesis",
 )
 
+NOT_AFTER_THE_LIFESPAN = (
+    "httpcore",  # httpx's transports: the coglet client is made with the first instance, the input fetcher's at
+    "certifi",  # its first fetch (a TLS client loads the CA bundle: ~20-50 ms of CPU)
+)
+
+STARTED = """
+import asyncio, json, sys
+from cogport.app import create_app
+from cogport.settings import Settings
+
+async def main() -> None:
+    app = create_app(Settings(data_dir=sys.argv[1], port=0, register_examples=False, detect_gpus=False))
+    async with app.router.lifespan_context(app):
+        print(json.dumps(sorted(m for m in json.loads(sys.argv[2]) if m in sys.modules)))
+
+asyncio.run(main())
+"""
+
 
 def test_head_is_the_newest_migration() -> None:
     config = Config()
@@ -45,6 +64,12 @@ def test_importing_the_app_leaves_out_what_the_first_request_does_not_need() -> 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_a_started_server_leaves_out_the_http_clients_it_has_not_used(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", STARTED, str(tmp_path / "data"), json.dumps(NOT_AFTER_THE_LIFESPAN)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
 async def test_a_database_at_head_starts_without_alembic(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 The order, each line using only what is above it::
 
-    database (migrated, the admin account ensured), storage, the two outbound HTTP clients
+    database (migrated, the admin account ensured), storage, the input fetcher, the webhook HTTP client
     hub, group writer, transitions, upload tokens, services (the group; its members are added below)
     backend, recorder             tell the dispatcher of capacity through ``capacity_changed``, a Hook
     dispatcher                    connected to that hook once it exists
@@ -12,7 +12,8 @@ The order, each line using only what is above it::
 
 Closing runs the stack backwards: the watcher, the services, the backend (running jobs end through the
 writer), the writer, the notifier (after the last writes: other processes hear of them), the announcer,
-the HTTP clients, storage, the database. A start that fails part way closes what it had opened.
+the webhook client, the input fetcher (its client), storage, the database. A start that fails part way closes
+what it had opened.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
-from cogport import bootstrap, netfetch
+from cogport import bootstrap
 from cogport.backends.base import Backend
 from cogport.backends.local import LocalBackend
 from cogport.db.engine import Database
@@ -117,8 +118,8 @@ async def open_resources(settings: Settings, metrics: Metrics | None, render: Re
             bootstrap.announce_admin_token(token, settings.admin_username)
         storage = await open_storage(settings)
         stack.push_async_callback(storage.close)
-        fetch_client = netfetch.client()
-        stack.push_async_callback(fetch_client.aclose)
+        fetcher = InputFetcher(database, storage, settings, input_policy(settings))
+        stack.push_async_callback(fetcher.aclose)
         hooks = settings.webhooks
         webhook_client = new_webhook_client(hooks)
         stack.push_async_callback(webhook_client.aclose)
@@ -140,7 +141,7 @@ async def open_resources(settings: Settings, metrics: Metrics | None, render: Re
             settings,
             node=node_name(settings),
             lease=settings.lease_seconds,
-            fetcher=InputFetcher(database, storage, settings, fetch_client, input_policy(settings)),
+            fetcher=fetcher,
         )
         dispatcher.deployment_hardware = deployment_ops.hardware_of
         capacity_changed.connect(dispatcher.capacity_changed)

@@ -79,13 +79,13 @@ class ModelInput:
 class InputFetcher:
     """Fetches input URLs (see the module docstring) for the account of the run that names them."""
 
-    def __init__(
-        self, database: Database, storage: Storage, settings: Settings, http: httpx.AsyncClient, policy: HostPolicy
-    ) -> None:
+    def __init__(self, database: Database, storage: Storage, settings: Settings, policy: HostPolicy) -> None:
         self.database = database
         self.storage = storage
         self.settings = settings
-        self.http = http
+        self._http: httpx.AsyncClient | None = None
+        """Made at the first fetch: its TLS setup (loading the CA bundle) is ~20-50 ms of CPU, at every start
+        of a server that may never fetch a URL."""
         self.policy = policy
         self.limits = netfetch.FetchLimits(
             max_bytes=settings.inputs.max_bytes,
@@ -93,11 +93,17 @@ class InputFetcher:
             max_redirects=settings.inputs.max_redirects,
         )
 
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
     async def deliver(self, url: str, principal: Principal, prediction_id: str | None) -> str:
         """What the model gets for ``url``: a ``data:`` URL or a signed internal URL of the fetched bytes.
         Raises :class:`~cogport.netfetch.FetchFailed`."""
         inline_max = self.settings.files_inline_max_bytes
-        async with netfetch.fetch(self.http, self.policy, url, self.limits) as fetched:
+        if self._http is None:
+            self._http = netfetch.client()
+        async with netfetch.fetch(self._http, self.policy, url, self.limits) as fetched:
             media_type = media.media_type(fetched.content_type.split(";")[0])
             head: list[bytes] = []
             size = 0

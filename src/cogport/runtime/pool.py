@@ -116,6 +116,19 @@ def boundary_for(boundary: SandboxSettings, internal_base: str, storage_endpoint
     )
 
 
+def _coglet_client() -> httpx.AsyncClient:
+    """The client of the instances' coglet APIs, made with the first instance rather than at the start: making
+    an httpx transport imports httpcore, and with ``verify`` left on it loaded the CA bundle (together some
+    30-60 ms of CPU at every start, for a server that may run no model for a while)."""
+    return httpx.AsyncClient(
+        # A fresh connection per request: coglet's SSE stalls ~40 ms on a reused one (Nagle).
+        limits=httpx.Limits(max_keepalive_connections=0, max_connections=None),
+        timeout=httpx.Timeout(5.0, read=120.0),  # coglet sends an SSE keep-alive every 15 s
+        trust_env=False,
+        verify=False,  # coglet is plain HTTP on 127.0.0.1 (Instance.url): no TLS, no CA bundle to load
+    )
+
+
 class Pool:
     """All coglet instances of this process. ``start()`` before use, ``stop()`` at the end."""
 
@@ -165,12 +178,6 @@ class Pool:
             await sandbox.check(self.options.sandbox)  # fail fast, with the reason
         else:
             log.warning("COGPORT_RUNTIME__SANDBOX=off: models run unconfined and can read the server's data")
-        self._client = httpx.AsyncClient(
-            # A fresh connection per request: coglet's SSE stalls ~40 ms on a reused one (Nagle).
-            limits=httpx.Limits(max_keepalive_connections=0, max_connections=None),
-            timeout=httpx.Timeout(5.0, read=120.0),  # coglet sends an SSE keep-alive every 15 s
-            trust_env=False,
-        )
         # Plain POSTs keep their connections (one response write each: no Nagle stall, no reconnect).
         self._plain_client = KeepAliveClient()
         self._reaper = asyncio.create_task(self._reap(), name="cogport-pool-reaper")
@@ -446,7 +453,8 @@ class Pool:
         return min(idle, key=lambda i: i.last_used) if idle else None
 
     def _start_instance(self, group: VersionGroup) -> None:
-        assert self._client is not None
+        if self._client is None:  # with the first instance, not at the start (see _coglet_client)
+            self._client = _coglet_client()
         group.started += 1
         group.replace = False
         name = f"{group.spec.version_id[:12]}-{group.spec.mode}-{group.started}"
