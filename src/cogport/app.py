@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from cogport.api import presenters, problems
 from cogport.api.access import AccessLog
 from cogport.api.body_limits import MIB, BodyLimit
+from cogport.api.direct_creates import DirectCreates
 from cogport.api.principal_cache import PrincipalCache
 from cogport.api.rate_limits import RateLimiter
 from cogport.api.routes import (
@@ -91,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.principals = PrincipalCache()
     app.state.metrics = Metrics() if settings.metrics.enabled else None
     app.state.rate_limiter = None  # set by the lifespan (it needs the writer)
+    # innermost: the create routes' usual requests, answered without FastAPI's routing and dependency solving
+    app.add_middleware(DirectCreates)
     problems.install(app)
     # the body cap, and NUL in a path or query: 404/400, never a PostgreSQL 500
     app.add_middleware(BodyLimit, limit_bytes=int(settings.max_request_body_mb * MIB))

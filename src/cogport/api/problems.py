@@ -12,6 +12,7 @@ minute (:func:`cogport.logs.failure`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -172,12 +173,32 @@ class Answered:
                 raise
 
 
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+HANDLERS: dict[type[Exception], Handler] = {
+    CogportError: _cogport_error,
+    RequestValidationError: _validation_error,
+    StarletteHTTPException: _http_error,
+    SQLAlchemyError: _driver_error,
+    OSError: _driver_error,
+}
+"""The app's exception handlers (Starlette's ExceptionMiddleware picks one by the error's class, nearest first)."""
+
+
+async def handled(request: Request, exc: Exception) -> JSONResponse | None:
+    """The answer the app's handlers give ``exc``, as Starlette's ExceptionMiddleware picks it; None for an
+    error none of them takes (:class:`Answered` answers it). For code that answers outside the router
+    (:mod:`cogport.api.direct_creates`)."""
+    for cls in type(exc).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return await handler(request, exc)
+    return None
+
+
 def install(app: FastAPI) -> None:
     """The handlers, and :class:`Answered` (install it before the other middleware: it sits inside them)."""
-    app.add_exception_handler(CogportError, _cogport_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(SQLAlchemyError, _driver_error)
-    app.add_exception_handler(OSError, _driver_error)
+    for cls, handler in HANDLERS.items():
+        app.add_exception_handler(cls, handler)
     app.add_exception_handler(Exception, _unhandled)  # Starlette's last resort: outer middlewares' errors
     app.add_middleware(Answered)

@@ -84,14 +84,32 @@ async def create_run(
     return JSONResponse(body_out, status_code=status_code, headers=headers)
 
 
+def version_resolver(call: Call, version: str) -> Resolver:
+    """``POST /v1/predictions``: the version the body names (an id, or ``owner/name[:id]``)."""
+
+    async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
+        return await call.resources.runs.refs.resolve(session, call.principal, version)
+
+    return resolve
+
+
+def model_resolver(call: Call, owner: str, name: str) -> Resolver:
+    """``POST /v1/models/{owner}/{name}/predictions``: the model's latest version."""
+
+    async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
+        model, owner_account = await model_ops.find(session, call.principal, owner, name)
+        return model, owner_account, await latest_version(session, model)
+
+    return resolve
+
+
+# The two create routes below are also answered by api/direct_creates.py, without FastAPI's routing and
+# dependency solving, for every request in the shape clients send; these take the rest (and the OpenAPI).
 @router.post("/v1/predictions", status_code=201)
 async def create_prediction(
     body: PredictionCreate, call: CallDep, prefer: PreferHeader = None, cancel_after: CancelAfterHeader = None
 ) -> JSONResponse:
-    async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
-        return await call.resources.runs.refs.resolve(session, call.principal, body.version)
-
-    return await create_run(call, body, resolve, prefer, cancel_after)
+    return await create_run(call, body, version_resolver(call, body.version), prefer, cancel_after)
 
 
 @router.post("/v1/models/{owner}/{name}/predictions", status_code=201)
@@ -103,11 +121,7 @@ async def create_model_prediction(
     prefer: PreferHeader = None,
     cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
-    async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
-        model, owner_account = await model_ops.find(session, call.principal, owner, name)
-        return model, owner_account, await latest_version(session, model)
-
-    return await create_run(call, body, resolve, prefer, cancel_after)
+    return await create_run(call, body, model_resolver(call, owner, name), prefer, cancel_after)
 
 
 @router.get("/v1/predictions")
