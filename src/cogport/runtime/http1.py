@@ -43,16 +43,14 @@ class _Connection:
             self.writer.close()
 
 
-class KeepAliveClient:
-    def __init__(self, *, connect_timeout: float = 5.0, max_idle_per_host: int = 64) -> None:
-        self.connect_timeout = connect_timeout
-        self.max_idle_per_host = max_idle_per_host
-        self._idle: dict[tuple[str, int] | str, list[_Connection]] = defaultdict(list)
-        self._closed = False
+@dataclass(frozen=True)
+class _Prefix:
+    host: str
+    port: int
+    head: bytes
 
-    async def post_json(self, url: str, body: bytes, *, uds: str | None = None) -> Response:
-        """POST ``body`` (JSON) to ``url`` (through the unix socket ``uds`` when given); the response once it
-        is complete (no time bound: a prediction may run long; wrap the call in ``asyncio.timeout`` for one)."""
+    @classmethod
+    def of(cls, url: str) -> _Prefix:
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         target = parts.path or "/"
@@ -60,8 +58,30 @@ class KeepAliveClient:
             target += "?" + parts.query
         head = (
             f"POST {target} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            "Accept: application/json\r\nContent-Length: "
         ).encode("ascii")
+        return cls(host, port, head)
+
+
+class KeepAliveClient:
+    def __init__(self, *, connect_timeout: float = 5.0, max_idle_per_host: int = 64) -> None:
+        self.connect_timeout = connect_timeout
+        self.max_idle_per_host = max_idle_per_host
+        self._idle: dict[tuple[str, int] | str, list[_Connection]] = defaultdict(list)
+        self._closed = False
+        self._prefixes: dict[str, _Prefix] = {}
+        """Each URL's request head up to the Content-Length value (a coglet has two URLs)."""
+
+    async def post_json(self, url: str, body: bytes, *, uds: str | None = None) -> Response:
+        """POST ``body`` (JSON) to ``url`` (through the unix socket ``uds`` when given); the response once it
+        is complete (no time bound: a prediction may run long; wrap the call in ``asyncio.timeout`` for one)."""
+        prefix = self._prefixes.get(url)
+        if prefix is None:
+            if len(self._prefixes) >= 1024:  # instances come and go, each with its own port
+                self._prefixes.clear()
+            prefix = self._prefixes[url] = _Prefix.of(url)
+        host, port = prefix.host, prefix.port
+        head = prefix.head + b"%d\r\n\r\n" % len(body)
         key: tuple[str, int] | str = uds or (host, port)
         reused = self._take(key)
         connection = reused or await self._connect(host, port, uds)

@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 
 MODEL_TARGETS = frozenset({"coglet::setup", "coglet::user"})
 TAIL_LINES = 200
+_ROUTINE_TARGET = '"target":"coglet::prediction"}'
+"""How coglet ends its lines about a prediction: its two routine ones ("Starting prediction", "Prediction worker
+completed") and what the model prints while predicting, which also has a ``source`` field."""
+_ROUTINE_LEVEL = '"level":"INFO"'
+_SOURCE = '"source":'
+"""The key of the model's own lines; a message cannot hold it unescaped (quotes in a JSON string are escaped)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,13 @@ class LogTail:
         self.milestone = asyncio.Event()
         """Set on each line from coglet's top-level target (start-up milestones: ready, failed)."""
 
-    def add(self, raw: str) -> LogLine:
+    def add(self, raw: str) -> None:
+        """Take one line coglet wrote. Its routine lines about each prediction (INFO, target
+        ``coglet::prediction``) are neither parsed nor kept unless debug logging is on: nothing shows them
+        (:meth:`tail` keeps the model's lines, warnings and errors) or waits for them."""
+        routine = raw.endswith(_ROUTINE_TARGET) and _ROUTINE_LEVEL in raw and _SOURCE not in raw
+        if routine and not log.isEnabledFor(logging.DEBUG):
+            return
         line = parse_line(raw)
         self._lines.append(line)
         if not self.setup_done and line.target in MODEL_TARGETS:
@@ -90,7 +102,6 @@ class LogTail:
             next(iter(self._listeners.values()))(line.message + "\n")  # fd-level output: see the docstring
         if log.isEnabledFor(logging.DEBUG):  # render() builds the text: two lines a prediction, most unlogged
             log.debug("[%s] %s", self.name, line.render())
-        return line
 
     def listen(self, prediction_id: str, listener: Callable[[str], None]) -> None:
         """Pass each line the model prints for ``prediction_id`` (with its newline) to ``listener``."""

@@ -20,14 +20,16 @@ PREDICTION_DIRS = Path("/tmp/coglet/predictions")
 class PredictionDirSweeper:
     def __init__(self, root: Path = PREDICTION_DIRS) -> None:
         self.root = root
-        self._pending: list[Path] = []
+        self._pending: list[tuple[Path, str]] = []
+        """(root, id) pairs: the paths are joined in the worker thread, not on the event loop (a ``Path``
+        join per prediction costs more than the rest of the mark)."""
 
     def add(self, prediction_id: str, root: Path | None = None) -> None:
         """Mark ``prediction_id``'s directory under ``root`` (a sandboxed instance's own
         ``<tmpdir>/coglet/predictions``; default: the shared one) for removal (ids that could escape
         ``root`` are ignored)."""
         if prediction_id and "/" not in prediction_id and prediction_id not in (".", ".."):
-            self._pending.append((root or self.root) / prediction_id)
+            self._pending.append((root or self.root, prediction_id))
 
     @property
     def pending(self) -> int:
@@ -39,8 +41,9 @@ class PredictionDirSweeper:
             batch, self._pending = self._pending, []
             await asyncio.to_thread(self._remove, batch)
 
-    def _remove(self, batch: list[Path]) -> None:
-        for path in batch:
+    def _remove(self, batch: list[tuple[Path, str]]) -> None:
+        for root, prediction_id in batch:
+            path = root / prediction_id
             try:  # what coglet leaves for most predictions: two empty folders (a fifth of rmtree's work)
                 for empty in (path / "inputs", path / "outputs", path):
                     os.rmdir(empty)
