@@ -153,6 +153,18 @@ def test_compare_and_set_counts_the_rows_it_changed(engine: Engine) -> None:
     assert (row["status"], row["output"], row["logs"]) == ("succeeded", [1, "two"], "x")
 
 
+def test_values_fixed_in_the_statement_are_bound(engine: Engine) -> None:
+    """A bind the caller does not name (the ``+ 1`` of a counter) takes the statement's own value."""
+    bump = Prepared(
+        update(PREDICTIONS).where(PREDICTIONS.c.id == bindparam("run")).values(attempts=PREDICTIONS.c.attempts + 1)
+    )
+    with engine.begin() as conn:
+        conn.execute(insert(PREDICTIONS), row_values("run"))
+        assert bump.execute(conn, {"run": "run"}) == 1
+        assert bump.execute(conn, {"run": "run"}) == 1
+        assert read(conn, "run")["attempts"] == 2
+
+
 def test_statements_it_cannot_run_itself_are_refused(engine: Engine) -> None:
     expanding = Prepared(update(PREDICTIONS).where(PREDICTIONS.c.status.in_(["starting", "processing"])))
     with engine.begin() as conn, pytest.raises(TypeError, match="expanding"):

@@ -28,8 +28,9 @@ class _Compiled:
     names: tuple[str, ...]
     """The bind parameters in the order of the SQL's ``?`` placeholders."""
     processors: Mapping[str, Callable[[Any], Any]]
-    defaults: Callable[[Mapping[str, Any]], Mapping[str, Any]]
-    """The compiled statement's own ``construct_params``: the parameters with defaults and fixed values added."""
+    defaults: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None
+    """The compiled statement's own ``construct_params`` (the parameters with defaults and fixed values added),
+    or ``None`` when the parameters name every bind already (an INSERT of whole rows, the CAS UPDATE)."""
 
 
 class Prepared:
@@ -47,7 +48,7 @@ class Prepared:
         compiled = self._compiled.get(frozenset(parameters))
         if compiled is None:
             compiled = self._compile(conn, parameters)
-        values = compiled.defaults(parameters)
+        values = parameters if compiled.defaults is None else compiled.defaults(parameters)
         processors = compiled.processors
         row = [processors[name](values[name]) if name in processors else values[name] for name in compiled.names]
         dbapi = conn.connection.dbapi_connection
@@ -68,11 +69,13 @@ class Prepared:
             processors[name] = processor
         if compiled.positiontup is None or compiled.literal_execute_params or compiled.post_compile_params:
             raise TypeError(f"{self.statement} needs SQLAlchemy's execution (expanding or literal parameters)")
+        names = tuple(compiled.positiontup)
+        complete = set(names) <= set(parameters)
         entry = _Compiled(
             sql=compiled.string,
-            names=tuple(compiled.positiontup),
+            names=names,
             processors=processors,
-            defaults=lambda values: compiled.construct_params(dict(values), _check=False),
+            defaults=None if complete else lambda values: compiled.construct_params(dict(values), _check=False),
         )
         self._compiled[frozenset(parameters)] = entry
         return entry
