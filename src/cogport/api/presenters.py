@@ -20,9 +20,22 @@ STREAM_PATH = "/v1/streams"
 
 
 def timestamp(value: datetime | None) -> str | None:
+    """``2026-01-02T03:04:05.678901Z``: as ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` writes it, in a third of its
+    time (three a run, on every view of one)."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = value.astimezone(UTC)
+    if utc.year < 1000:  # strftime does not pad the year to four digits
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (f-string formatting is slower here)
+        utc.year,
+        utc.month,
+        utc.day,
+        utc.hour,
+        utc.minute,
+        utc.second,
+        utc.microsecond,
+    )
 
 
 def account(row: Account) -> r.Account:
