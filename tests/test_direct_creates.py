@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, event, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
@@ -72,6 +73,11 @@ def settings(settings: Settings) -> Settings:
 async def pair(app: FastAPI, client: httpx.AsyncClient, database: Database, users: Users) -> AsyncIterator[Pair]:
     await create_model(client, users.alice, "alice/m", visibility="private")
     version = await add_version(database, "alice/m")
+    deployment = {"name": "dep", "model": "alice/m", "version": version, "hardware": "cpu"}
+    response = await client.post(
+        "/v1/deployments", json={**deployment, "min_instances": 0, "max_instances": 1}, headers=auth(users.alice)
+    )
+    assert response.status_code == 200, response.text
     tokens = {"admin": ADMIN_TOKEN, "alice": users.alice, "bob": users.bob}
     async with asgi_client(app) as direct, asgi_client(Routed(app)) as routed:
         yield Pair(direct, routed, tokens, version)
@@ -153,6 +159,9 @@ requests = st.fixed_dictionaries(
                     "/v1/models/alice/m/predictions",
                     "/v1/models/alice/nothing/predictions",
                     "/v1/models/acme/m/predictions",
+                    "/v1/deployments/alice/dep/predictions",
+                    "/v1/deployments/alice/nope/predictions",
+                    "/v1/deployments/bob/dep/predictions",
                 ]
             ),
         ),
@@ -180,6 +189,7 @@ requests = st.fixed_dictionaries(
         # a valid wait is left out: a run made would be waited for (the version has no model to run)
         "prefer": usually(None, st.sampled_from(["", "respond-async", "wait=0", "wait=x", "waiting", "foo, wait=61x"])),
         "cancel_after": usually(None, st.sampled_from(["", "30s", "1h5m", "bogus", "-5", "1e999"])),
+        "drop_version": usually(True, st.just(False)),
     }
 )
 
@@ -194,8 +204,13 @@ async def test_every_create_is_answered_as_the_fastapi_route_answers_it(pair: Pa
         if request[key] is not None:
             headers[name] = request[key]
     content = request["body"].replace(VERSION.encode(), pair.version.encode())
+    if request["path"] != "/v1/predictions" and request["drop_version"] and content.startswith(b'{"'):
+        run = json.loads(content)  # the shape of a model's or deployment's create
+        run.pop("version", None)
+        content = json.dumps(run).encode()
     direct, routed = await both(pair, request["path"], content, headers)
-    event(f"{direct['status']} {direct['body'].get('title', '') if isinstance(direct['body'], dict) else ''}")
+    title = direct["body"].get("title", "") if isinstance(direct["body"], dict) else ""
+    event(f"{request['path'].split('/')[2]}: {direct['status']} {title}")
     assert direct == routed
 
 
@@ -215,7 +230,11 @@ async def test_the_usual_requests_are_answered_directly_and_the_rest_by_the_rout
     try:
         usual = {**auth(pair.tokens["alice"]), "Content-Type": "application/json"}
         body = json.dumps({"version": pair.version, "input": {"text": "hi"}}).encode()
-        for path, content in (("/v1/predictions", body), ("/v1/models/alice/m/predictions", b'{"input": {}}')):
+        for path, content in (
+            ("/v1/predictions", body),
+            ("/v1/models/alice/m/predictions", b'{"input": {}}'),
+            ("/v1/deployments/alice/dep/predictions", b'{"input": {}}'),
+        ):
             response = await pair.direct.post(path, content=content, headers=usual)
             assert response.status_code == 201, response.text
             bad_token = {**usual, "Authorization": "Bearer"}
@@ -237,7 +256,11 @@ async def test_the_usual_requests_are_answered_directly_and_the_rest_by_the_rout
 async def test_runs_made_either_way_are_the_same_runs(pair: Pair) -> None:
     headers = {**auth(pair.tokens["alice"]), "Content-Type": "application/json"}
     run = {"input": {"text": "hi"}, "webhook": "http://127.0.0.1:9/x"}
-    for path, fields in (("/v1/predictions", {"version": pair.version}), ("/v1/models/alice/m/predictions", {})):
+    for path, fields in (
+        ("/v1/predictions", {"version": pair.version}),
+        ("/v1/models/alice/m/predictions", {}),
+        ("/v1/deployments/alice/dep/predictions", {}),
+    ):
         body = json.dumps({**run, **fields}).encode()
         for extra in ({}, {"Cancel-After": "5m"}, {"Prefer": "respond-async"}):
             direct, routed = await both(pair, path, body, {**headers, **extra})
@@ -273,6 +296,7 @@ async def test_the_access_log_line_is_the_same(pair: Pair, caplog: pytest.LogCap
         for path, content in (
             ("/v1/predictions", body),
             ("/v1/models/alice/m/predictions", b'{"input": {"text": "hi"}}'),
+            ("/v1/deployments/alice/dep/predictions", b'{"input": {"text": "hi"}}'),
             ("/v1/predictions", b'{"version": "nope", "input": {}}'),
         ):
             caplog.clear()
@@ -282,10 +306,34 @@ async def test_the_access_log_line_is_the_same(pair: Pair, caplog: pytest.LogCap
             access = dict(record.access)  # type: ignore[attr-defined]
             del access["duration_ms"]
             lines.append(access)
-    assert lines[:3] == lines[3:]
-    assert [line["route"] for line in lines[:3]] == [
+    assert lines[:4] == lines[4:]
+    assert [line["route"] for line in lines[:4]] == [
         "/v1/predictions",
         "/v1/models/{owner}/{name}/predictions",
+        "/v1/deployments/{owner}/{name}/predictions",
         "/v1/predictions",
     ]
     assert {line["account"] for line in lines} == {"alice"}
+
+
+def test_no_other_route_takes_a_post_on_the_direct_paths(app: FastAPI) -> None:
+    """FastAPI answers a request with the first route that matches its path and method: the direct paths'
+    own routes must be the only ones that could (a route added later that takes these paths would not be
+    reached; this says so)."""
+
+    def routes(candidates: list[Any]) -> list[APIRoute]:
+        found: list[APIRoute] = []
+        for route in candidates:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                found += routes(inner.routes)
+            elif isinstance(route, APIRoute) and "POST" in (route.methods or ()):
+                found.append(route)
+        return found
+
+    direct = DirectCreates(app)
+    taken = [direct.exact["/v1/predictions"], *direct.patterns.values()]
+    posts = routes(app.router.routes)
+    for sample in ("/v1/predictions", "/v1/models/a/b/predictions", "/v1/deployments/a/b/predictions"):
+        matching = [route for route in posts if route.path_regex.match(sample)]
+        assert len(matching) == 1 and any(matching[0] is d.route for d in taken), (sample, matching)

@@ -1,13 +1,15 @@
 """The create routes' hot path, answered without FastAPI's routing, dependency solving and response machinery.
 
-``POST /v1/predictions`` and ``POST /v1/models/{owner}/{name}/predictions`` are most of a busy server's
-requests, and FastAPI spent more CPU on each (route matching, a dependency solve, parameter groups, the
-endpoint's wrappers) than cogport's own handling of it. :class:`DirectCreates` sits inside the app's
-middleware (so the access log, the body cap, the NUL guard and :class:`~cogport.api.problems.Answered` see
-these requests as any other) and answers them with the routes' own parts: the caller from
-:func:`~cogport.api.deps.get_call` (token, principal cache, rate limit, the username for the access log),
-the body model, the same resolvers and :func:`~cogport.api.routes.predictions.create_run`, errors through
-the app's own handlers (:func:`~cogport.api.problems.handled`).
+``POST /v1/predictions``, ``POST /v1/models/{owner}/{name}/predictions`` and ``POST
+/v1/deployments/{owner}/{name}/predictions`` are most of a busy server's requests, and FastAPI spent more CPU
+on each (route matching, a dependency solve, parameter groups, the endpoint's wrappers: ~110 us) than
+cogport's own handling of it. :class:`DirectCreates` sits inside the app's middleware (so the access log,
+the body cap, the NUL guard and :class:`~cogport.api.problems.Answered` see these requests as any other)
+and answers them with the routes' own parts: the caller from :func:`~cogport.api.deps.get_call` (token,
+principal cache, rate limit, the username for the access log), the body model, the routes' own functions
+(:func:`~cogport.api.routes.predictions.create_run` and its resolvers,
+:func:`~cogport.api.routes.deployments.create_deployment_run`), errors through the app's own handlers
+(:func:`~cogport.api.problems.handled`).
 
 It takes a request only in the shape clients send it: a ``Content-Type: application/json`` body that is
 valid JSON and a valid body, with an ``Authorization`` header. Everything else goes on to the FastAPI
@@ -19,47 +21,60 @@ request once, and FastAPI too solves the caller before it reports the body), a s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, APIRouter
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cogport.api.deps import Call, get_call
 from cogport.api.problems import handled
-from cogport.api.routes import predictions
-from cogport.lifecycle.runs import Resolver
+from cogport.api.routes import deployments, predictions
 from cogport.schemas.actions import PredictionCreate, RunCreate
 
 __all__ = ["DirectCreates"]
 
-ResolverFor = Callable[[Call, Any, dict[str, str]], Resolver]
-"""The version a create runs, from the caller, the validated body and the path's parameters."""
+Create = Callable[[Call, Any, dict[str, str], str | None, str | None], Awaitable[JSONResponse]]
+"""A route's answer from the caller, the validated body, the path's parameters, ``Prefer`` and ``Cancel-After``."""
 
 
 @dataclass(frozen=True, slots=True)
 class Direct:
     """A create route answered directly: its FastAPI route (the access log's and rate limit's template), its
-    body model, the resolver of its version."""
+    body model, and what it does with them (the route's own code)."""
 
     route: APIRoute
     body: type[RunCreate]
-    resolver: ResolverFor
+    create: Create
 
 
-def _by_version(call: Call, body: PredictionCreate, _params: dict[str, str]) -> Resolver:
-    return predictions.version_resolver(call, body.version)
+async def _by_version(
+    call: Call, body: PredictionCreate, _params: dict[str, str], prefer: str | None, cancel_after: str | None
+) -> JSONResponse:
+    return await predictions.create_run(
+        call, body, predictions.version_resolver(call, body.version), prefer, cancel_after
+    )
 
 
-def _by_model(call: Call, _body: RunCreate, params: dict[str, str]) -> Resolver:
-    return predictions.model_resolver(call, params["owner"], params["name"])
+async def _by_model(
+    call: Call, body: RunCreate, params: dict[str, str], prefer: str | None, cancel_after: str | None
+) -> JSONResponse:
+    resolve = predictions.model_resolver(call, params["owner"], params["name"])
+    return await predictions.create_run(call, body, resolve, prefer, cancel_after)
 
 
-def _route(endpoint: Callable[..., Any]) -> APIRoute:
-    for route in predictions.router.routes:
+async def _by_deployment(
+    call: Call, body: RunCreate, params: dict[str, str], prefer: str | None, cancel_after: str | None
+) -> JSONResponse:
+    return await deployments.create_deployment_run(call, params["owner"], params["name"], body, prefer, cancel_after)
+
+
+def _route(router: APIRouter, endpoint: Callable[..., Any]) -> APIRoute:
+    for route in router.routes:
         if isinstance(route, APIRoute) and route.endpoint is endpoint:
             return route
     raise LookupError(f"no route for {endpoint.__name__}")
@@ -88,22 +103,28 @@ class DirectCreates:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.exact = {"/v1/predictions": Direct(_route(predictions.create_prediction), PredictionCreate, _by_version)}
-        model = _route(predictions.create_model_prediction)
-        self.patterns = [Direct(model, RunCreate, _by_model)]
-        """Matched with the route's own pattern. The predictions router is the app's first, and no route
-        before these takes a POST, so FastAPI would pick these too (tests/test_direct_creates.py)."""
+        by_version = Direct(_route(predictions.router, predictions.create_prediction), PredictionCreate, _by_version)
+        self.exact = {"/v1/predictions": by_version}
+        self.patterns = {
+            "/v1/models/": Direct(
+                _route(predictions.router, predictions.create_model_prediction), RunCreate, _by_model
+            ),
+            "/v1/deployments/": Direct(
+                _route(deployments.router, deployments.create_deployment_prediction), RunCreate, _by_deployment
+            ),
+        }
+        """By prefix, matched with the route's own pattern. No other route of the app takes a POST on these
+        paths, so FastAPI picks these routes too (tests/test_direct_creates.py)."""
 
     def _match(self, scope: Scope) -> tuple[Direct, dict[str, str]] | None:
         path: str = scope["path"]
         direct = self.exact.get(path)
         if direct is not None:
             return direct, {}
-        if path.startswith("/v1/models/"):
-            for direct in self.patterns:
+        for prefix, direct in self.patterns.items():
+            if path.startswith(prefix):
                 found = direct.route.path_regex.match(path)
-                if found is not None:
-                    return direct, found.groupdict()
+                return (direct, found.groupdict()) if found is not None else None
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -142,13 +163,7 @@ class DirectCreates:
             return
         headers = request.headers
         try:
-            response = await predictions.create_run(
-                call,
-                run,
-                direct.resolver(call, run, params),
-                headers.get("prefer"),
-                headers.get("cancel-after"),
-            )
+            response = await direct.create(call, run, params, headers.get("prefer"), headers.get("cancel-after"))
         except Exception as exc:
             await _answer_error(request, exc, scope, receive, send)
             return

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cogport.api import pagination, presenters
-from cogport.api.deps import BaseUrl, CallDep, CurrentPrincipal, SessionDep, SettingsDep
+from cogport.api.deps import BaseUrl, Call, CallDep, CurrentPrincipal, SessionDep, SettingsDep
 from cogport.api.routes.predictions import CancelAfterHeader, PreferHeader, create_run
 from cogport.core.pools import deployment_of
 from cogport.db.tables import Account, Deployment, Model, Version
@@ -103,7 +103,14 @@ async def create_deployment_prediction(
     prefer: PreferHeader = None,
     cancel_after: CancelAfterHeader = None,
 ) -> JSONResponse:
-    """A prediction of the deployment's current version; the prediction carries ``deployment``."""
+    """A prediction of the deployment's current version; the prediction carries ``deployment``. Also
+    answered by api/direct_creates.py, for every request in the shape clients send."""
+    return await create_deployment_run(call, owner, name, body, prefer, cancel_after)
+
+
+async def create_deployment_run(
+    call: Call, owner: str, name: str, body: RunCreate, prefer: str | None, cancel_after: str | None
+) -> JSONResponse:
     used: list[int] = []
 
     async def resolve(session: AsyncSession) -> tuple[Model, Account, Version]:
