@@ -434,17 +434,7 @@ class Environments:
         )
 
     def _install_argv(self, spec: EnvironmentSpec, source: Path, venv: Path, log: BuildLog) -> list[str]:
-        # --compile-bytecode: an instance's venv is read-only in its sandbox, so without it every instance start
-        # compiled cog, coglet and their dependencies again (coglet to READY: 0.81 -> 0.58 s here, issue 21).
-        argv = [
-            self.uv,
-            "pip",
-            "install",
-            "--no-config",
-            "--compile-bytecode",
-            "--python",
-            str(venv / "bin" / "python"),
-        ]
+        argv = [self.uv, "pip", "install", "--no-config", "--python", str(venv / "bin" / "python")]
         if spec.lock is not None:
             lock = venv / LOCK_FILE
             lock.write_text(spec.lock, encoding="utf-8")
