@@ -116,8 +116,8 @@ class WebhookAnnouncer:
         self._loading: dict[int, asyncio.Future[str]] = {}
         self._last_sent: dict[tuple[str, str], float] = {}
         self._trailing: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._sending: dict[str, set[asyncio.Task[None]]] = {}  # a run's intermediate webhooks on their way
+        self._sending: dict[str, set[asyncio.Task[None]]] = {}
+        """Each run's intermediate webhooks on their way (the tasks this announcer holds, by run)."""
         self.on_outcome: Callable[[str], None] | None = None
         """Told the outcome of every attempt (best-effort and terminal): ``delivered``, ``retrying``
         (a terminal webhook to be tried again) or ``failed`` (not tried again): the metrics' hook."""
@@ -245,12 +245,10 @@ class WebhookAnnouncer:
 
     def _spawn(self, coro: Any, prediction_id: str) -> None:
         task = asyncio.create_task(coro)
-        self._tasks.add(task)
         sending = self._sending.setdefault(prediction_id, set())
         sending.add(task)
 
         def done(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
             sending.discard(task)
             if not sending and self._sending.get(prediction_id) is sending:
                 del self._sending[prediction_id]
@@ -267,5 +265,5 @@ class WebhookAnnouncer:
     async def close(self) -> None:
         for handle in self._trailing.values():
             handle.cancel()
-        for task in list(self._tasks):
+        for task in [task for sending in self._sending.values() for task in sending]:
             task.cancel()
